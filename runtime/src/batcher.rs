@@ -1,0 +1,373 @@
+//! The dynamic batcher: one queue and one worker thread per model.
+//!
+//! Callers enqueue items with a deadline and await a oneshot reply. The worker owns the queue: it
+//! waits for a first item, then gathers more of the same group until the batch's cost reaches
+//! `max_batch_size` or `max_batch_delay` has passed since the first item arrived. Items whose caller
+//! went away are skipped, and items past their deadline are answered with [`Error::Timeout`] without
+//! running. The model runs on the worker thread, never on the async executor.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::family::Family;
+use crate::{Error, Result};
+
+/// Batching knobs, per model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Largest total cost of one batch.
+    pub max_batch_size: usize,
+    /// Longest wait for more items after the first one arrives.
+    pub max_batch_delay: Duration,
+    /// Items that may wait in the queue; beyond this, submissions fail with `Overloaded`.
+    pub queue_capacity: usize,
+    /// How long an item may wait for its result before it fails with `Timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 64,
+            max_batch_delay: Duration::from_millis(2),
+            queue_capacity: 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Job<F: Family> {
+    item: F::Item,
+    deadline: Instant,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<F::Output>>,
+}
+
+/// A handle to one model's queue and worker. Dropping it stops the worker after the queue drains.
+pub struct Batcher<F: Family> {
+    tx: Option<SyncSender<Job<F>>>,
+    depth: Arc<AtomicUsize>,
+    worker: Option<JoinHandle<()>>,
+    config: BatchConfig,
+    label: String,
+}
+
+impl<F: Family> Batcher<F> {
+    /// Starts the worker thread for `family`. `label` names the model in metrics and logs.
+    pub fn new(family: Arc<F>, config: BatchConfig, label: String) -> Batcher<F> {
+        let (tx, rx) = sync_channel(config.queue_capacity.max(1));
+        let depth = Arc::new(AtomicUsize::new(0));
+        let worker =
+            Worker { family, rx, depth: depth.clone(), config, label: label.clone(), pending: VecDeque::new() };
+        let handle = std::thread::Builder::new()
+            .name(format!("tandem-worker-{label}"))
+            .spawn(move || worker.run())
+            .expect("spawning a worker thread failed. This is a bug.");
+        Batcher { tx: Some(tx), depth, worker: Some(handle), config, label }
+    }
+
+    /// Queues `item` and waits for its output, up to the configured request timeout.
+    pub async fn submit(&self, item: F::Item) -> Result<F::Output> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let rx = self.enqueue(item, deadline)?;
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(Error::Unavailable(format!("model {} stopped", self.label))),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// Queues `item` with an explicit deadline and returns the receiver of its result.
+    pub fn enqueue(&self, item: F::Item, deadline: Instant) -> Result<oneshot::Receiver<Result<F::Output>>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job { item, deadline, enqueued: Instant::now(), reply };
+        let tx = self.tx.as_ref().expect("sender lives until drop. This is a bug.");
+        // Count before sending so that the worker's decrement can never run first.
+        let depth = self.depth.fetch_add(1, Ordering::SeqCst) + 1;
+        match tx.try_send(job) {
+            Ok(()) => {
+                metrics::gauge!("tandem_queue_depth", "model" => self.label.clone()).set(depth as f64);
+                Ok(rx)
+            }
+            Err(e) => {
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full(_) => Err(Error::Overloaded),
+                    TrySendError::Disconnected(_) => Err(Error::Unavailable(format!("model {} stopped", self.label))),
+                }
+            }
+        }
+    }
+
+    /// Items waiting in the queue right now.
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::SeqCst)
+    }
+}
+
+impl<F: Family> Drop for Batcher<F> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(handle) = self.worker.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Worker<F: Family> {
+    family: Arc<F>,
+    rx: Receiver<Job<F>>,
+    depth: Arc<AtomicUsize>,
+    config: BatchConfig,
+    label: String,
+    /// Items received but not yet run, e.g. of another group than the batch being formed.
+    pending: VecDeque<Job<F>>,
+}
+
+impl<F: Family> Worker<F> {
+    fn run(mut self) {
+        let mut open = true;
+        while open || !self.pending.is_empty() {
+            if self.pending.is_empty() {
+                match self.rx.recv() {
+                    Ok(job) => self.pending.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            open = self.gather();
+            let batch = self.take_batch();
+            if !batch.is_empty() {
+                self.execute(batch);
+            }
+        }
+    }
+
+    /// Receives more items until the first pending item's group is full or its delay ran out.
+    /// Returns false once every sender is gone.
+    fn gather(&mut self) -> bool {
+        let Some(first) = self.pending.front() else { return true };
+        let close_at = first.enqueued + self.config.max_batch_delay;
+        loop {
+            let group = self.pending.front().map(|j| self.family.group(&j.item));
+            let cost: usize = self
+                .pending
+                .iter()
+                .filter(|j| Some(self.family.group(&j.item)) == group)
+                .map(|j| self.family.cost(&j.item))
+                .sum();
+            if cost >= self.config.max_batch_size {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= close_at {
+                return true;
+            }
+            match self.rx.recv_timeout(close_at - now) {
+                Ok(job) => self.pending.push_back(job),
+                Err(RecvTimeoutError::Timeout) => return true,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Removes the next batch from `pending`: live items of the first live item's group, within budget.
+    fn take_batch(&mut self) -> Vec<Job<F>> {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        let mut group = None;
+        let mut cost = 0;
+        for job in self.pending.drain(..) {
+            if job.reply.is_closed() {
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            if job.deadline <= now {
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.reply.send(Err(Error::Timeout));
+                continue;
+            }
+            let g = self.family.group(&job.item);
+            let c = self.family.cost(&job.item);
+            let fits = group.is_none() || (group == Some(g) && cost + c <= self.config.max_batch_size);
+            if fits {
+                group = Some(g);
+                cost += c;
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                batch.push(job);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.pending = kept;
+        metrics::gauge!("tandem_queue_depth", "model" => self.label.clone())
+            .set(self.depth.load(Ordering::SeqCst) as f64);
+        batch
+    }
+
+    fn execute(&self, batch: Vec<Job<F>>) {
+        let _span = tracing::debug_span!("batch", model = %self.label, size = batch.len()).entered();
+        let started = Instant::now();
+        for job in &batch {
+            metrics::histogram!("tandem_queue_wait_seconds", "model" => self.label.clone())
+                .record((started - job.enqueued).as_secs_f64());
+        }
+        let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
+        // A panicking model must not take the worker, and with it every later request, down.
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| self.family.run_batch(&items)))
+            .unwrap_or_else(|_| Err(Error::Internal("the model panicked while running a batch".into())));
+        metrics::histogram!("tandem_batch_size", "model" => self.label.clone()).record(items.len() as f64);
+        metrics::histogram!("tandem_inference_seconds", "model" => self.label.clone())
+            .record(started.elapsed().as_secs_f64());
+        match res {
+            Ok(outputs) if outputs.len() == replies.len() => {
+                for (reply, out) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            Ok(outputs) => {
+                let msg = format!("the model returned {} outputs for {} items", outputs.len(), replies.len());
+                tracing::error!(model = %self.label, "{msg}");
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Internal(msg.clone())));
+                }
+            }
+            Err(e) => {
+                tracing::error!(model = %self.label, error = %e, "batch failed");
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Internal(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Doubles numbers, records the batch sizes it saw, and can be slowed down.
+    struct Doubler {
+        batches: Mutex<Vec<usize>>,
+        delay: Duration,
+    }
+
+    impl Family for Doubler {
+        type Item = (u64, i64);
+        type Output = i64;
+        fn group(&self, item: &Self::Item) -> u64 {
+            item.0
+        }
+        fn cache_key(&self, _item: &Self::Item) -> Option<u64> {
+            None
+        }
+        fn run_batch(&self, items: &[Self::Item]) -> Result<Vec<i64>> {
+            std::thread::sleep(self.delay);
+            self.batches.lock().unwrap().push(items.len());
+            if items.iter().any(|i| i.1 < 0) {
+                panic!("negative input");
+            }
+            Ok(items.iter().map(|i| i.1 * 2).collect())
+        }
+        fn warmup_item(&self) -> Self::Item {
+            (0, 0)
+        }
+    }
+
+    fn batcher(config: BatchConfig, delay: Duration) -> (Arc<Doubler>, Batcher<Doubler>) {
+        let family = Arc::new(Doubler { batches: Mutex::new(Vec::new()), delay });
+        (family.clone(), Batcher::new(family, config, "test".into()))
+    }
+
+    fn config(max_batch_size: usize, delay_ms: u64, queue: usize) -> BatchConfig {
+        BatchConfig {
+            max_batch_size,
+            max_batch_delay: Duration::from_millis(delay_ms),
+            queue_capacity: queue,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_batches_and_get_their_own_results() {
+        let (family, b) = batcher(config(8, 50, 64), Duration::ZERO);
+        let b = Arc::new(b);
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { (i, b.submit((0, i)).await.unwrap()) })
+            })
+            .collect();
+        for t in tasks {
+            let (i, out) = t.await.unwrap();
+            assert_eq!(out, i * 2);
+        }
+        let batches = family.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 20);
+        assert!(batches.iter().all(|&n| n <= 8), "{batches:?}");
+        assert!(batches.len() < 20, "no batching happened: {batches:?}");
+    }
+
+    #[tokio::test]
+    async fn items_of_different_groups_never_share_a_batch() {
+        let (family, b) = batcher(config(8, 30, 64), Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let rxs: Vec<_> = (0..6).map(|i| b.enqueue((i % 2, i as i64), deadline).unwrap()).collect();
+        for (i, rx) in rxs.into_iter().enumerate() {
+            assert_eq!(rx.await.unwrap().unwrap(), 2 * i as i64);
+        }
+        let batches = family.batches.lock().unwrap().clone();
+        assert_eq!(batches, vec![3, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_overloaded() {
+        let (_family, b) = batcher(config(1, 0, 2), Duration::from_millis(200));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut results = Vec::new();
+        for i in 0..6 {
+            results.push(b.enqueue((0, i), deadline));
+        }
+        assert!(results.iter().any(|r| matches!(r, Err(Error::Overloaded))));
+    }
+
+    #[tokio::test]
+    async fn an_expired_item_times_out_without_running() {
+        let (family, b) = batcher(config(1, 0, 8), Duration::from_millis(100));
+        let far = Instant::now() + Duration::from_secs(5);
+        let first = b.enqueue((0, 1), far).unwrap();
+        let expired = b.enqueue((0, 2), Instant::now() + Duration::from_millis(10)).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        assert!(matches!(expired.await.unwrap(), Err(Error::Timeout)));
+        assert_eq!(family.batches.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_caller_is_skipped() {
+        let (family, b) = batcher(config(1, 0, 8), Duration::from_millis(100));
+        let far = Instant::now() + Duration::from_secs(5);
+        let first = b.enqueue((0, 1), far).unwrap();
+        drop(b.enqueue((0, 2), far).unwrap());
+        let third = b.enqueue((0, 3), far).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        assert_eq!(third.await.unwrap().unwrap(), 6);
+        assert_eq!(family.batches.lock().unwrap().len(), 2);
+        assert_eq!(b.queue_depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_items_and_the_worker_survives() {
+        let (_family, b) = batcher(config(1, 0, 8), Duration::ZERO);
+        assert!(matches!(b.submit((0, -1)).await, Err(Error::Internal(_))));
+        assert_eq!(b.submit((0, 4)).await.unwrap(), 8);
+    }
+}

@@ -1,0 +1,3 @@
+//! Model families, one module each.
+
+pub mod classifier;

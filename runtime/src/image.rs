@@ -1,0 +1,150 @@
+//! Request images: decoding, validation and resizing onto the model's input grid.
+//!
+//! Every image enters on the 8-bit grayscale scale (0–255), whether it arrived as PNG, JPEG or a
+//! pixel array, so that serving sees the same pipeline as training.
+
+use std::io::Cursor;
+
+use image::{imageops::FilterType, ImageBuffer, ImageFormat, Luma};
+
+use crate::{Error, Result};
+
+/// Largest accepted side, to bound decode memory.
+pub const MAX_SIDE: u32 = 4096;
+
+/// The filter used when an image's size differs from the model's: bilinear ("triangle").
+pub const RESIZE_FILTER: &str = "triangle";
+
+/// A single-channel image on the 0–255 scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrayImage {
+    width: usize,
+    height: usize,
+    pixels: Vec<f32>,
+}
+
+impl GrayImage {
+    /// Decodes PNG or JPEG bytes; colour images are converted to grayscale (ITU-R BT.601 luma).
+    pub fn decode(bytes: &[u8]) -> Result<GrayImage> {
+        let format = image::guess_format(bytes)
+            .map_err(|_| Error::InvalidImage("unrecognised image format: send PNG or JPEG".into()))?;
+        if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
+            return Err(Error::InvalidImage(format!("unsupported image format {format:?}: send PNG or JPEG")));
+        }
+        let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| Error::InvalidImage(e.to_string()))?;
+        let luma = img.to_luma8();
+        let (width, height) = (luma.width() as usize, luma.height() as usize);
+        Ok(GrayImage { width, height, pixels: luma.into_raw().into_iter().map(f32::from).collect() })
+    }
+
+    /// Builds an image from rows of pixel values on the 0–255 scale.
+    pub fn from_rows(rows: &[Vec<f64>]) -> Result<GrayImage> {
+        let height = rows.len();
+        let width = rows.first().map_or(0, Vec::len);
+        if height == 0 || width == 0 {
+            return Err(Error::InvalidInput("pixels must be a non-empty 2-D array".into()));
+        }
+        if height > MAX_SIDE as usize || width > MAX_SIDE as usize {
+            return Err(Error::InvalidInput(format!(
+                "pixels: {height}x{width} exceeds the {MAX_SIDE} pixel side limit"
+            )));
+        }
+        let mut pixels = Vec::with_capacity(height * width);
+        for (r, row) in rows.iter().enumerate() {
+            if row.len() != width {
+                return Err(Error::InvalidInput(format!(
+                    "pixels: row {r} has {} values, row 0 has {width}",
+                    row.len()
+                )));
+            }
+            for (c, &v) in row.iter().enumerate() {
+                if !v.is_finite() || !(0.0..=255.0).contains(&v) {
+                    return Err(Error::InvalidInput(format!(
+                        "pixels[{r}][{c}] = {v}: values must be finite and within 0..=255"
+                    )));
+                }
+                pixels.push(v as f32);
+            }
+        }
+        Ok(GrayImage { width, height, pixels })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Row-major pixels on the 0–255 scale.
+    pub fn pixels(&self) -> &[f32] {
+        &self.pixels
+    }
+
+    /// The pixels at `height × width`, resized with [`RESIZE_FILTER`] when the size differs.
+    pub fn resized(&self, height: usize, width: usize) -> Vec<f32> {
+        if self.height == height && self.width == width {
+            return self.pixels.clone();
+        }
+        // `image` treats float pixels as 0..1 and clamps to that range while resampling.
+        let unit: Vec<f32> = self.pixels.iter().map(|p| p / 255.0).collect();
+        let buf: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_raw(self.width as u32, self.height as u32, unit)
+            .expect("pixel count matches the dimensions by construction. This is a bug.");
+        let out = image::imageops::resize(&buf, width as u32, height as u32, FilterType::Triangle);
+        out.into_raw().into_iter().map(|v| (v * 255.0).clamp(0.0, 255.0)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_round_trips_to_the_same_pixels() {
+        let img = image::GrayImage::from_fn(5, 3, |x, y| Luma([(x * 40 + y) as u8]));
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+        let decoded = GrayImage::decode(&bytes).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (5, 3));
+        assert_eq!(decoded.pixels()[6], 41.0);
+    }
+
+    #[test]
+    fn garbage_bytes_are_an_invalid_image() {
+        assert!(matches!(GrayImage::decode(b"not an image"), Err(Error::InvalidImage(_))));
+        let truncated = {
+            let img = image::GrayImage::new(4, 4);
+            let mut bytes = Vec::new();
+            img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+            bytes.truncate(bytes.len() / 2);
+            bytes
+        };
+        assert!(matches!(GrayImage::decode(&truncated), Err(Error::InvalidImage(_))));
+    }
+
+    #[test]
+    fn pixel_rows_are_validated() {
+        let err = GrayImage::from_rows(&[vec![0.0, 1.0], vec![2.0]]).unwrap_err().to_string();
+        assert!(err.contains("row 1"), "{err}");
+        let err = GrayImage::from_rows(&[vec![0.0, f64::NAN]]).unwrap_err().to_string();
+        assert!(err.contains("pixels[0][1]"), "{err}");
+        assert!(GrayImage::from_rows(&[vec![0.0, 256.0]]).is_err());
+        assert!(GrayImage::from_rows(&[]).is_err());
+    }
+
+    #[test]
+    fn resize_keeps_a_constant_image_constant() {
+        let img = GrayImage::from_rows(&vec![vec![100.0; 16]; 16]).unwrap();
+        let out = img.resized(8, 8);
+        assert_eq!(out.len(), 64);
+        assert!(out.iter().all(|v| (v - 100.0).abs() < 1e-3));
+    }
+}

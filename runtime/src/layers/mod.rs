@@ -1,0 +1,5 @@
+//! Tandem's own layers: the one place where the architectures meet the kernels.
+
+mod conv;
+
+pub use conv::{conv2d, conv2d_no_bias, max_pool2d, Conv2d, Conv2dConfig};

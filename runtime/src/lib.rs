@@ -1,0 +1,44 @@
+//! Tandem's embeddable model runtime.
+//!
+//! It loads model bundles (a `manifest.json` plus `model.safetensors`), builds the architecture they
+//! name, and answers requests through a per-model dynamic batcher with a result cache. Nothing here
+//! knows about HTTP: a Rust program can embed it directly.
+//!
+//! ```no_run
+//! # async fn demo() -> tandem_runtime::Result<()> {
+//! use tandem_runtime::{image::GrayImage, ClassifyRequest, Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default());
+//! let info = runtime.load("models/mnist-student".as_ref())?;
+//! let image = GrayImage::decode(&std::fs::read("seven.png").unwrap())?;
+//! let res = runtime.classify(&info.id, ClassifyRequest { images: vec![image], top_k: 3 }).await?;
+//! println!("{}: {}", res.predictions[0][0].label, res.predictions[0][0].score);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod batcher;
+pub mod bundle;
+pub mod cache;
+pub mod device;
+mod error;
+pub mod families;
+pub mod family;
+pub mod fs;
+pub mod image;
+pub mod kernels;
+pub mod layers;
+pub mod models;
+mod runtime;
+pub mod testing;
+
+pub use batcher::BatchConfig;
+pub use cache::CacheStats;
+pub use error::{Error, Result};
+pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction};
+pub use runtime::{ModelInfo, Runtime, RuntimeConfig};
+
+/// Re-exported so that downstream crates build tensors with the exact candle version used here.
+pub use candle_core;
+/// Re-exported for the same reason as [`candle_core`].
+pub use candle_nn;

@@ -1,0 +1,3 @@
+//! Model architectures, each defined once and shared by training and serving.
+
+pub mod cnn;

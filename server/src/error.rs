@@ -1,0 +1,390 @@
+//! The one error shape every failure answers with, and the single table mapping errors to statuses.
+//!
+//! Handlers, extractor rejections, fallbacks and tower layers all end up here, so a client only
+//! ever has to parse `{"error":{"type":"...","message":"..."}}`. The OpenAPI document reads the
+//! same [`ErrorType::status`] table, which keeps the documented codes honest.
+
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::wire::{ErrorBody, ErrorDetail};
+
+/// Seconds a client is asked to wait after a 429, short because load is usually bursty.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Machine-readable kind of an error; the `type` field of the error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// The request could not be read (bad path encoding, broken body stream).
+    BadRequest,
+    /// The body is not syntactically valid JSON.
+    InvalidJson,
+    /// Image bytes (or their base64) could not be decoded.
+    InvalidImage,
+    /// An API key is configured and the request did not carry it.
+    Unauthorized,
+    /// No such route or model.
+    NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// More inputs in one request than the configured limit.
+    TooManyInputs,
+    /// The body's content type is not one the route accepts.
+    UnsupportedMediaType,
+    /// Well-formed JSON of the wrong shape, or values the model cannot use.
+    InvalidInput,
+    /// Too much work in flight; retry after `Retry-After` seconds.
+    Overloaded,
+    /// The request did not finish within its deadline.
+    Timeout,
+    /// The server is warming up, draining, or a model cannot take requests.
+    Unavailable,
+    /// An unexpected failure; details are in the server log, not the response.
+    Internal,
+}
+
+impl ErrorType {
+    /// Every error type, so that documentation and tests can walk the whole table.
+    pub const ALL: [ErrorType; 14] = [
+        ErrorType::BadRequest,
+        ErrorType::InvalidJson,
+        ErrorType::InvalidImage,
+        ErrorType::Unauthorized,
+        ErrorType::NotFound,
+        ErrorType::MethodNotAllowed,
+        ErrorType::PayloadTooLarge,
+        ErrorType::TooManyInputs,
+        ErrorType::UnsupportedMediaType,
+        ErrorType::InvalidInput,
+        ErrorType::Overloaded,
+        ErrorType::Timeout,
+        ErrorType::Unavailable,
+        ErrorType::Internal,
+    ];
+
+    /// The HTTP status for this type: the single source of truth for responses and the spec.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorType::BadRequest | ErrorType::InvalidJson | ErrorType::InvalidImage => StatusCode::BAD_REQUEST,
+            ErrorType::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorType::NotFound => StatusCode::NOT_FOUND,
+            ErrorType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorType::PayloadTooLarge | ErrorType::TooManyInputs => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorType::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::Timeout | ErrorType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `type` string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::BadRequest => "bad_request",
+            ErrorType::InvalidJson => "invalid_json",
+            ErrorType::InvalidImage => "invalid_image",
+            ErrorType::Unauthorized => "unauthorized",
+            ErrorType::NotFound => "not_found",
+            ErrorType::MethodNotAllowed => "method_not_allowed",
+            ErrorType::PayloadTooLarge => "payload_too_large",
+            ErrorType::TooManyInputs => "too_many_inputs",
+            ErrorType::UnsupportedMediaType => "unsupported_media_type",
+            ErrorType::InvalidInput => "invalid_input",
+            ErrorType::Overloaded => "overloaded",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Unavailable => "unavailable",
+            ErrorType::Internal => "internal",
+        }
+    }
+
+    /// When the type applies, in words; used for the spec's response descriptions.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorType::BadRequest => "the request could not be read",
+            ErrorType::InvalidJson => "the body is not valid JSON",
+            ErrorType::InvalidImage => "an image or its base64 encoding could not be decoded",
+            ErrorType::Unauthorized => "an API key is configured and the bearer token is missing or wrong",
+            ErrorType::NotFound => "no such route or model",
+            ErrorType::MethodNotAllowed => "the path exists but not for this method",
+            ErrorType::PayloadTooLarge => "the body exceeds the configured size limit",
+            ErrorType::TooManyInputs => "more inputs than the configured `max_inputs`",
+            ErrorType::UnsupportedMediaType => "the content type is not accepted by this route",
+            ErrorType::InvalidInput => "well-formed JSON of the wrong shape, or unusable values",
+            ErrorType::Overloaded => "too many requests in flight; retry after `Retry-After` seconds",
+            ErrorType::Timeout => "the request did not finish within the server's deadline",
+            ErrorType::Unavailable => "the server is warming up or draining, or the model cannot take requests",
+            ErrorType::Internal => "an unexpected failure; details are in the server log",
+        }
+    }
+
+    /// What 5xx bodies say instead of the underlying detail, which may leak internals.
+    fn public_message(self) -> Option<&'static str> {
+        match self {
+            ErrorType::Timeout => Some("the request timed out"),
+            ErrorType::Unavailable => Some("the service is unavailable, retry later"),
+            ErrorType::Internal => Some("internal server error"),
+            _ => None,
+        }
+    }
+}
+
+/// Every way a request can fail, as seen by an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// See [`ErrorType::BadRequest`].
+    #[error("{0}")]
+    BadRequest(String),
+    /// See [`ErrorType::InvalidJson`].
+    #[error("{0}")]
+    InvalidJson(String),
+    /// See [`ErrorType::InvalidImage`].
+    #[error("{0}")]
+    InvalidImage(String),
+    /// See [`ErrorType::Unauthorized`].
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// See [`ErrorType::NotFound`].
+    #[error("{0}")]
+    NotFound(String),
+    /// See [`ErrorType::MethodNotAllowed`].
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// See [`ErrorType::PayloadTooLarge`].
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// See [`ErrorType::TooManyInputs`].
+    #[error("{0}")]
+    TooManyInputs(String),
+    /// See [`ErrorType::UnsupportedMediaType`].
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// See [`ErrorType::InvalidInput`].
+    #[error("{0}")]
+    InvalidInput(String),
+    /// See [`ErrorType::Overloaded`].
+    #[error("too many requests in flight, retry later")]
+    Overloaded,
+    /// See [`ErrorType::Timeout`].
+    #[error("the request timed out")]
+    Timeout,
+    /// See [`ErrorType::Unavailable`]; the detail goes to the log only.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// See [`ErrorType::Internal`]; the detail goes to the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The wire type, which decides the status.
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            ApiError::BadRequest(_) => ErrorType::BadRequest,
+            ApiError::InvalidJson(_) => ErrorType::InvalidJson,
+            ApiError::InvalidImage(_) => ErrorType::InvalidImage,
+            ApiError::Unauthorized => ErrorType::Unauthorized,
+            ApiError::NotFound(_) => ErrorType::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorType::MethodNotAllowed,
+            ApiError::PayloadTooLarge(_) => ErrorType::PayloadTooLarge,
+            ApiError::TooManyInputs(_) => ErrorType::TooManyInputs,
+            ApiError::UnsupportedMediaType(_) => ErrorType::UnsupportedMediaType,
+            ApiError::InvalidInput(_) => ErrorType::InvalidInput,
+            ApiError::Overloaded => ErrorType::Overloaded,
+            ApiError::Timeout => ErrorType::Timeout,
+            ApiError::Unavailable(_) => ErrorType::Unavailable,
+            ApiError::Internal(_) => ErrorType::Internal,
+        }
+    }
+
+    /// The HTTP status, from [`ErrorType::status`].
+    pub fn status(&self) -> StatusCode {
+        self.error_type().status()
+    }
+
+    /// Maps a bare status (from a rejection or a layer we do not control) onto the error table.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        match status {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+            StatusCode::NOT_FOUND => ApiError::NotFound(message),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(message),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(message),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(message),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::InvalidInput(message),
+            StatusCode::TOO_MANY_REQUESTS => ApiError::Overloaded,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ApiError::Timeout,
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
+            s if s.is_server_error() => ApiError::Internal(message),
+            _ => ApiError::BadRequest(message),
+        }
+    }
+
+    /// The JSON body a client sees; 5xx details are replaced by a generic message.
+    pub fn body(&self) -> ErrorBody {
+        let kind = self.error_type();
+        let message = kind.public_message().map_or_else(|| self.to_string(), str::to_owned);
+        ErrorBody { error: ErrorDetail { kind, message } }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.error_type();
+        match kind {
+            ErrorType::Internal => tracing::error!(error = %self, "request failed"),
+            ErrorType::Timeout | ErrorType::Overloaded => {
+                tracing::warn!(error = %self, "request rejected")
+            }
+            _ => tracing::debug!(error = %self, error_type = kind.as_str(), "request rejected"),
+        }
+        let mut response = (kind.status(), axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match kind {
+            ErrorType::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            ErrorType::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<tandem_runtime::Error> for ApiError {
+    fn from(err: tandem_runtime::Error) -> Self {
+        use tandem_runtime::Error as E;
+        match err {
+            E::InvalidInput(m) => ApiError::InvalidInput(m),
+            E::InvalidImage(m) => ApiError::InvalidImage(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Overloaded => ApiError::Overloaded,
+            E::Timeout => ApiError::Timeout,
+            E::Unavailable(m) => ApiError::Unavailable(m),
+            E::Bundle(m) => ApiError::Internal(format!("bundle error: {m}")),
+            E::Internal(m) => ApiError::Internal(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The innermost useful detail of an axum rejection, without its capitalised preamble.
+fn detail(err: &dyn std::error::Error) -> String {
+    err.source().map_or_else(|| err.to_string(), |source| source.to_string())
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::InvalidInput(format!("invalid request body: {}", detail(&e))),
+            JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(format!("malformed json: {}", detail(&e))),
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("expected a request with content type application/json".to_owned())
+            }
+            JsonRejection::BytesRejection(e) => e.into(),
+            other => ApiError::from_status(other.status(), detail(&other)),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::PayloadTooLarge("the request body exceeds the server's size limit".to_owned());
+        }
+        ApiError::from_status(rejection.status(), format!("could not read the request body: {}", detail(&rejection)))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::from_status(rejection.status(), format!("invalid path: {}", detail(&rejection)))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidInput(format!("invalid query string: {}", detail(&rejection)))
+    }
+}
+
+/// Router fallback: unknown routes get the error shape rather than an empty 404.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// Method fallback: known path, wrong method, still the error shape (axum keeps the `Allow` header).
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {method} is not allowed on {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        for kind in ErrorType::ALL {
+            let json = serde_json::to_value(kind).expect("serializes");
+            assert_eq!(json, serde_json::Value::String(kind.as_str().to_owned()));
+        }
+    }
+
+    #[test]
+    fn every_status_maps_back_to_its_type_family() {
+        for kind in ErrorType::ALL {
+            let back = ApiError::from_status(kind.status(), "x").error_type();
+            assert_eq!(back.status(), kind.status(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn runtime_errors_map_to_the_documented_statuses() {
+        use tandem_runtime::Error as E;
+        let cases = [
+            (E::InvalidInput("x".into()), 422),
+            (E::InvalidImage("x".into()), 400),
+            (E::NotFound("x".into()), 404),
+            (E::Overloaded, 429),
+            (E::Timeout, 503),
+            (E::Unavailable("x".into()), 503),
+            (E::Bundle("x".into()), 500),
+            (E::Internal("x".into()), 500),
+        ];
+        for (err, status) in cases {
+            let api = ApiError::from(err);
+            assert_eq!(api.status().as_u16(), status, "{api:?}");
+        }
+    }
+
+    #[test]
+    fn server_errors_hide_their_details() {
+        let body = ApiError::Internal("secret path /x/y".into()).body();
+        assert_eq!(body.error.kind, ErrorType::Internal);
+        assert!(!body.error.message.contains("secret"));
+        let body = ApiError::Unavailable("worker gone".into()).body();
+        assert!(!body.error.message.contains("worker"));
+        let body = ApiError::InvalidInput("top_k must be at least 1".into()).body();
+        assert_eq!(body.error.message, "top_k must be at least 1");
+    }
+
+    #[test]
+    fn overload_and_auth_carry_their_headers() {
+        let res = ApiError::Overloaded.into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        let res = ApiError::Unauthorized.into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let res = ApiError::Internal("boom".into()).into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

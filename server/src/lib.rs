@@ -1,0 +1,41 @@
+//! Tandem's HTTP server: thin axum handlers that decode and validate a request, call the runtime,
+//! and encode its answer.
+//!
+//! Everything that can fail answers with one JSON error shape (see [`ApiError`]), and the OpenAPI
+//! document ([`openapi`]) is generated from the same handlers and status mapping that serve
+//! requests, so the two cannot drift apart silently.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use tandem_runtime::{Runtime, RuntimeConfig};
+//! use tandem_server::{serve, shutdown_signal, ServerConfig};
+//!
+//! let runtime = Arc::new(Runtime::new(RuntimeConfig::default()));
+//! runtime.load("models/mnist-student".as_ref()).expect("bundle loads");
+//! serve(runtime, ServerConfig::default(), shutdown_signal()).await
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod app;
+mod config;
+mod error;
+mod extract;
+mod metrics;
+mod middleware;
+mod openapi;
+mod routes;
+mod serve;
+mod shutdown;
+mod state;
+pub mod wire;
+
+pub use app::app;
+pub use config::ServerConfig;
+pub use error::{ApiError, ErrorType};
+pub use metrics::install_metrics;
+pub use openapi::{openapi, openapi_json};
+pub use serve::{serve, serve_on, serve_with_state};
+pub use shutdown::shutdown_signal;
+pub use state::AppState;

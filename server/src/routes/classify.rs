@@ -1,0 +1,237 @@
+//! Classification: JSON (base64 images or pixel arrays, many per request) or one raw PNG/JPEG body.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use tandem_runtime::image::GrayImage;
+
+use crate::error::{ApiError, ErrorType};
+use crate::extract::{Json as ApiJson, Path, Query};
+use crate::state::AppState;
+use crate::wire::{ClassifyInput, ClassifyQuery, ClassifyRequest, ClassifyResponse};
+
+/// Predictions per input when the request does not say.
+pub const DEFAULT_TOP_K: usize = 5;
+
+/// Errors the classify route answers with besides the global and `/v1` ones.
+pub(crate) const CLASSIFY_ERRORS: &[ErrorType] = &[
+    ErrorType::BadRequest,
+    ErrorType::InvalidJson,
+    ErrorType::InvalidImage,
+    ErrorType::NotFound,
+    ErrorType::PayloadTooLarge,
+    ErrorType::TooManyInputs,
+    ErrorType::UnsupportedMediaType,
+    ErrorType::InvalidInput,
+    ErrorType::Overloaded,
+    ErrorType::Unavailable,
+];
+
+/// Standard base64 that also accepts missing padding, which some clients strip.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/models/{id}/classify", post(classify))
+}
+
+/// How the body arrived, decided by its content type.
+enum BodyKind {
+    Json,
+    RawImage,
+}
+
+/// Classifies one or more grayscale images.
+///
+/// Send either a JSON body (`application/json`) with up to `max_inputs` inputs, each a base64
+/// PNG/JPEG (`image`) or a pixel array (`pixels`), or a single raw `image/png` / `image/jpeg` body
+/// with `top_k` in the query string. Images of another size than the model's input are resized.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{id}/classify",
+    tag = "inference",
+    params(
+        ("id" = String, Path, description = "`name@version`, or `name` for its highest version"),
+        ClassifyQuery
+    ),
+    request_body(
+        description = "a JSON batch, or one raw PNG or JPEG image",
+        content(
+            (ClassifyRequest = "application/json"),
+            ("image/png"),
+            ("image/jpeg")
+        )
+    ),
+    responses((status = 200, description = "predictions per input, best first", body = ClassifyResponse))
+)]
+pub(crate) async fn classify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<ClassifyQuery>,
+    request: Request,
+) -> Result<Json<ClassifyResponse>, ApiError> {
+    let info = match state.runtime.model(&id) {
+        Ok(info) => info,
+        Err(err) => {
+            let err = ApiError::from(err);
+            crate::metrics::record_model_request("unknown", err.status().as_u16());
+            return Err(err);
+        }
+    };
+    let result = run(&state, &info.id, query, request).await;
+    let status = result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200);
+    crate::metrics::record_model_request(&info.id, status);
+    result.map(Json)
+}
+
+async fn run(
+    state: &AppState,
+    model: &str,
+    query: ClassifyQuery,
+    request: Request,
+) -> Result<ClassifyResponse, ApiError> {
+    let (images, top_k) = match body_kind(&request)? {
+        BodyKind::RawImage => {
+            let bytes = Bytes::from_request(request, state).await?;
+            let images = blocking(move || decode_raw(&bytes)).await?;
+            (images, query.top_k)
+        }
+        BodyKind::Json => {
+            let ApiJson(body) = ApiJson::<ClassifyRequest>::from_request(request, state).await?;
+            validate(&body.inputs, state.config.max_inputs)?;
+            let top_k = body.top_k.or(query.top_k);
+            let images = blocking(move || decode_inputs(&body.inputs)).await?;
+            (images, top_k)
+        }
+    };
+    let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
+    if top_k == 0 {
+        return Err(ApiError::InvalidInput("top_k must be at least 1".to_owned()));
+    }
+    let response = state.runtime.classify(model, tandem_runtime::ClassifyRequest { images, top_k }).await?;
+    Ok(ClassifyResponse::from(response))
+}
+
+/// Picks the body form from `Content-Type`, ignoring parameters such as `charset`.
+fn body_kind(request: &Request) -> Result<BodyKind, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match content_type.as_deref() {
+        Some("image/png" | "image/jpeg") => Ok(BodyKind::RawImage),
+        Some(ct) if ct == "application/json" || ct.ends_with("+json") => Ok(BodyKind::Json),
+        Some(ct) => Err(ApiError::UnsupportedMediaType(format!(
+            "content type {ct:?} is not accepted: send application/json, image/png or image/jpeg"
+        ))),
+        None => Err(ApiError::UnsupportedMediaType(
+            "missing content type: send application/json, image/png or image/jpeg".to_owned(),
+        )),
+    }
+}
+
+/// Cheap structural checks, done before any decoding so that a bad request costs little.
+fn validate(inputs: &[ClassifyInput], max_inputs: usize) -> Result<(), ApiError> {
+    if inputs.is_empty() {
+        return Err(ApiError::InvalidInput("inputs must hold at least one input".to_owned()));
+    }
+    if inputs.len() > max_inputs {
+        return Err(ApiError::TooManyInputs(format!(
+            "{} inputs sent, at most {max_inputs} are accepted per request",
+            inputs.len()
+        )));
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        match (&input.image, &input.pixels) {
+            (Some(_), None) | (None, Some(_)) => {}
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidInput(format!("inputs[{i}]: set either image or pixels, not both")))
+            }
+            (None, None) => return Err(ApiError::InvalidInput(format!("inputs[{i}]: set one of image or pixels"))),
+        }
+    }
+    Ok(())
+}
+
+fn decode_raw(bytes: &[u8]) -> Result<Vec<GrayImage>, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::InvalidImage("the request body is empty".to_owned()));
+    }
+    Ok(vec![GrayImage::decode(bytes)?])
+}
+
+/// Decodes every input, naming the offending one in errors.
+fn decode_inputs(inputs: &[ClassifyInput]) -> Result<Vec<GrayImage>, ApiError> {
+    inputs.iter().enumerate().map(|(i, input)| decode_input(input).map_err(|e| at_index(i, e))).collect()
+}
+
+fn decode_input(input: &ClassifyInput) -> Result<GrayImage, ApiError> {
+    if let Some(encoded) = &input.image {
+        let bytes = BASE64
+            .decode(encoded.trim())
+            .map_err(|e| ApiError::InvalidImage(format!("image is not valid base64: {e}")))?;
+        return Ok(GrayImage::decode(&bytes)?);
+    }
+    let rows = input.pixels.as_ref().expect("validate() admits only inputs with image or pixels. This is a bug.");
+    Ok(GrayImage::from_rows(rows)?)
+}
+
+fn at_index(i: usize, err: ApiError) -> ApiError {
+    match err {
+        ApiError::InvalidImage(m) => ApiError::InvalidImage(format!("inputs[{i}]: {m}")),
+        ApiError::InvalidInput(m) => ApiError::InvalidInput(format!("inputs[{i}]: {m}")),
+        other => other,
+    }
+}
+
+/// Runs CPU-bound decoding off the async workers, so that a large batch of JPEGs does not stall
+/// other connections.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pixels() -> ClassifyInput {
+        ClassifyInput { image: None, pixels: Some(vec![vec![0.0, 1.0]]) }
+    }
+
+    #[test]
+    fn validation_rejects_empty_both_neither_and_too_many() {
+        assert!(matches!(validate(&[], 4), Err(ApiError::InvalidInput(_))));
+        assert!(matches!(validate(&vec![pixels(); 5], 4), Err(ApiError::TooManyInputs(_))));
+        let both = ClassifyInput { image: Some("x".into()), pixels: Some(vec![vec![0.0]]) };
+        let err = validate(&[pixels(), both], 4).unwrap_err();
+        assert!(err.to_string().starts_with("inputs[1]"), "{err}");
+        let neither = ClassifyInput { image: None, pixels: None };
+        assert!(matches!(validate(&[neither], 4), Err(ApiError::InvalidInput(_))));
+        assert!(validate(&[pixels()], 1).is_ok());
+    }
+
+    #[test]
+    fn bad_base64_is_an_invalid_image_naming_its_index() {
+        let inputs = vec![pixels(), ClassifyInput { image: Some("***".into()), pixels: None }];
+        let err = decode_inputs(&inputs).unwrap_err();
+        assert!(matches!(err, ApiError::InvalidImage(_)));
+        assert!(err.to_string().starts_with("inputs[1]: "), "{err}");
+    }
+
+    #[test]
+    fn unpadded_base64_is_accepted() {
+        assert_eq!(BASE64.decode("YWI").expect("decodes"), b"ab");
+        assert_eq!(BASE64.decode("YWI=").expect("decodes"), b"ab");
+    }
+}

@@ -1,0 +1,69 @@
+//! Shared state of the handlers: the runtime, the settings, and the readiness flag.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tandem_runtime::Runtime;
+
+use crate::config::ServerConfig;
+
+/// Everything a handler needs; cheap to clone (all behind `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl AppState {
+    /// State for `runtime` under `config`. Starts not ready: readiness is earned by warming up, so
+    /// that a load balancer does not send traffic to a model that still pays its first-call cost.
+    /// Installs the Prometheus recorder if this process has none yet.
+    pub fn new(runtime: Arc<Runtime>, config: &ServerConfig) -> AppState {
+        AppState {
+            runtime,
+            config: Arc::new(config.clone()),
+            metrics: crate::metrics::install_metrics(),
+            ready: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Flips `/health/ready` between 200 and 503.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/health/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Requests currently being handled, so that shutdown can report what it is waiting for.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The runtime behind the handlers.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Counts a request as in flight until the returned guard drops.
+    pub(crate) fn track_in_flight(&self) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.in_flight.clone())
+    }
+}
+
+/// Decrements the in-flight count on drop, also when the request future is cancelled.
+pub(crate) struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

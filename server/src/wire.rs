@@ -1,0 +1,219 @@
+//! JSON shapes on the wire. They live here, not in the runtime, so that the HTTP contract can
+//! evolve (and be documented) independently of the library's Rust types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ErrorType;
+
+/// Body of every failed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"error": {"type": "not_found", "message": "no model named \"mnist\""}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself: a stable machine-readable type and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable kind of the error; the status code follows from it.
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    /// Human-readable detail; generic for 5xx responses.
+    pub message: String,
+}
+
+/// Answer of the health probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "ready"}))]
+pub struct HealthStatus {
+    /// `live` or `ready`.
+    pub status: String,
+}
+
+/// One loaded model, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelSummary {
+    /// `name@version`; any route taking a model id also accepts the bare name (highest version).
+    pub id: String,
+    /// Model name.
+    pub name: String,
+    /// Model version.
+    pub version: String,
+    /// Content hash of the bundle, `sha256:<hex>`.
+    pub bundle_id: String,
+    /// Model family, e.g. `classifier`.
+    pub kind: String,
+}
+
+/// All loaded models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    /// Ordered by id.
+    pub models: Vec<ModelSummary>,
+}
+
+/// What a model expects as input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InputSpec {
+    /// `[channels, height, width]`; other image sizes are resized to it.
+    pub shape: Vec<usize>,
+    /// Element type the model computes in.
+    pub dtype: String,
+    /// Scale that pixel values arrive on, e.g. `[0, 255]`.
+    pub pixel_range: Vec<f32>,
+    /// Mean subtracted after scaling pixels to 0..1.
+    pub mean: f32,
+    /// Standard deviation divided by after subtracting the mean.
+    pub std: f32,
+    /// Filter used when an image's size differs from `shape`.
+    pub resize_filter: String,
+}
+
+/// One model in full: identity, provenance, quality and input contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelDetail {
+    /// `name@version`.
+    pub id: String,
+    /// Model name.
+    pub name: String,
+    /// Model version.
+    pub version: String,
+    /// Content hash of the bundle, `sha256:<hex>`.
+    pub bundle_id: String,
+    /// Model family, e.g. `classifier`.
+    pub kind: String,
+    /// Training recipe that produced the weights, e.g. `supervised` or `kd`.
+    pub method: String,
+    /// Bundle id of the teacher, for distilled models.
+    pub teacher: Option<String>,
+    /// Training dataset name.
+    pub dataset: String,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Metrics measured at export, e.g. `test_accuracy`.
+    pub metrics: BTreeMap<String, f64>,
+    /// Class labels, in score order of the model's output.
+    pub labels: Vec<String>,
+    /// What the model expects as input.
+    pub input: InputSpec,
+    /// Export time, RFC 3339.
+    pub created_at: String,
+}
+
+/// One image to classify: exactly one of `image` or `pixels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyInput {
+    /// Base64 (standard alphabet) of a PNG or JPEG file; colour is converted to grayscale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Rows of grayscale pixel values on the 0..=255 scale; all rows the same length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixels: Option<Vec<Vec<f64>>>,
+}
+
+/// JSON body of a classify request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"inputs": [{"pixels": [[0, 255], [255, 0]]}], "top_k": 3}))]
+pub struct ClassifyRequest {
+    /// Images to classify, answered in the same order; at least one, at most the server's
+    /// `max_inputs` (413 beyond it).
+    pub inputs: Vec<ClassifyInput>,
+    /// Predictions per input, best first; default 5, capped at the number of labels, 0 is invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub top_k: Option<usize>,
+}
+
+/// Query of a classify request whose body is a raw image.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ClassifyQuery {
+    /// Predictions per input, best first; default 5, capped at the number of labels. Meant for raw
+    /// image bodies; a JSON body's own `top_k` takes precedence over it.
+    #[param(minimum = 1)]
+    pub top_k: Option<usize>,
+}
+
+/// One class and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Prediction {
+    /// Class label.
+    pub label: String,
+    /// Probability in 0..=1.
+    pub score: f32,
+}
+
+/// Answer of a classify request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "mnist@1.0.0", "predictions": [[{"label": "7", "score": 0.98}, {"label": "1", "score": 0.01}]]}))]
+pub struct ClassifyResponse {
+    /// `name@version` of the model that answered.
+    pub model: String,
+    /// One list per input, in request order, best first.
+    pub predictions: Vec<Vec<Prediction>>,
+}
+
+impl From<&tandem_runtime::ModelInfo> for ModelSummary {
+    fn from(info: &tandem_runtime::ModelInfo) -> Self {
+        ModelSummary {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            version: info.version.clone(),
+            bundle_id: info.bundle_id.clone(),
+            kind: info.kind.clone(),
+        }
+    }
+}
+
+impl From<&tandem_runtime::bundle::InputSpec> for InputSpec {
+    fn from(spec: &tandem_runtime::bundle::InputSpec) -> Self {
+        InputSpec {
+            shape: spec.shape.to_vec(),
+            dtype: spec.dtype.clone(),
+            pixel_range: spec.pixel_range.to_vec(),
+            mean: spec.mean,
+            std: spec.std,
+            resize_filter: spec.resize_filter.clone(),
+        }
+    }
+}
+
+impl From<&tandem_runtime::ModelInfo> for ModelDetail {
+    fn from(info: &tandem_runtime::ModelInfo) -> Self {
+        let manifest = &info.manifest;
+        ModelDetail {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            version: info.version.clone(),
+            bundle_id: info.bundle_id.clone(),
+            kind: info.kind.clone(),
+            method: manifest.provenance.recipe.clone(),
+            teacher: manifest.provenance.teacher.clone(),
+            dataset: manifest.provenance.dataset.clone(),
+            params: info.params,
+            metrics: manifest.metrics.clone(),
+            labels: manifest.labels.clone(),
+            input: InputSpec::from(&manifest.input),
+            created_at: manifest.created_at.clone(),
+        }
+    }
+}
+
+impl From<tandem_runtime::ClassifyResponse> for ClassifyResponse {
+    fn from(res: tandem_runtime::ClassifyResponse) -> Self {
+        ClassifyResponse {
+            model: res.model,
+            predictions: res
+                .predictions
+                .into_iter()
+                .map(|preds| preds.into_iter().map(|p| Prediction { label: p.label, score: p.score }).collect())
+                .collect(),
+        }
+    }
+}

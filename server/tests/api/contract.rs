@@ -1,0 +1,170 @@
+//! The OpenAPI contract: committed spec matches the code, is well-formed 3.1, documents every
+//! route and error, and every documented operation is really routed.
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::Value;
+use tandem_server::{ErrorType, ServerConfig};
+
+use crate::common::*;
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+
+fn spec() -> Value {
+    serde_json::from_str(&tandem_server::openapi_json()).expect("spec is JSON")
+}
+
+fn operations(spec: &Value) -> Vec<(String, String, Value)> {
+    let mut ops = Vec::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            ops.push((path.clone(), method.clone(), op.clone()));
+        }
+    }
+    ops
+}
+
+#[test]
+fn committed_spec_matches_the_code() {
+    let generated = tandem_server::openapi_json();
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "openapi/openapi.json is out of date with the server code; regenerate it from the \
+         repository root with `cargo run -- openapi > openapi/openapi.json` and commit the result"
+    );
+}
+
+#[test]
+fn spec_is_openapi_3_1_with_every_route() {
+    let spec = spec();
+    assert_eq!(spec["openapi"], "3.1.0");
+    assert!(spec["info"]["title"].is_string());
+    assert!(spec["info"]["version"].is_string());
+    let paths: BTreeSet<&str> = spec["paths"].as_object().expect("paths").keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = [
+        "/health/live",
+        "/health/ready",
+        "/v1/models",
+        "/v1/models/{id}",
+        "/v1/models/{id}/classify",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    ]
+    .into();
+    assert_eq!(paths, expected);
+
+    let classify = &spec["paths"]["/v1/models/{id}/classify"]["post"];
+    let content = classify["requestBody"]["content"].as_object().expect("request body content");
+    let types: BTreeSet<&str> = content.keys().map(String::as_str).collect();
+    assert_eq!(types, ["application/json", "image/jpeg", "image/png"].into());
+    assert_eq!(content["application/json"]["schema"]["$ref"], "#/components/schemas/ClassifyRequest");
+    let params: Vec<&str> = classify["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(params, ["id", "top_k"]);
+}
+
+/// Every `$ref` must point at something that exists, or code generators and Swagger UI break.
+#[test]
+fn every_reference_resolves() {
+    let spec = spec();
+    let mut refs = Vec::new();
+    collect_refs(&spec, &mut refs);
+    assert!(refs.len() > 10, "{refs:?}");
+    for r in refs {
+        let pointer = r.strip_prefix('#').expect("local reference");
+        assert!(spec.pointer(pointer).is_some(), "dangling reference {r}");
+    }
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "$ref" {
+                    out.push(v.as_str().expect("ref string").to_owned());
+                } else {
+                    collect_refs(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Each error response is documented under the status the live mapping gives its types, with the
+/// error schema; and every status in the mapping appears somewhere.
+#[test]
+fn documented_error_codes_follow_the_status_mapping() {
+    let spec = spec();
+    let mut seen = BTreeSet::new();
+    for (path, method, op) in operations(&spec) {
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|c| c.starts_with('2') || c.starts_with('3')),
+            "{method} {path} has no success response"
+        );
+        for (code, response) in responses {
+            let code: u16 = code.parse().expect("numeric status");
+            if code < 400 {
+                continue;
+            }
+            seen.insert(code);
+            assert_eq!(
+                response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                "{method} {path} {code}"
+            );
+            let description = response["description"].as_str().expect("description");
+            let kinds: Vec<ErrorType> =
+                ErrorType::ALL.into_iter().filter(|k| description.contains(&format!("`{}`", k.as_str()))).collect();
+            assert!(!kinds.is_empty(), "{method} {path} {code}: {description}");
+            for kind in kinds {
+                assert_eq!(kind.status().as_u16(), code, "{method} {path}: {kind:?}");
+            }
+        }
+        assert!(responses.contains_key("405") && responses.contains_key("500"));
+    }
+    let mapped: BTreeSet<u16> = ErrorType::ALL.iter().map(|k| k.status().as_u16()).collect();
+    assert_eq!(seen, mapped);
+    assert_eq!(mapped, [400, 401, 404, 405, 413, 415, 422, 429, 500, 503].into());
+
+    let v1 = &spec["paths"]["/v1/models"]["get"];
+    assert!(v1["responses"]["429"]["headers"]["retry-after"].is_object());
+    assert!(v1["responses"]["401"].is_object());
+    assert!(spec["paths"]["/health/live"]["get"]["responses"]["401"].is_null());
+    assert!(spec["components"]["securitySchemes"]["bearer_auth"].is_object());
+
+    let types = spec["components"]["schemas"]["ErrorType"]["enum"].as_array().expect("error type enum");
+    assert_eq!(types.len(), ErrorType::ALL.len());
+}
+
+/// The other direction of drift: every documented operation is routed by the app.
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let fx = fixture();
+    let (app, _) = ready_app(&fx, &ServerConfig::default());
+    for (path, method, _) in operations(&spec()) {
+        let uri = path.replace("{id}", &fx.model_id);
+        let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .expect("request");
+        let reply = send(&app, req).await;
+        assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        if reply.status == StatusCode::NOT_FOUND {
+            let message = reply.assert_error(404, "not_found");
+            assert!(!message.starts_with("no route"), "{method} {uri} is not routed");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! HTTP tests of the server crate: in-process router tests, real-socket tests and the OpenAPI
+//! contract, in one test binary so that it links once.
+
+mod common;
+mod contract;
+mod router;
+mod socket;

@@ -1,0 +1,329 @@
+//! `tandem bench kernels`: the CPU kernels against candle's built-ins and ONNX Runtime.
+//!
+//! Everything is measured in one process and one run, so the ratios compare like with like
+//! on whatever machine runs it. The reference CNN is the MNIST-sized network the students
+//! start from: conv(1->16, 3x3) ReLU conv(16->32, 3x3) ReLU maxpool 2 linear(4608->10).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use tandem_runtime::candle_core::{DType, Device, Module, Tensor};
+use tandem_runtime::candle_nn::{self, Optimizer, VarBuilder, VarMap};
+use tandem_runtime::kernels::{self, Conv2dConfig};
+use tandem_runtime::layers::{self, Conv2d};
+
+/// Single-precision FMA peak of the reference machine: 2 cores x 2.45 GHz x 2 FMA units x
+/// 8 lanes x 2 flops.
+const PEAK_GFLOPS: f64 = 157.0;
+/// Batch sizes for inference throughput.
+const INFER_BATCHES: [usize; 3] = [1, 8, 64];
+/// Batch size of a training step.
+const TRAIN_BATCH: usize = 128;
+/// Wall-clock budget per throughput figure.
+const BUDGET_SECS: f64 = 1.0;
+
+/// Which convolution and pooling implementation a forward pass uses.
+#[derive(Clone, Copy)]
+enum Impl {
+    Ours,
+    Candle,
+}
+
+/// The benchmark network.
+struct Cnn {
+    c1: Conv2d,
+    c2: Conv2d,
+    fc: candle_nn::Linear,
+}
+
+impl Cnn {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        let cfg = Conv2dConfig::default();
+        Ok(Self {
+            c1: layers::conv2d(1, 16, 3, cfg, vb.pp("c1"))?,
+            c2: layers::conv2d(16, 32, 3, cfg, vb.pp("c2"))?,
+            fc: candle_nn::linear(32 * 12 * 12, 10, vb.pp("fc"))?,
+        })
+    }
+
+    /// The same weights without gradient tracking, as a served model holds them.
+    fn detached(&self) -> Self {
+        let conv = |c: &Conv2d| Conv2d::new(c.weight().detach(), c.bias().map(Tensor::detach), c.config());
+        Self {
+            c1: conv(&self.c1),
+            c2: conv(&self.c2),
+            fc: candle_nn::Linear::new(self.fc.weight().detach(), self.fc.bias().map(Tensor::detach)),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, path: Impl) -> Result<Tensor> {
+        let h = match path {
+            Impl::Ours => {
+                let h = self.c1.forward_relu(x)?;
+                let h = self.c2.forward_relu(&h)?;
+                layers::max_pool2d(&h, 2)?
+            }
+            Impl::Candle => {
+                let cfg = Conv2dConfig::default();
+                let conv = |c: &Conv2d, x: &Tensor| kernels::reference_conv2d(x, c.weight(), c.bias(), cfg, true);
+                conv(&self.c2, &conv(&self.c1, x)?)?.max_pool2d(2)?
+            }
+        };
+        Ok(self.fc.forward(&h.flatten_from(1)?)?)
+    }
+
+    fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut map = HashMap::new();
+        for (name, conv) in [("c1", &self.c1), ("c2", &self.c2)] {
+            map.insert(format!("{name}.weight"), conv.weight().clone());
+            if let Some(b) = conv.bias() {
+                map.insert(format!("{name}.bias"), b.clone());
+            }
+        }
+        map.insert("fc.weight".into(), self.fc.weight().clone());
+        if let Some(b) = self.fc.bias() {
+            map.insert("fc.bias".into(), b.clone());
+        }
+        map
+    }
+}
+
+/// Seconds per call: the best of three timed rounds, each filling a third of the budget.
+fn secs_per_call(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let start = Instant::now();
+    f()?;
+    let once = start.elapsed().as_secs_f64().max(1e-6);
+    let reps = ((BUDGET_SECS / 3.0 / once) as usize).max(1);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        for _ in 0..reps {
+            f()?;
+        }
+        best = best.min(start.elapsed().as_secs_f64() / reps as f64);
+    }
+    Ok(best)
+}
+
+fn images(batch: usize, seed: u64) -> Result<Tensor> {
+    // A small deterministic generator keeps the bench free of extra dependencies.
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data: Vec<f32> = (0..batch * 28 * 28)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    Ok(Tensor::from_vec(data, (batch, 1, 28, 28), &Device::Cpu)?)
+}
+
+/// Seconds for one training step (forward, cross-entropy, backward, AdamW) at `TRAIN_BATCH`.
+fn train_step_secs(path: Impl) -> Result<f64> {
+    let vm = VarMap::new();
+    let model = Cnn::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+    let mut opt = candle_nn::AdamW::new(vm.all_vars(), candle_nn::ParamsAdamW::default())?;
+    let x = images(TRAIN_BATCH, 7)?;
+    let labels: Vec<u32> = (0..TRAIN_BATCH as u32).map(|i| i % 10).collect();
+    let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+    secs_per_call(|| {
+        let logits = model.forward(&x, path)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+        opt.backward_step(&loss)?;
+        Ok(())
+    })
+}
+
+/// GFLOP/s of our `sgemm` and of candle's matmul on `n`-cubed products.
+fn gemm_gflops(n: usize) -> Result<(f64, f64)> {
+    let a = images(n * n / 784 + 1, 3)?.flatten_all()?.narrow(0, 0, n * n)?;
+    let b = images(n * n / 784 + 1, 5)?.flatten_all()?.narrow(0, 0, n * n)?;
+    let (av, bv) = (a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+    let mut c = vec![0f32; n * n];
+    let flops = 2.0 * (n as f64).powi(3);
+    let ours = secs_per_call(|| Ok(kernels::sgemm(n, n, n, &av, &bv, &mut c)?))?;
+    let (a, b) = (a.reshape((n, n))?, b.reshape((n, n))?);
+    let candle = secs_per_call(|| {
+        a.matmul(&b)?;
+        Ok(())
+    })?;
+    Ok((flops / ours / 1e9, flops / candle / 1e9))
+}
+
+/// GFLOP/s of the CNN's second convolution at training batch size, ours and candle's.
+fn conv2_gflops() -> Result<(f64, f64)> {
+    let x = (images(TRAIN_BATCH * 16 * 26 * 26 / 784, 11)?.flatten_all()?.reshape((TRAIN_BATCH, 16, 26, 26))? - 0.5)?;
+    let w = (images(1, 13)?.flatten_all()?.narrow(0, 0, 32 * 16 * 9)?.reshape((32, 16, 3, 3))? - 0.5)?;
+    let cfg = Conv2dConfig::default();
+    let flops = 2.0 * (TRAIN_BATCH * 32 * 24 * 24 * 16 * 9) as f64;
+    let ours = secs_per_call(|| {
+        kernels::conv2d(&x, &w, None, cfg, false)?;
+        Ok(())
+    })?;
+    let candle = secs_per_call(|| {
+        kernels::reference_conv2d(&x, &w, None, cfg, false)?;
+        Ok(())
+    })?;
+    Ok((flops / ours / 1e9, flops / candle / 1e9))
+}
+
+/// Where the ONNX Runtime script lives: next to the sources when built from a checkout,
+/// else relative to the working directory.
+fn ort_script() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_cnn.py");
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from("benches/ort_cnn.py")
+    }
+}
+
+/// Runs ONNX Runtime on the same weights and input; `Err` carries a note on why not.
+fn run_ort(model: &Cnn, input: &Tensor) -> std::result::Result<Value, String> {
+    let dir = std::env::temp_dir().join(format!("tandem-bench-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let weights = dir.join("cnn.safetensors");
+    let mut tensors = model.tensors();
+    tensors.insert("input".into(), input.clone());
+    let result = (|| {
+        tandem_runtime::candle_core::safetensors::save(&tensors, &weights)
+            .map_err(|e| format!("cannot write the weights: {e}"))?;
+        let batches = INFER_BATCHES.map(|b| b.to_string()).join(",");
+        let out = Command::new("python3")
+            .arg(ort_script())
+            .arg(&weights)
+            .args(["--threads", "2", "--batches", &batches])
+            .args(["--seconds", &BUDGET_SECS.to_string()])
+            .output()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let parsed: Value = serde_json::from_str(stdout.trim())
+            .map_err(|_| format!("the ONNX Runtime script failed: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
+        match parsed.get("error").and_then(Value::as_str) {
+            Some(e) => Err(e.to_string()),
+            None => Ok(parsed),
+        }
+    })();
+    // Best effort: a leftover temp file is harmless.
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+/// Runs the whole suite and prints a table, or one JSON object with `json`.
+pub fn run_kernels(json: bool) -> Result<()> {
+    let threads = kernels::num_threads();
+    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+    if !json {
+        println!("tandem bench kernels ({profile} build, {threads} threads)");
+    }
+    let vm = VarMap::new();
+    let trained = Cnn::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+    let model = trained.detached();
+
+    let mut ours = Vec::new();
+    let mut candle = Vec::new();
+    for &b in &INFER_BATCHES {
+        let x = images(b, b as u64)?;
+        for (path, out) in [(Impl::Ours, &mut ours), (Impl::Candle, &mut candle)] {
+            let secs = secs_per_call(|| {
+                model.forward(&x, path)?;
+                Ok(())
+            })?;
+            out.push(b as f64 / secs);
+        }
+    }
+
+    let train_ours = train_step_secs(Impl::Ours).context("training step with our kernels")?;
+    let train_candle = train_step_secs(Impl::Candle).context("training step with candle ops")?;
+    let (gemm, candle_gemm) = gemm_gflops(1024)?;
+    let (conv2, candle_conv2) = conv2_gflops()?;
+
+    let input = images(64, 99)?;
+    let logits = model.forward(&input, Impl::Ours)?;
+    let candle_logits = model.forward(&input, Impl::Candle)?;
+    let candle_diff = (&logits - &candle_logits)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let ort = run_ort(&model, &input);
+    let (ort_ips, ort_diff, ort_note) = match &ort {
+        Ok(v) => {
+            let ips: Vec<Option<f64>> =
+                INFER_BATCHES.iter().map(|b| v["images_per_s"][b.to_string()].as_f64()).collect();
+            let theirs: Vec<f32> = v["logits"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+                .unwrap_or_default();
+            let mine = logits.flatten_all()?.to_vec1::<f32>()?;
+            let diff = (theirs.len() == mine.len())
+                .then(|| mine.iter().zip(&theirs).fold(0f32, |m, (a, b)| m.max((a - b).abs())));
+            (ips, diff, None)
+        }
+        Err(note) => (vec![None; INFER_BATCHES.len()], None, Some(note.clone())),
+    };
+
+    let b64 = INFER_BATCHES.len() - 1;
+    let ort_ratio = ort_ips[b64].map(|o| ours[b64] / o);
+    let report = json!({
+        "profile": profile,
+        "threads": threads,
+        "cnn_infer_b1_images_per_s": round(ours[0], 1),
+        "cnn_infer_b8_images_per_s": round(ours[1], 1),
+        "cnn_infer_b64_images_per_s": round(ours[2], 1),
+        "candle_cnn_infer_b1_images_per_s": round(candle[0], 1),
+        "candle_cnn_infer_b8_images_per_s": round(candle[1], 1),
+        "candle_cnn_infer_b64_images_per_s": round(candle[2], 1),
+        "ort_cnn_infer_b1_images_per_s": ort_ips[0].map(|v| round(v, 1)),
+        "ort_cnn_infer_b8_images_per_s": ort_ips[1].map(|v| round(v, 1)),
+        "ort_cnn_infer_b64_images_per_s": ort_ips[2].map(|v| round(v, 1)),
+        "cnn_infer_b64_vs_ort": ort_ratio.map(|v| round(v, 3)),
+        "train_step_b128_ms": round(train_ours * 1e3, 2),
+        "candle_train_step_b128_ms": round(train_candle * 1e3, 2),
+        "train_step_speedup_vs_candle": round(train_candle / train_ours, 2),
+        "gemm_gflops": round(gemm, 1),
+        "candle_gemm_gflops": round(candle_gemm, 1),
+        "gemm_peak_gflops": PEAK_GFLOPS,
+        "gemm_fraction_of_peak": round(gemm / PEAK_GFLOPS, 3),
+        "conv2_gflops": round(conv2, 1),
+        "candle_conv2_gflops": round(candle_conv2, 1),
+        "max_abs_diff_vs_ort": ort_diff,
+        "max_abs_diff_vs_candle": candle_diff,
+        "ort_note": ort_note,
+    });
+    if json {
+        println!("{report}");
+        return Ok(());
+    }
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+    println!("\nCNN inference, images/s");
+    println!("{:>6} {:>12} {:>12} {:>12} {:>10}", "batch", "ours", "candle", "onnxruntime", "ours/ort");
+    for (i, b) in INFER_BATCHES.iter().enumerate() {
+        let ratio = ort_ips[i].map_or("n/a".to_string(), |o| format!("{:.2}", ours[i] / o));
+        println!("{b:>6} {:>12.0} {:>12.0} {:>12} {:>10}", ours[i], candle[i], fmt(ort_ips[i]), ratio);
+    }
+    println!("\nTraining step, batch {TRAIN_BATCH} (forward, backward, AdamW)");
+    println!(
+        "  ours {:.1} ms, candle {:.1} ms, speedup {:.2}x",
+        train_ours * 1e3,
+        train_candle * 1e3,
+        train_candle / train_ours
+    );
+    println!("\nGEMM 1024^3 and conv2 (128x16x26x26 * 32x16x3x3), GFLOP/s (peak {PEAK_GFLOPS})");
+    println!("  gemm ours {gemm:.1} ({:.0}% of peak), candle {candle_gemm:.1}", 100.0 * gemm / PEAK_GFLOPS);
+    println!("  conv2 ours {conv2:.1}, candle {candle_conv2:.1}");
+    println!("\nOutputs: max |ours - candle| = {candle_diff:.2e}");
+    match (ort_diff, ort_note) {
+        (Some(d), _) => println!("Outputs: max |ours - onnxruntime| = {d:.2e}"),
+        (None, Some(note)) => println!("ONNX Runtime not measured: {note}"),
+        (None, None) => println!("ONNX Runtime returned no comparable outputs"),
+    }
+    Ok(())
+}

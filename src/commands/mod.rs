@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod data;
+pub mod eval;
+pub mod quickstart;
+pub mod serve;
+pub mod train;

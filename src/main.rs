@@ -1,0 +1,73 @@
+//! `tandem`: train compact students from bigger teachers and serve them, from one binary.
+//!
+//! This file only parses arguments and dispatches; each subcommand lives in `commands/`.
+
+mod bench;
+mod commands;
+mod settings;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Train compact student models from bigger teachers and serve them over HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a teacher and distill a student on the embedded digits, then serve both.
+    Quickstart(commands::quickstart::Args),
+    /// Fetch and verify datasets.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Train a model with supervised learning.
+    Train(commands::train::TrainArgs),
+    /// Distill a student from a teacher bundle.
+    Distill(commands::train::DistillArgs),
+    /// Measure a bundle's accuracy on a dataset split.
+    Eval(commands::eval::Args),
+    /// Serve bundles over HTTP.
+    Serve(commands::serve::Args),
+    /// Run benchmarks.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    /// Print the OpenAPI spec of the HTTP API.
+    Openapi,
+}
+
+fn main() -> anyhow::Result<()> {
+    limit_candle_elementwise_threads();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Quickstart(args) => commands::quickstart::run(args),
+        Command::Data(cmd) => commands::data::run(cmd),
+        Command::Train(args) => commands::train::run_train(args),
+        Command::Distill(args) => commands::train::run_distill(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Openapi => {
+            println!("{}", tandem_server::openapi_json());
+            Ok(())
+        }
+    }
+}
+
+/// candle's element-wise pool spins on a barrier and, beside the rayon pool that runs GEMM and the
+/// convolution kernels, oversubscribes small machines: training on 2 cores ran 6x slower. Setting
+/// `CANDLE_NUM_THREADS=1` keeps element-wise ops on the calling thread; an explicit value wins.
+fn limit_candle_elementwise_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Safe here: no other thread exists yet this early in `main`.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}

@@ -1,0 +1,96 @@
+//! Named architecture presets: plain configs of the runtime's CNN, sized for each dataset.
+//!
+//! Presets only choose numbers; the network itself is defined once, in the runtime.
+
+use tandem_runtime::models::cnn::{CnnConfig, LayerSpec};
+
+use crate::{Error, Result};
+
+/// The preset names, for help texts.
+pub const PRESETS: &[&str] = &["teacher", "student", "tiny"];
+
+fn conv(out_channels: usize, kernel: usize, padding: usize) -> LayerSpec {
+    LayerSpec::Conv { out_channels, kernel, stride: 1, padding, batch_norm: true, relu: true }
+}
+
+fn sep(out_channels: usize) -> LayerSpec {
+    LayerSpec::Separable { out_channels, kernel: 3, stride: 1, padding: 1, batch_norm: true }
+}
+
+/// The preset `name` for square grayscale inputs of side `side` (8 for digits, 28 for MNIST).
+pub fn preset(name: &str, side: usize, num_classes: usize) -> Result<CnnConfig> {
+    let pool = LayerSpec::MaxPool { size: 2 };
+    let layers = match (name, side) {
+        // About 0.2M parameters: wide enough to be a useful teacher on 8x8 digits.
+        ("teacher", 8) => vec![
+            conv(32, 3, 1),
+            conv(64, 3, 1),
+            pool,
+            conv(128, 3, 1),
+            LayerSpec::Flatten,
+            LayerSpec::Linear { out_features: 128, relu: true },
+        ],
+        // About 0.4M parameters on 28x28.
+        ("teacher", _) => vec![
+            conv(32, 3, 1),
+            conv(32, 3, 1),
+            pool.clone(),
+            conv(64, 3, 1),
+            conv(64, 3, 1),
+            pool,
+            conv(128, 3, 1),
+            LayerSpec::GlobalAvgPool,
+            LayerSpec::Linear { out_features: 128, relu: true },
+        ],
+        // About 5k parameters on 8x8: one plain convolution, then depthwise-separable blocks.
+        ("student", 8) => vec![conv(16, 3, 1), sep(32), pool, sep(48), LayerSpec::GlobalAvgPool],
+        // Under 15k parameters on 28x28.
+        ("student", _) => {
+            vec![conv(16, 3, 1), pool.clone(), conv(32, 3, 1), pool, conv(32, 3, 1), LayerSpec::GlobalAvgPool]
+        }
+        ("tiny", _) => vec![conv(4, 3, 1), pool, LayerSpec::GlobalAvgPool],
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown architecture preset {name:?}; known: {}",
+                PRESETS.join(", ")
+            )))
+        }
+    };
+    Ok(CnnConfig { input_shape: [1, side, side], num_classes, layers, aux_head: false })
+}
+
+/// A preset name, or a path to a JSON file holding a full `CnnConfig`.
+pub fn resolve(spec: &str, side: usize, num_classes: usize) -> Result<CnnConfig> {
+    if spec.ends_with(".json") {
+        let bytes = std::fs::read(spec).map_err(|e| Error::io(spec, e))?;
+        let cfg: CnnConfig =
+            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidArgument(format!("{spec}: {e}")))?;
+        if cfg.input_shape != [1, side, side] || cfg.num_classes != num_classes {
+            return Err(Error::InvalidArgument(format!(
+                "{spec}: input_shape {:?} / num_classes {} do not match the dataset ([1, {side}, {side}] / {num_classes})",
+                cfg.input_shape, cfg.num_classes
+            )));
+        }
+        cfg.feature_dim().map_err(|e| Error::InvalidArgument(format!("{spec}: {e}")))?;
+        return Ok(cfg);
+    }
+    preset(spec, side, num_classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_students_are_small() {
+        for side in [8, 28] {
+            for name in PRESETS {
+                let cfg = preset(name, side, 10).unwrap();
+                cfg.feature_dim().unwrap();
+            }
+        }
+        assert!(preset("student", 28, 10).unwrap().num_params().unwrap() <= 15_000);
+        assert!(preset("student", 8, 10).unwrap().num_params().unwrap() <= 15_000);
+        assert!(preset("teacher", 28, 10).unwrap().num_params().unwrap() > 100_000);
+    }
+}

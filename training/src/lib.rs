@@ -1,0 +1,20 @@
+//! Tandem's training side: datasets, losses, distillation methods and training loops.
+//!
+//! The networks themselves live in the runtime crate, so what is trained here is exactly what is
+//! served; this crate adds only what serving never needs.
+
+pub mod arch;
+pub mod checkpoint;
+pub mod data;
+mod error;
+pub mod eval;
+pub mod init;
+pub mod losses;
+pub mod methods;
+pub mod optim;
+pub mod report;
+pub mod trainer;
+
+pub use error::{Error, Result};
+pub use methods::Method;
+pub use trainer::{train, TrainConfig};
