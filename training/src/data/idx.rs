@@ -1,4 +1,4 @@
-//! Reader (and, for tests and tools, writer) of the IDX format that MNIST-style datasets ship in.
+//! Reader (and, for tests and fixtures, writer) of the IDX format that MNIST-style datasets ship in.
 //!
 //! An IDX file is a 4-byte magic (`0 0 <dtype> <ndim>`), `ndim` big-endian `u32` dimensions, then
 //! the elements. Only unsigned bytes (dtype `0x08`) occur in the datasets Tandem uses, so only

