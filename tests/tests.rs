@@ -1,1 +1,9 @@
-//! End-to-end tests.
+//! End-to-end tests: the real `tandem` binary, real processes and real sockets on 127.0.0.1.
+
+mod cli;
+mod common;
+mod errors;
+mod http;
+mod openapi_fuzz;
+mod resume;
+mod settings;

@@ -1,0 +1,100 @@
+//! The command line: train, distill and eval chained through bundles on disk, determinism, and
+//! the OpenAPI document the binary prints.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+#[test]
+fn train_then_distill_then_eval_agree_with_the_manifests() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let teacher = dir.path().join("teacher");
+    let student = dir.path().join("student");
+
+    let out = run_ok(quick_train(&teacher, "digits-teacher", "tiny", 2).arg("--json"));
+    let summary = stdout_json(&out);
+    assert_eq!(summary["model"], "digits-teacher@1");
+    assert_eq!(summary["method"], "supervised");
+    assert_eq!(summary["dataset"], "digits");
+    assert_eq!(summary["test_n"], 360);
+    assert_eq!(summary["history"].as_array().map(Vec::len), Some(2), "{summary}");
+    let teacher_id = summary["bundle_id"].as_str().expect("bundle_id is a string").to_owned();
+    assert!(teacher_id.starts_with("sha256:"), "{teacher_id}");
+
+    let out = run_ok(
+        tandem()
+            .args(["distill", "--dataset", "digits", "--arch", "tiny", "--method", "kd", "--temperature", "3"])
+            .args(["--alpha", "0.5", "--epochs", "1", "--train-limit", "200", "--quiet", "--json"])
+            .args(["--name", "digits-student", "--teacher"])
+            .arg(&teacher)
+            .arg("--out")
+            .arg(&student),
+    );
+    let summary = stdout_json(&out);
+    assert_eq!(summary["model"], "digits-student@1");
+    assert_eq!(summary["method"], "kd");
+    assert_eq!(summary["test_n"], 360);
+    let student_manifest = manifest(&student);
+    let provenance = &student_manifest["provenance"];
+    assert_eq!(provenance["recipe"], "kd");
+    assert_eq!(provenance["teacher"].as_str(), Some(teacher_id.as_str()), "the student names its teacher");
+    assert_eq!(provenance["hyperparameters"]["temperature"].as_f64(), Some(3.0), "{provenance}");
+    assert_eq!(provenance["hyperparameters"]["alpha"].as_f64(), Some(0.5), "{provenance}");
+
+    for (bundle, name) in [(&teacher, "digits-teacher@1"), (&student, "digits-student@1")] {
+        let out =
+            run_ok(tandem().args(["eval", "--dataset", "digits", "--split", "test", "--json", "--model"]).arg(bundle));
+        let report = stdout_json(&out);
+        assert_eq!(report["n"], 360, "{report}");
+        assert_eq!(report["model"], name);
+        let accuracy = report["accuracy"].as_f64().expect("accuracy is a number");
+        assert!((0.0..=1.0).contains(&accuracy), "{report}");
+        let metrics = &manifest(bundle)["metrics"];
+        // The same serving path measured both, on the same images: the numbers are identical.
+        assert_eq!(Some(accuracy), metrics["test_accuracy"].as_f64(), "eval {report} vs manifest {metrics}");
+        assert_eq!(metrics["test_n"].as_f64(), Some(360.0));
+        assert_eq!(report["params"].as_f64(), metrics["params"].as_f64());
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let weights = |run: &str, seed: &str| {
+        let out = dir.path().join(run);
+        run_ok(quick_train(&out, "seeded", "tiny", 2).args(["--seed", seed]));
+        std::fs::read(out.join("model.safetensors")).expect("the bundle has weights")
+    };
+    let first = weights("a", "7");
+    let again = weights("b", "7");
+    let other = weights("c", "8");
+    assert!(first == again, "two runs with seed 7 wrote different weights");
+    assert!(first != other, "seeds 7 and 8 wrote the same weights");
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message_and_no_bundle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("never");
+    let failed = run_failing(&mut quick_train(&out, "never", "no-such-arch", 1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("unknown architecture preset"), "{stderr}");
+    assert!(!out.exists(), "a failed run left a bundle behind");
+
+    let failed = run_failing(tandem().args(["eval", "--dataset", "digits", "--model"]).arg(&out));
+    assert!(!failed.stderr.is_empty(), "eval of a missing bundle says why");
+}
+
+#[test]
+fn openapi_output_equals_the_committed_document() {
+    let out = run_ok(tandem().arg("openapi"));
+    let printed = String::from_utf8(out.stdout).expect("the spec is UTF-8");
+    let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    let committed = std::fs::read_to_string(committed_path).expect("openapi/openapi.json is committed");
+    let printed_json: Value = serde_json::from_str(&printed).expect("the printed spec is JSON");
+    let committed_json: Value = serde_json::from_str(&committed).expect("the committed spec is JSON");
+    assert!(
+        printed_json == committed_json && printed.trim_end() == committed.trim_end(),
+        "openapi/openapi.json is stale: regenerate it with `cargo run -- openapi > openapi/openapi.json`"
+    );
+}

@@ -1,0 +1,106 @@
+//! Property-based fuzzing of the served API against its own OpenAPI document with schemathesis,
+//! an external Python tool that CI installs. Without it the test is skipped locally and fails in CI.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// Longest a whole schemathesis run may take; it normally needs well under a minute.
+const BOUND: Duration = Duration::from_secs(120);
+
+/// The hooks that keep generated classify inputs decodable; see the file for why.
+const HOOKS: &str = include_str!("schemathesis_hooks.py");
+
+/// How to invoke schemathesis, and its major version (the CLI changed between 3 and 4).
+struct Schemathesis {
+    program: Vec<String>,
+    major: u32,
+}
+
+impl Schemathesis {
+    /// The first launcher that answers `--version`.
+    fn find() -> Option<Schemathesis> {
+        let launchers: [&[&str]; 3] =
+            [&["schemathesis"], &["python3", "-m", "schemathesis.cli"], &["python3", "-m", "schemathesis"]];
+        launchers.iter().find_map(|launcher| {
+            let out = Command::new(launcher[0])
+                .args(&launcher[1..])
+                .arg("--version")
+                .stdin(Stdio::null())
+                .output()
+                .ok()
+                .filter(|out| out.status.success())?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let major = major_version(&text)?;
+            Some(Schemathesis { program: launcher.iter().map(|s| (*s).to_owned()).collect(), major })
+        })
+    }
+
+    /// `run` with every check, a fixed seed and a bounded number of examples per operation.
+    fn command(&self, url: &str, workdir: &Path) -> Command {
+        let mut cmd = Command::new(&self.program[0]);
+        cmd.args(&self.program[1..]).arg("run").arg(url).args(["--checks", "all"]);
+        if self.major >= 4 {
+            cmd.args(["--max-examples", "30", "--seed", "1", "--request-timeout", "10"]);
+            cmd.args(["--generation-database", "none", "--no-color"]);
+        } else {
+            cmd.args(["--hypothesis-max-examples", "30", "--hypothesis-deadline", "2000"]);
+            cmd.args(["--hypothesis-seed", "1", "--hypothesis-database", "none"]);
+        }
+        cmd.current_dir(workdir)
+            .env("SCHEMATHESIS_HOOKS", "tandem_schemathesis_hooks")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// The major version in `schemathesis, version 4.32.5`.
+fn major_version(text: &str) -> Option<u32> {
+    let rest = &text[text.find("version")? + "version".len()..];
+    rest.trim_start().split('.').next()?.parse().ok()
+}
+
+#[test]
+fn major_versions_are_read_from_both_launchers() {
+    assert_eq!(major_version("schemathesis, version 4.32.5\n"), Some(4));
+    assert_eq!(major_version("python -m schemathesis.cli, version 3.39.16"), Some(3));
+    assert_eq!(major_version("command not found"), None);
+}
+
+#[test]
+fn schemathesis_finds_no_failures_in_the_served_api() {
+    let Some(schemathesis) = Schemathesis::find() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "schemathesis is not installed, and CI must run this test: python3 -m pip install 'schemathesis>=3.30,<5'"
+        );
+        println!("skipped: schemathesis not installed (python3 -m pip install 'schemathesis>=3.30,<5')");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bundle = train_bundle(dir.path(), "fuzzed");
+    let server = Server::start(&["--model", bundle.to_str().expect("UTF-8 path")]);
+
+    let workdir = dir.path().join("schemathesis");
+    std::fs::create_dir(&workdir).expect("work dir");
+    std::fs::write(workdir.join("tandem_schemathesis_hooks.py"), HOOKS).expect("write the hooks");
+    let output = workdir.join("output.txt");
+    let log = File::create(&output).expect("output file");
+    let mut cmd = schemathesis.command(&server.url("/openapi.json"), &workdir);
+    cmd.stdout(log.try_clone().expect("clone the output handle")).stderr(log);
+    let mut child = ChildGuard(cmd.spawn().expect("schemathesis starts"));
+    let status = child.wait_exit(BOUND);
+    let report = std::fs::read_to_string(&output).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("schemathesis ran past {BOUND:?}:\n{report}"));
+    assert!(
+        status.success(),
+        "schemathesis reported failures ({status}):\n{report}\n--- server log ---\n{}",
+        server.log()
+    );
+}
