@@ -61,6 +61,8 @@ fn run_config(
         out: args.out.join(name),
         resume: false,
         progress: !args.json,
+        subset_fraction: None,
+        ghost_batch: None,
     })
 }
 

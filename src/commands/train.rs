@@ -1,4 +1,5 @@
-//! `tandem train` and `tandem distill`: one set of run options, two recipes.
+//! `tandem train` and `tandem distill`: one set of run options; `train` runs the methods without a
+//! teacher (supervised, pskd, dual-io), `distill` those with one (kd, dhkd, dho).
 
 use std::path::PathBuf;
 
@@ -14,7 +15,8 @@ pub struct RunArgs {
     /// Dataset: digits (embedded), mnist or fashion-mnist.
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
-    /// Architecture preset (teacher, student, tiny) or a JSON file with a full CNN config.
+    /// Architecture preset (teacher, student, student-sep, student-wide, tiny) or a JSON file with
+    /// a full CNN config.
     #[arg(long, default_value = "student")]
     pub arch: String,
     /// Bundle directory to write.
@@ -47,6 +49,13 @@ pub struct RunArgs {
     /// Only use the first N training images.
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// RS2: train each epoch on a fresh subset of this fraction of the training split, taken
+    /// without replacement from seeded permutations (every image once before any repeats).
+    #[arg(long)]
+    pub subset_fraction: Option<f64>,
+    /// Ghost batch norm: batch-norm statistics over chunks of this many images of each batch.
+    #[arg(long)]
+    pub ghost_batch: Option<usize>,
     /// Continue from the checkpoint next to the output directory.
     #[arg(long)]
     pub resume: bool,
@@ -61,11 +70,46 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// Method options shared by `train` and `distill`. Each applies to the methods its help names; a
+/// flag given to a method that does not use it is refused rather than silently ignored.
+#[derive(clap::Args, Clone, Default)]
+pub struct MethodArgs {
+    /// kd: weight of the distillation term (default 0.7); dhkd: weight of BinaryKL-Norm
+    /// (default 1); pskd: final weight of the self-prediction, alpha_T (default 0.8).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// kd (default 4), dhkd and dho (default 2): softening temperature.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// dhkd: weight of the cross-entropy term (default 1).
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// dho: fraction of the training split that keeps its labels, chosen per class by the seed
+    /// (default 0.1).
+    #[arg(long)]
+    pub labeled_fraction: Option<f64>,
+    /// dho: loss weights, few-shot (0.5 CE + 0.5 KD, the default) or semi (CE + KD).
+    #[arg(long)]
+    pub dho_weights: Option<String>,
+    /// dual-io: how the two branches become one network: average or a (default average).
+    #[arg(long)]
+    pub merge: Option<String>,
+    /// dual-io: epochs of each progressive-unfreezing stage after the merge (default 1).
+    #[arg(long)]
+    pub stage_epochs: Option<usize>,
+}
+
 /// Arguments of `tandem train`.
 #[derive(clap::Args)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    /// Training method without a teacher: supervised, pskd or dual-io. For dual-io, --epochs is
+    /// the branch stage; one unfreezing stage per block (plus the head) of --stage-epochs follows.
+    #[arg(long, default_value = "supervised")]
+    pub method: String,
+    #[command(flatten)]
+    pub options: MethodArgs,
 }
 
 /// Arguments of `tandem distill`.
@@ -76,37 +120,98 @@ pub struct DistillArgs {
     /// Teacher bundle directory.
     #[arg(long)]
     pub teacher: PathBuf,
-    /// Distillation method.
+    /// Distillation method: kd, dhkd or dho.
     #[arg(long, default_value = "kd")]
     pub method: String,
-    /// Softening temperature of KD.
-    #[arg(long, default_value_t = 4.0)]
-    pub temperature: f64,
-    /// Weight of the distillation term against cross-entropy.
-    #[arg(long, default_value_t = 0.7)]
-    pub alpha: f64,
+    #[command(flatten)]
+    pub options: MethodArgs,
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let summary = train(&config(&args.run, Method::Supervised, None)?)?;
-    print_summary(&summary, args.run.json);
-    Ok(())
+    let method = method(&args.method, &args.options)?;
+    if method.needs_teacher() {
+        bail!(
+            "method {} distills from a teacher: use `tandem distill --teacher DIR --method {}`",
+            args.method,
+            args.method
+        );
+    }
+    run(&config(&args.run, method, None)?, args.run.json)
 }
 
 pub fn run_distill(args: DistillArgs) -> anyhow::Result<()> {
-    let method = distill_method(&args)?;
-    let summary = train(&config(&args.run, method, Some(args.teacher.clone()))?)?;
-    print_summary(&summary, args.run.json);
+    let method = method(&args.method, &args.options)?;
+    if !method.needs_teacher() {
+        bail!("method {} uses no teacher: use `tandem train --method {}`", args.method, args.method);
+    }
+    run(&config(&args.run, method, Some(args.teacher.clone()))?, args.run.json)
+}
+
+fn run(cfg: &TrainConfig, json: bool) -> anyhow::Result<()> {
+    if !json {
+        let arch = cfg.student_arch();
+        let params = arch.num_params().map_err(anyhow::Error::msg)?;
+        eprintln!("{}: {} ({}), {params} parameters", cfg.name, cfg.method.name(), describe_arch(&arch));
+    }
+    let summary = train(cfg)?;
+    print_summary(&summary, json);
     Ok(())
 }
 
-fn distill_method(args: &DistillArgs) -> anyhow::Result<Method> {
-    if !(args.temperature > 0.0 && (0.0..=1.0).contains(&args.alpha)) {
-        bail!("--temperature must be positive and --alpha within [0, 1]");
+fn describe_arch(arch: &tandem_runtime::models::cnn::CnnConfig) -> String {
+    let [c, h, w] = arch.input_shape;
+    let heads = if arch.aux_head { "two heads" } else { "one head" };
+    format!("{} layers on {c}x{h}x{w}, {heads}", arch.layers.len())
+}
+
+/// The method `name` with the options that apply to it; options for other methods are refused.
+pub fn method(name: &str, o: &MethodArgs) -> anyhow::Result<Method> {
+    let mut method = Method::with_defaults(name)?;
+    let mut used: Vec<&str> = Vec::new();
+    match &mut method {
+        Method::Supervised => {}
+        Method::Kd { temperature, alpha } => {
+            set(temperature, o.temperature, "--temperature", &mut used);
+            set(alpha, o.alpha, "--alpha", &mut used);
+        }
+        Method::Dhkd { temperature, alpha, gamma } => {
+            set(temperature, o.temperature, "--temperature", &mut used);
+            set(alpha, o.alpha, "--alpha", &mut used);
+            set(gamma, o.gamma, "--gamma", &mut used);
+        }
+        Method::Dho { temperature, labeled_fraction, weights } => {
+            set(temperature, o.temperature, "--temperature", &mut used);
+            set(labeled_fraction, o.labeled_fraction, "--labeled-fraction", &mut used);
+            let parsed = o.dho_weights.as_deref().map(str::parse).transpose()?;
+            set(weights, parsed, "--dho-weights", &mut used);
+        }
+        Method::Pskd { alpha } => set(alpha, o.alpha, "--alpha", &mut used),
+        Method::DualIo { merge, stage_epochs } => {
+            let parsed = o.merge.as_deref().map(str::parse).transpose()?;
+            set(merge, parsed, "--merge", &mut used);
+            set(stage_epochs, o.stage_epochs, "--stage-epochs", &mut used);
+        }
     }
-    match args.method.as_str() {
-        "kd" => Ok(Method::Kd { temperature: args.temperature, alpha: args.alpha }),
-        other => bail!("unknown distillation method {other:?}; available: kd"),
+    let given = [
+        ("--alpha", o.alpha.is_some()),
+        ("--temperature", o.temperature.is_some()),
+        ("--gamma", o.gamma.is_some()),
+        ("--labeled-fraction", o.labeled_fraction.is_some()),
+        ("--dho-weights", o.dho_weights.is_some()),
+        ("--merge", o.merge.is_some()),
+        ("--stage-epochs", o.stage_epochs.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(flag, given)| *given && !used.contains(flag)) {
+        bail!("{flag} does not apply to method {name}");
+    }
+    method.validate()?;
+    Ok(method)
+}
+
+fn set<'a, T>(field: &mut T, value: Option<T>, flag: &'a str, used: &mut Vec<&'a str>) {
+    used.push(flag);
+    if let Some(v) = value {
+        *field = v;
     }
 }
 
@@ -138,6 +243,8 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
         out: run.out.clone(),
         resume: run.resume,
         progress: !run.quiet,
+        subset_fraction: run.subset_fraction,
+        ghost_batch: run.ghost_batch,
     })
 }
 
@@ -149,5 +256,44 @@ fn print_summary(summary: &TrainSummary, json: bool) {
             "{} ({} parameters, {}): val accuracy {:.4}, test accuracy {:.4} on {} images, {:.1}s of training\nbundle {} in {}",
             summary.model, summary.params, summary.method, summary.val_accuracy, summary.test_accuracy, summary.test_n, summary.train_seconds, summary.bundle_id, summary.bundle_dir
         );
+        if let Some(m) = &summary.head_mixture {
+            println!(
+                "head mixture alpha {:.2} beta {:.2}: val accuracy {:.4} (main head alone {:.4}, aux head alone {:.4})",
+                m.alpha, m.beta, m.val_accuracy, m.main_head_val_accuracy, m.aux_head_val_accuracy
+            );
+        }
+        if let Some(d) = &summary.dual_io {
+            println!(
+                "branches: A {:.4}, B {:.4} val accuracy; merged ({}) {:.4} before {} unfreezing stages",
+                d.branch_a_val_accuracy, d.branch_b_val_accuracy, d.merge, d.merged_val_accuracy, d.unfreeze_stages
+            );
+        }
+        if let Some(curve) = &summary.curve {
+            println!("learning curve {curve}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_training::methods::{DhoWeights, MergeRule};
+
+    #[test]
+    fn method_options_apply_to_their_methods_only() {
+        let none = MethodArgs::default();
+        assert_eq!(method("kd", &none).unwrap(), Method::Kd { temperature: 4.0, alpha: 0.7 });
+        let o = MethodArgs { temperature: Some(3.0), labeled_fraction: Some(0.01), ..Default::default() };
+        assert_eq!(
+            method("dho", &o).unwrap(),
+            Method::Dho { temperature: 3.0, labeled_fraction: 0.01, weights: DhoWeights::FewShot }
+        );
+        let o = MethodArgs { merge: Some("a".into()), stage_epochs: Some(3), ..Default::default() };
+        assert_eq!(method("dual-io", &o).unwrap(), Method::DualIo { merge: MergeRule::A, stage_epochs: 3 });
+        let err = method("pskd", &MethodArgs { temperature: Some(2.0), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("--temperature does not apply to method pskd"), "{err}");
+        assert!(method("pskd", &MethodArgs { alpha: Some(2.0), ..Default::default() }).is_err());
+        assert!(method("dho", &MethodArgs { dho_weights: Some("half".into()), ..Default::default() }).is_err());
+        assert!(method("mixup", &none).is_err());
     }
 }

@@ -7,7 +7,10 @@ use tandem_runtime::models::cnn::{CnnConfig, LayerSpec};
 use crate::{Error, Result};
 
 /// The preset names, for help texts.
-pub const PRESETS: &[&str] = &["teacher", "student", "tiny"];
+pub const PRESETS: &[&str] = &["teacher", "student", "student-sep", "student-wide", "tiny"];
+
+/// The compact students, all under 15,000 parameters on 28×28 even with the auxiliary head.
+pub const STUDENTS: &[&str] = &["student", "student-sep", "student-wide"];
 
 fn conv(out_channels: usize, kernel: usize, padding: usize) -> LayerSpec {
     LayerSpec::Conv { out_channels, kernel, stride: 1, padding, batch_norm: true, relu: true }
@@ -47,6 +50,16 @@ pub fn preset(name: &str, side: usize, num_classes: usize) -> Result<CnnConfig> 
         // Under 15k parameters on 28x28.
         ("student", _) => {
             vec![conv(16, 3, 1), pool.clone(), conv(32, 3, 1), pool, conv(32, 3, 1), LayerSpec::GlobalAvgPool]
+        }
+        // Depthwise-separable all the way: four blocks, 128 features for the head.
+        ("student-sep", 8) => vec![conv(16, 3, 1), sep(32), sep(48), pool, sep(128), LayerSpec::GlobalAvgPool],
+        ("student-sep", _) => {
+            vec![conv(16, 3, 1), pool.clone(), sep(32), sep(48), pool, sep(128), LayerSpec::GlobalAvgPool]
+        }
+        // Fewer, wider blocks: 32 full-convolution channels at the input resolution.
+        ("student-wide", 8) => vec![conv(32, 3, 1), sep(64), pool, sep(128), LayerSpec::GlobalAvgPool],
+        ("student-wide", _) => {
+            vec![conv(32, 3, 1), pool.clone(), sep(64), pool, sep(128), LayerSpec::GlobalAvgPool]
         }
         ("tiny", _) => vec![conv(4, 3, 1), pool, LayerSpec::GlobalAvgPool],
         _ => {
@@ -89,8 +102,14 @@ mod tests {
                 cfg.feature_dim().unwrap();
             }
         }
-        assert!(preset("student", 28, 10).unwrap().num_params().unwrap() <= 15_000);
-        assert!(preset("student", 8, 10).unwrap().num_params().unwrap() <= 15_000);
+        for side in [8, 28] {
+            for name in STUDENTS {
+                let mut cfg = preset(name, side, 10).unwrap();
+                cfg.aux_head = true;
+                let n = cfg.num_params().unwrap();
+                assert!(n <= 15_000, "{name} on {side}x{side}: {n}");
+            }
+        }
         assert!(preset("teacher", 28, 10).unwrap().num_params().unwrap() > 100_000);
     }
 }

@@ -4,6 +4,7 @@
 //! served; this crate adds only what serving never needs.
 
 pub mod arch;
+pub mod augment;
 pub mod checkpoint;
 pub mod data;
 mod error;
@@ -12,7 +13,9 @@ pub mod init;
 pub mod losses;
 pub mod methods;
 pub mod optim;
+pub mod plot;
 pub mod report;
+pub mod sampling;
 pub mod trainer;
 
 pub use error::{Error, Result};

@@ -24,6 +24,21 @@ pub fn kd_kl(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Ten
     kl * (temperature * temperature)
 }
 
+/// DHKD's BinaryKL-Norm: `T² · (1/N) · Σ_{n,c} KL(Bern(½) ‖ Bern(d))` with `d = σ((z_aux − z_T)/T)`.
+///
+/// Each class is a binary problem whose target is "student and teacher logits agree", so the
+/// auxiliary head is pulled towards the teacher's raw logits, not just their softmax; the
+/// softmax-invariant shift of the logits is not free here. The sum over classes and mean over
+/// the batch follow the reference implementation. Written with `|u|` so that no exponential can
+/// overflow: `KL(Bern(½) ‖ Bern(σ(u))) = |u|/2 + ln(1 + e^{−|u|}) − ln 2`.
+pub fn binary_kl_norm(aux: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
+    let n = aux.dim(0)?.max(1) as f64;
+    let u = ((aux - teacher)? / temperature)?.abs()?;
+    let log_term = u.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
+    let per_class = (u.affine(0.5, -std::f64::consts::LN_2)? + log_term)?;
+    per_class.sum_all()? * (temperature * temperature / n)
+}
+
 /// Number of rows whose arg-max equals the label.
 pub fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let pred = logits.argmax(D::Minus1)?;
@@ -43,6 +58,36 @@ mod tests {
         let diff = kd_kl(&a, &b, 4.0).unwrap().to_scalar::<f32>().unwrap();
         assert!(same.abs() < 1e-6, "{same}");
         assert!(diff > 0.01, "{diff}");
+    }
+
+    #[test]
+    fn binary_kl_norm_is_zero_at_the_teacher_and_matches_the_sigmoid_form() {
+        let teacher = Tensor::new(&[[1f32, -2., 3.], [0., 5., -1.]], &Device::Cpu).unwrap();
+        let same = binary_kl_norm(&teacher, &teacher, 2.0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(same.abs() < 1e-6, "{same}");
+        // A shift of all logits changes nothing under softmax, but does here.
+        let shifted = (&teacher + 1.0).unwrap();
+        assert!(kd_kl(&shifted, &teacher, 2.0).unwrap().to_scalar::<f32>().unwrap().abs() < 1e-5);
+        let loss = binary_kl_norm(&shifted, &teacher, 2.0).unwrap().to_scalar::<f32>().unwrap();
+        // Every class has u = 0.5: KL(½ ‖ σ(u)) = ½ ln(½/σ(u)) + ½ ln(½/(1 − σ(u))), summed over 3
+        // classes, averaged over 2 rows, times T² = 4.
+        let d = 1.0 / (1.0 + (-0.5f64).exp());
+        let kl = 0.5 * (0.5 / d).ln() + 0.5 * (0.5 / (1.0 - d)).ln();
+        let expected = 4.0 * 3.0 * kl;
+        assert!((f64::from(loss) - expected).abs() < 1e-5, "{loss} vs {expected}");
+        // Huge differences stay finite.
+        let far = (&teacher * 1e4).unwrap();
+        assert!(binary_kl_norm(&far, &teacher, 2.0).unwrap().to_scalar::<f32>().unwrap().is_finite());
+    }
+
+    #[test]
+    fn binary_kl_norm_gradient_points_the_aux_logits_at_the_teacher() {
+        let teacher = Tensor::new(&[[1f32, -2., 3.]], &Device::Cpu).unwrap();
+        let aux = candle_core::Var::new(&[[0f32, 0., 0.]], &Device::Cpu).unwrap();
+        let loss = binary_kl_norm(aux.as_tensor(), &teacher, 2.0).unwrap();
+        let grad = loss.backward().unwrap().get(aux.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        // Descending the gradient moves each logit towards the teacher's.
+        assert!(grad[0][0] < 0.0 && grad[0][1] > 0.0 && grad[0][2] < 0.0, "{grad:?}");
     }
 
     #[test]

@@ -38,6 +38,10 @@ struct Slot {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// Updates this variable has received; bias correction counts these, not the optimiser's
+    /// steps, so a variable unfrozen late starts with a correctly scaled first update.
+    t: usize,
+    trainable: bool,
 }
 
 /// The optimiser state over the trainable variables of a `VarMap`.
@@ -58,21 +62,46 @@ impl AdamW {
             .map(|name| {
                 let var = data[name].clone();
                 let zeros = var.zeros_like()?;
-                Ok(Slot { name: name.clone(), decay: var.rank() >= 2, m: zeros.clone(), v: zeros, var })
+                Ok(Slot {
+                    name: name.clone(),
+                    decay: var.rank() >= 2,
+                    m: zeros.clone(),
+                    v: zeros,
+                    var,
+                    t: 0,
+                    trainable: true,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(AdamW { slots, config, step: 0 })
     }
 
-    /// One update at learning rate `lr`; variables without a gradient are left alone.
+    /// Restricts updates to the variables whose name satisfies `trainable` (progressive
+    /// unfreezing); the others keep their values and moments until they are let in again.
+    pub fn set_trainable(&mut self, trainable: impl Fn(&str) -> bool) {
+        for slot in &mut self.slots {
+            slot.trainable = trainable(&slot.name);
+        }
+    }
+
+    /// Names of the variables that [`AdamW::step`] currently updates.
+    pub fn trainable_names(&self) -> Vec<&str> {
+        self.slots.iter().filter(|s| s.trainable).map(|s| s.name.as_str()).collect()
+    }
+
+    /// One update at learning rate `lr`; frozen variables and those without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
-        let t = self.step as i32;
-        let bias1 = 1.0 - c.beta1.powi(t);
-        let bias2 = 1.0 - c.beta2.powi(t);
         for slot in &mut self.slots {
+            if !slot.trainable {
+                continue;
+            }
             let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
+            slot.t += 1;
+            let t = i32::try_from(slot.t).unwrap_or(i32::MAX);
+            let bias1 = 1.0 - c.beta1.powi(t);
+            let bias2 = 1.0 - c.beta2.powi(t);
             slot.m = ((&slot.m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
             slot.v = ((&slot.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let update = ((&slot.m / bias1)? / ((&slot.v / bias2)?.sqrt()? + c.eps)?)?;
@@ -91,17 +120,30 @@ impl AdamW {
         self.step
     }
 
-    /// Moments as named tensors (`adam.m.<var>`, `adam.v.<var>`), for checkpoints.
+    /// Moments and per-variable update counts as named tensors (`adam.m.<var>`, `adam.v.<var>`,
+    /// `adam.t.<var>`), for checkpoints.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.slots
-            .iter()
-            .flat_map(|s| [(format!("adam.m.{}", s.name), s.m.clone()), (format!("adam.v.{}", s.name), s.v.clone())])
-            .collect()
+        let mut out = Vec::with_capacity(3 * self.slots.len());
+        for s in &self.slots {
+            out.push((format!("adam.m.{}", s.name), s.m.clone()));
+            out.push((format!("adam.v.{}", s.name), s.v.clone()));
+            let t = u32::try_from(s.t).unwrap_or(u32::MAX);
+            let t =
+                Tensor::new(&[t], &candle_core::Device::Cpu).expect("a one-element CPU tensor builds. This is a bug.");
+            out.push((format!("adam.t.{}", s.name), t));
+        }
+        out
     }
 
-    /// Restores moments and the step count written by [`AdamW::state`].
+    /// Restores moments and step counts written by [`AdamW::state`]. Checkpoints written before
+    /// per-variable counts existed give every variable the optimiser's step count, which is what
+    /// it was then.
     pub fn restore(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()> {
         for slot in &mut self.slots {
+            slot.t = match tensors.get(&format!("adam.t.{}", slot.name)) {
+                Some(t) => t.flatten_all()?.to_vec1::<u32>()?.first().map_or(step, |&t| t as usize),
+                None => step,
+            };
             for (prefix, dst) in [("adam.m.", &mut slot.m), ("adam.v.", &mut slot.v)] {
                 let key = format!("{prefix}{}", slot.name);
                 let t = tensors.get(&key).ok_or_else(|| crate::Error::InvalidData {
@@ -152,5 +194,35 @@ mod tests {
         }
         let left = x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(left < 0.05, "{left}");
+    }
+
+    #[test]
+    fn frozen_variables_keep_their_values_and_count_their_own_updates() {
+        let varmap = VarMap::new();
+        let a = varmap.get(2, "a", candle_nn::Init::Const(1.0), DType::F32, &Device::Cpu).unwrap();
+        let b = varmap.get(2, "b", candle_nn::Init::Const(1.0), DType::F32, &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(&varmap, AdamWConfig { lr: 0.1, weight_decay: 0.0, ..Default::default() }).unwrap();
+        opt.set_trainable(|name| name == "a");
+        assert_eq!(opt.trainable_names(), vec!["a"]);
+        for _ in 0..3 {
+            let loss = (a.sqr().unwrap().sum_all().unwrap() + b.sqr().unwrap().sum_all().unwrap()).unwrap();
+            opt.step(&loss.backward().unwrap(), 0.1).unwrap();
+        }
+        assert_eq!(b.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+        assert!(a.to_vec1::<f32>().unwrap()[0] < 0.75);
+        // The first update of a newly unfrozen variable is a full bias-corrected step of size lr.
+        opt.set_trainable(|_| true);
+        let loss = b.sqr().unwrap().sum_all().unwrap();
+        opt.step(&loss.backward().unwrap(), 0.1).unwrap();
+        let moved = 1.0 - b.to_vec1::<f32>().unwrap()[0];
+        assert!((moved - 0.1).abs() < 1e-4, "{moved}");
+        let state = opt.state();
+        let t_b = state.iter().find(|(k, _)| k == "adam.t.b").unwrap().1.to_vec1::<u32>().unwrap();
+        assert_eq!(t_b, vec![1]);
+        // Counts survive a restore.
+        let tensors: HashMap<String, Tensor> = state.into_iter().collect();
+        let mut fresh = AdamW::new(&varmap, AdamWConfig::default()).unwrap();
+        fresh.restore(&tensors, opt.steps()).unwrap();
+        assert_eq!(fresh.state().iter().find(|(k, _)| k == "adam.t.a").unwrap().1.to_vec1::<u32>().unwrap(), vec![3]);
     }
 }

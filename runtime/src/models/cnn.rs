@@ -206,13 +206,49 @@ struct ConvBn {
     relu: bool,
 }
 
+/// How batch norm normalises a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BnMode {
+    /// Running statistics (inference, validation).
+    Eval,
+    /// Statistics of the whole batch.
+    Batch,
+    /// Statistics of each chunk of this many images (ghost batch norm).
+    Ghost(usize),
+}
+
+impl BnMode {
+    fn train(self) -> bool {
+        self != BnMode::Eval
+    }
+}
+
+/// Ghost batch norm: each chunk of `ghost` images along the batch is normalised with its own
+/// statistics, and each chunk updates the running statistics in turn, as the reference
+/// implementation does with one forward pass per chunk. One chunk is plain training-mode batch norm.
+fn ghost_batch_norm(bn: &BatchNorm, x: &Tensor, ghost: usize) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    if n <= ghost {
+        return bn.forward_t(x, true);
+    }
+    let chunks = (0..n)
+        .step_by(ghost)
+        .map(|start| bn.forward_t(&x.narrow(0, start, ghost.min(n - start))?, true))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&chunks, 0)
+}
+
 impl ConvBn {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         match &self.bn {
             None if self.relu => self.conv.forward_relu(x),
             None => self.conv.forward(x),
             Some(bn) => {
-                let y = bn.forward_t(&self.conv.forward(x)?, train)?;
+                let z = self.conv.forward(x)?;
+                let y = match mode {
+                    BnMode::Ghost(ghost) => ghost_batch_norm(bn, &z, ghost)?,
+                    mode => bn.forward_t(&z, mode.train())?,
+                };
                 if self.relu {
                     y.relu()
                 } else {
@@ -337,11 +373,16 @@ impl Cnn {
 
     /// Flat features before the heads. `train` enables dropout and batch-statistics normalisation.
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.features_with(x, if train { BnMode::Batch } else { BnMode::Eval })
+    }
+
+    fn features_with(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        let train = mode.train();
         let mut x = x.clone();
         for layer in &self.layers {
             x = match layer {
-                Layer::Conv(c) => c.forward_t(&x, train)?,
-                Layer::Separable { dw, pw } => pw.forward_t(&dw.forward_t(&x, train)?, train)?,
+                Layer::Conv(c) => c.forward_t(&x, mode)?,
+                Layer::Separable { dw, pw } => pw.forward_t(&dw.forward_t(&x, mode)?, mode)?,
                 Layer::MaxPool(size) => max_pool2d(&x, *size)?,
                 Layer::Dropout(p) if train => candle_nn::ops::dropout(&x, *p)?,
                 Layer::Dropout(_) => x,
@@ -362,9 +403,23 @@ impl Cnn {
 
     /// Logits of both heads for a normalised `[N, C, H, W]` batch.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<CnnOutput> {
-        let features = self.features(x, train)?;
-        let logits = self.head.forward(&features)?;
-        let aux_logits = self.head_aux.as_ref().map(|h| h.forward(&features)).transpose()?;
+        self.heads(&self.features(x, train)?)
+    }
+
+    /// A training-mode pass with ghost batch norm: batch statistics over chunks of `ghost_batch`
+    /// images (the last chunk may be smaller), so a large batch keeps the regularising noise of
+    /// small-batch statistics. Each chunk updates the running statistics, which evaluation uses.
+    /// A `ghost_batch` of at least the batch size is exactly `forward_t(x, true)`.
+    pub fn forward_ghost(&self, x: &Tensor, ghost_batch: usize) -> Result<CnnOutput> {
+        if ghost_batch == 0 {
+            candle_core::bail!("the ghost batch size must be positive");
+        }
+        self.heads(&self.features_with(x, BnMode::Ghost(ghost_batch))?)
+    }
+
+    fn heads(&self, features: &Tensor) -> Result<CnnOutput> {
+        let logits = self.head.forward(features)?;
+        let aux_logits = self.head_aux.as_ref().map(|h| h.forward(features)).transpose()?;
         Ok(CnnOutput { logits, aux_logits })
     }
 
@@ -436,6 +491,77 @@ mod tests {
         let fused = net.fused_for_inference().unwrap().forward_t(&x, false).unwrap().logits;
         let diff = (eval - fused).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "max diff {diff}");
+    }
+
+    fn running_stats(varmap: &VarMap) -> Vec<(String, Vec<f32>)> {
+        let data = varmap.data().lock().unwrap();
+        let mut stats: Vec<(String, Vec<f32>)> = data
+            .iter()
+            .filter(|(k, _)| k.contains("running"))
+            .map(|(k, v)| (k.clone(), v.as_tensor().to_vec1::<f32>().unwrap()))
+            .collect();
+        stats.sort_by(|a, b| a.0.cmp(&b.0));
+        stats
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn ghost_batch_norm_with_one_chunk_is_plain_batch_norm() {
+        let mut cfg = small();
+        cfg.layers.retain(|l| !matches!(l, LayerSpec::Dropout { .. }));
+        let x = Tensor::randn(0f32, 1., (6, 1, 8, 8), &Device::Cpu).unwrap();
+        let plain_vars = VarMap::new();
+        let plain = Cnn::new(&cfg, VarBuilder::from_varmap(&plain_vars, DType::F32, &Device::Cpu)).unwrap();
+        let ghost_vars = VarMap::new();
+        let ghost = Cnn::new(&cfg, VarBuilder::from_varmap(&ghost_vars, DType::F32, &Device::Cpu)).unwrap();
+        for (name, var) in plain_vars.data().lock().unwrap().iter() {
+            ghost_vars.data().lock().unwrap()[name].set(var.as_tensor()).unwrap();
+        }
+        for ghost_batch in [6, 64] {
+            let a = plain.forward_t(&x, true).unwrap();
+            let b = ghost.forward_ghost(&x, ghost_batch).unwrap();
+            assert!(max_diff(&a.logits, &b.logits) < 1e-6);
+            assert!(max_diff(a.aux_logits.as_ref().unwrap(), b.aux_logits.as_ref().unwrap()) < 1e-6);
+            assert_eq!(running_stats(&plain_vars), running_stats(&ghost_vars));
+        }
+    }
+
+    #[test]
+    fn ghost_batch_norm_normalises_each_chunk_on_its_own() {
+        // One batch-normed convolution without ReLU: each chunk of the output has zero mean per channel.
+        let cfg = CnnConfig {
+            input_shape: [1, 4, 4],
+            num_classes: 2,
+            layers: vec![
+                LayerSpec::Conv { out_channels: 3, kernel: 3, stride: 1, padding: 1, batch_norm: true, relu: false },
+                LayerSpec::Flatten,
+            ],
+            aux_head: false,
+        };
+        let varmap = VarMap::new();
+        let net = Cnn::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        // Positive weights make the offset of the second chunk show up in every channel.
+        let weight = &varmap.data().lock().unwrap()["layers.0.conv.weight"];
+        weight.set(&weight.ones_like().unwrap()).unwrap();
+        // Two chunks with very different scales, plus a smaller third chunk.
+        let a = Tensor::randn(0f32, 1., (4, 1, 4, 4), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1., (4, 1, 4, 4), &Device::Cpu).unwrap().affine(10.0, 5.0).unwrap();
+        let c = Tensor::randn(0f32, 1., (2, 1, 4, 4), &Device::Cpu).unwrap();
+        let x = Tensor::cat(&[&a, &b, &c], 0).unwrap();
+        let features = net.features_with(&x, BnMode::Ghost(4)).unwrap().reshape((10, 3, 16)).unwrap();
+        for (start, len) in [(0, 4), (4, 4), (8, 2)] {
+            let chunk = features.narrow(0, start, len).unwrap();
+            let mean = chunk.mean(2).unwrap().mean(0).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(mean.to_scalar::<f32>().unwrap() < 1e-4);
+        }
+        // Plain batch norm over the whole batch does not centre the chunks.
+        let plain = net.features(&x, true).unwrap().reshape((10, 3, 16)).unwrap();
+        let first = plain.narrow(0, 0, 4).unwrap().mean(2).unwrap().mean(0).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(first.to_scalar::<f32>().unwrap() > 0.1);
+        assert!(net.forward_ghost(&x, 0).is_err());
     }
 
     #[test]

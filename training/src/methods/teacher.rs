@@ -1,0 +1,49 @@
+//! A frozen teacher loaded from a bundle, run in inference mode on the student's batches.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use tandem_runtime::bundle::{Architecture, Bundle, InputSpec};
+use tandem_runtime::models::cnn::Cnn;
+
+use crate::data::Dataset;
+use crate::trainer::teacher_input;
+use crate::{Error, Result};
+
+/// A frozen teacher loaded from a bundle, run in inference mode on the student's batches.
+pub struct Teacher {
+    net: Cnn,
+    input: InputSpec,
+    device: Device,
+    /// The teacher bundle's id, recorded in the student's provenance.
+    pub bundle_id: String,
+}
+
+impl Teacher {
+    /// Loads the teacher and checks that it sees the same images and classes as the student.
+    pub fn load(dir: &Path, train_set: &Dataset, device: &Device) -> Result<Teacher> {
+        let bundle = Bundle::load(dir)?;
+        let Architecture::Cnn(cfg) = &bundle.manifest.architecture;
+        if cfg.input_shape != [1, train_set.height, train_set.width] || cfg.num_classes != train_set.num_classes() {
+            return Err(Error::InvalidArgument(format!(
+                "teacher {} takes {:?} with {} classes; the dataset has [1, {}, {}] with {}",
+                bundle.model_id(),
+                cfg.input_shape,
+                cfg.num_classes,
+                train_set.height,
+                train_set.width,
+                train_set.num_classes()
+            )));
+        }
+        let net = Cnn::new(cfg, bundle.var_builder(device))
+            .map_err(|e| Error::Runtime(tandem_runtime::Error::Bundle(e.to_string())))?
+            .fused_for_inference()?;
+        Ok(Teacher { net, input: bundle.manifest.input.clone(), device: device.clone(), bundle_id: bundle.id })
+    }
+
+    /// Main-head logits for `b` raw images (the same augmented pixels the student sees).
+    pub fn logits(&self, pixels: &[u8], b: usize) -> Result<Tensor> {
+        let x = teacher_input(pixels, b, self.input.shape, &self.input, &self.device)?;
+        Ok(self.net.forward_t(&x, false)?.logits.detach())
+    }
+}
