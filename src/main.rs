@@ -26,7 +26,7 @@ enum Command {
     /// Fetch and verify datasets.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
-    /// Train a model with supervised learning.
+    /// Train a model without a teacher: supervised, PS-KD or dual-input-output.
     Train(commands::train::TrainArgs),
     /// Distill a student from a teacher bundle.
     Distill(commands::train::DistillArgs),
