@@ -229,9 +229,16 @@ impl ApiError {
     /// The JSON body a client sees; 5xx details are replaced by a generic message.
     pub fn body(&self) -> ErrorBody {
         let kind = self.error_type();
-        let message = kind.public_message().map_or_else(|| self.to_string(), str::to_owned);
+        let message = kind.public_message().map_or_else(|| client_message(&self.to_string()), str::to_owned);
         ErrorBody { error: ErrorDetail { kind, message } }
     }
+}
+
+/// Messages often end with a library's own text (base64, JSON and image decoders), which may close
+/// with a period; stripping it here, where every client-facing message passes, keeps the house style
+/// without patching each call site.
+fn client_message(text: &str) -> String {
+    text.trim_end().trim_end_matches('.').trim_end().to_owned()
 }
 
 impl IntoResponse for ApiError {
@@ -374,6 +381,13 @@ mod tests {
         assert!(!body.error.message.contains("worker"));
         let body = ApiError::InvalidInput("top_k must be at least 1".into()).body();
         assert_eq!(body.error.message, "top_k must be at least 1");
+    }
+
+    #[test]
+    fn library_periods_are_stripped_from_client_messages() {
+        let body = ApiError::InvalidImage("image is not valid base64: Invalid input length.".into()).body();
+        assert_eq!(body.error.message, "image is not valid base64: Invalid input length");
+        assert_eq!(client_message("ends with dots... "), "ends with dots");
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod routes;
 mod serve;
 mod shutdown;
 mod state;
+mod top_k;
 pub mod wire;
 
 pub use app::app;
@@ -39,3 +40,4 @@ pub use openapi::{openapi, openapi_json};
 pub use serve::{serve, serve_on, serve_with_state};
 pub use shutdown::shutdown_signal;
 pub use state::AppState;
+pub use top_k::MAX_TOP_K;

@@ -3,10 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::{Deserialize, Deserializer, Serialize};
+use tandem_runtime::image::MAX_SIDE;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::error::ErrorType;
+use crate::top_k;
 
 /// Body of every failed request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -104,17 +110,86 @@ pub struct ModelDetail {
     pub created_at: String,
 }
 
-/// One image to classify: exactly one of `image` or `pixels`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifyInput {
+/// One image to classify: a base64 file or a pixel array, never both and never neither.
+///
+/// On the wire this is `{"image": "..."}` or `{"pixels": [[...]]}`; an enum makes the "exactly
+/// one" rule a property of the type, so nothing after deserialization has to re-check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "InputFields")]
+pub enum ClassifyInput {
     /// Base64 (standard alphabet) of a PNG or JPEG file; colour is converted to grayscale.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
+    Image(String),
     /// Rows of grayscale pixel values on the 0..=255 scale; all rows the same length.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pixels: Option<Vec<Vec<f64>>>,
+    Pixels(Vec<Vec<f64>>),
 }
+
+/// The fields of [`ClassifyInput`] as sent, before the "exactly one" rule is applied. Reading
+/// them as a struct (rather than as serde's externally tagged enum) gives clients errors that say
+/// which rule they broke; a `null` is a type error, not an absent field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputFields {
+    #[serde(default, deserialize_with = "present")]
+    image: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pixels: Option<Vec<Vec<f64>>>,
+}
+
+/// A field that is present must hold a `T`: `null` is refused instead of read as absent.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+impl TryFrom<InputFields> for ClassifyInput {
+    type Error = &'static str;
+
+    fn try_from(fields: InputFields) -> Result<Self, Self::Error> {
+        match (fields.image, fields.pixels) {
+            (Some(image), None) => Ok(ClassifyInput::Image(image)),
+            (None, Some(pixels)) => Ok(ClassifyInput::Pixels(pixels)),
+            (Some(_), Some(_)) => Err("set either image or pixels, not both"),
+            (None, None) => Err("set one of image or pixels"),
+        }
+    }
+}
+
+/// Written by hand because the derive cannot say "exactly one of two properties": each branch is
+/// a closed object with its one property required, so a client generator or validator refuses
+/// the same bodies the server does.
+impl PartialSchema for ClassifyInput {
+    fn schema() -> RefOr<Schema> {
+        let image = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("Base64 (standard alphabet) of a PNG or JPEG file; colour is converted to grayscale."));
+        let value = ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+            .minimum(Some(0))
+            .maximum(Some(255));
+        // The side limit stays out of `maxItems` on purpose: generators build arrays at a stated
+        // bound in both dimensions, megabytes that the body-size limit refuses with 413 before
+        // the side limit is ever checked, so the bound would test the wrong limit.
+        let row = ArrayBuilder::new().items(value).min_items(Some(1));
+        let pixels = ArrayBuilder::new().items(row).min_items(Some(1)).description(Some(format!(
+            "Rows of grayscale pixel values on the 0..=255 scale; all rows the same length, at most \
+             {MAX_SIDE} rows of at most {MAX_SIDE} values (422 beyond)."
+        )));
+        let branch = |name: &str, schema: RefOr<Schema>| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(name, schema)
+                .required(name)
+                .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .item(branch("image", image.into()))
+            .item(branch("pixels", pixels.into()))
+            .description(Some("One image to classify: exactly one of `image` or `pixels`."))
+            .into()
+    }
+}
+
+impl ToSchema for ClassifyInput {}
 
 /// JSON body of a classify request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -123,10 +198,13 @@ pub struct ClassifyInput {
 pub struct ClassifyRequest {
     /// Images to classify, answered in the same order; at least one, at most the server's
     /// `max_inputs` (413 beyond it).
+    #[schema(min_items = 1)]
     pub inputs: Vec<ClassifyInput>,
-    /// Predictions per input, best first; default 5, capped at the number of labels, 0 is invalid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    /// Predictions per input, best first; default 5, capped at the number of labels. Takes
+    /// precedence over the query's `top_k`.
+    // The attribute takes only a literal; the contract test holds it equal to `MAX_TOP_K`.
+    #[serde(default, deserialize_with = "top_k::from_json", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub top_k: Option<usize>,
 }
 
@@ -135,8 +213,10 @@ pub struct ClassifyRequest {
 #[into_params(parameter_in = Query)]
 pub struct ClassifyQuery {
     /// Predictions per input, best first; default 5, capped at the number of labels. Meant for raw
-    /// image bodies; a JSON body's own `top_k` takes precedence over it.
-    #[param(minimum = 1)]
+    /// image bodies; a JSON body's own `top_k` takes precedence, but this one is validated even
+    /// then.
+    #[serde(default, deserialize_with = "top_k::from_query", skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1000)]
     pub top_k: Option<usize>,
 }
 
@@ -215,5 +295,38 @@ impl From<tandem_runtime::ClassifyResponse> for ClassifyResponse {
                 .map(|preds| preds.into_iter().map(|p| Prediction { label: p.label, score: p.score }).collect())
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn input(value: serde_json::Value) -> Result<ClassifyInput, String> {
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn inputs_round_trip_through_their_one_field() {
+        for value in [json!({"image": "aGk="}), json!({"pixels": [[0.0, 255.0]]})] {
+            let parsed = input(value.clone()).expect("valid input");
+            assert_eq!(serde_json::to_value(&parsed).expect("serializes"), value);
+        }
+    }
+
+    #[test]
+    fn inputs_need_exactly_one_non_null_field() {
+        let both = input(json!({"image": "aGk=", "pixels": [[1.0]]})).expect_err("both");
+        assert!(both.contains("not both"), "{both}");
+        let neither = input(json!({})).expect_err("neither");
+        assert!(neither.contains("set one of image or pixels"), "{neither}");
+        for value in [json!({"image": null}), json!({"image": null, "pixels": [[1.0]]}), json!({"pixels": null})] {
+            let err = input(value.clone()).expect_err(&value.to_string());
+            assert!(err.contains("invalid type: null"), "{value}: {err}");
+        }
+        let extra = input(json!({"pixels": [[1.0]], "size": 2})).expect_err("unknown field");
+        assert!(extra.contains("unknown field"), "{extra}");
     }
 }

@@ -111,9 +111,6 @@ async fn run(
         }
     };
     let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
-    if top_k == 0 {
-        return Err(ApiError::InvalidInput("top_k must be at least 1".to_owned()));
-    }
     let response = state.runtime.classify(model, tandem_runtime::ClassifyRequest { images, top_k }).await?;
     Ok(ClassifyResponse::from(response))
 }
@@ -137,7 +134,8 @@ fn body_kind(request: &Request) -> Result<BodyKind, ApiError> {
     }
 }
 
-/// Cheap structural checks, done before any decoding so that a bad request costs little.
+/// Cheap count checks, done before any decoding so that a bad request costs little. The shape of
+/// each input (exactly one of `image` or `pixels`) is already enforced by its type.
 fn validate(inputs: &[ClassifyInput], max_inputs: usize) -> Result<(), ApiError> {
     if inputs.is_empty() {
         return Err(ApiError::InvalidInput("inputs must hold at least one input".to_owned()));
@@ -147,15 +145,6 @@ fn validate(inputs: &[ClassifyInput], max_inputs: usize) -> Result<(), ApiError>
             "{} inputs sent, at most {max_inputs} are accepted per request",
             inputs.len()
         )));
-    }
-    for (i, input) in inputs.iter().enumerate() {
-        match (&input.image, &input.pixels) {
-            (Some(_), None) | (None, Some(_)) => {}
-            (Some(_), Some(_)) => {
-                return Err(ApiError::InvalidInput(format!("inputs[{i}]: set either image or pixels, not both")))
-            }
-            (None, None) => return Err(ApiError::InvalidInput(format!("inputs[{i}]: set one of image or pixels"))),
-        }
     }
     Ok(())
 }
@@ -173,14 +162,15 @@ fn decode_inputs(inputs: &[ClassifyInput]) -> Result<Vec<GrayImage>, ApiError> {
 }
 
 fn decode_input(input: &ClassifyInput) -> Result<GrayImage, ApiError> {
-    if let Some(encoded) = &input.image {
-        let bytes = BASE64
-            .decode(encoded.trim())
-            .map_err(|e| ApiError::InvalidImage(format!("image is not valid base64: {e}")))?;
-        return Ok(GrayImage::decode(&bytes)?);
+    match input {
+        ClassifyInput::Image(encoded) => {
+            let bytes = BASE64
+                .decode(encoded.trim())
+                .map_err(|e| ApiError::InvalidImage(format!("image is not valid base64: {e}")))?;
+            Ok(GrayImage::decode(&bytes)?)
+        }
+        ClassifyInput::Pixels(rows) => Ok(GrayImage::from_rows(rows)?),
     }
-    let rows = input.pixels.as_ref().expect("validate() admits only inputs with image or pixels. This is a bug.");
-    Ok(GrayImage::from_rows(rows)?)
 }
 
 fn at_index(i: usize, err: ApiError) -> ApiError {
@@ -206,27 +196,24 @@ mod tests {
     use super::*;
 
     fn pixels() -> ClassifyInput {
-        ClassifyInput { image: None, pixels: Some(vec![vec![0.0, 1.0]]) }
+        ClassifyInput::Pixels(vec![vec![0.0, 1.0]])
     }
 
     #[test]
-    fn validation_rejects_empty_both_neither_and_too_many() {
+    fn validation_rejects_empty_and_too_many() {
         assert!(matches!(validate(&[], 4), Err(ApiError::InvalidInput(_))));
         assert!(matches!(validate(&vec![pixels(); 5], 4), Err(ApiError::TooManyInputs(_))));
-        let both = ClassifyInput { image: Some("x".into()), pixels: Some(vec![vec![0.0]]) };
-        let err = validate(&[pixels(), both], 4).unwrap_err();
-        assert!(err.to_string().starts_with("inputs[1]"), "{err}");
-        let neither = ClassifyInput { image: None, pixels: None };
-        assert!(matches!(validate(&[neither], 4), Err(ApiError::InvalidInput(_))));
         assert!(validate(&[pixels()], 1).is_ok());
     }
 
     #[test]
     fn bad_base64_is_an_invalid_image_naming_its_index() {
-        let inputs = vec![pixels(), ClassifyInput { image: Some("***".into()), pixels: None }];
+        let inputs = vec![pixels(), ClassifyInput::Image("***".into())];
         let err = decode_inputs(&inputs).unwrap_err();
         assert!(matches!(err, ApiError::InvalidImage(_)));
         assert!(err.to_string().starts_with("inputs[1]: "), "{err}");
+        let message = err.body().error.message;
+        assert!(!message.ends_with('.'), "{message}");
     }
 
     #[test]

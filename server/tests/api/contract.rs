@@ -71,6 +71,52 @@ fn spec_is_openapi_3_1_with_every_route() {
     assert_eq!(params, ["id", "top_k"]);
 }
 
+/// The request schemas state every rule the server enforces on a single field, so that a
+/// validator (or fuzzer) built from the document refuses the same requests the server does.
+#[test]
+fn classify_request_schema_states_the_server_rules() {
+    let spec = spec();
+    let schemas = &spec["components"]["schemas"];
+    let request = &schemas["ClassifyRequest"];
+    assert_eq!(request["additionalProperties"], false);
+    assert_eq!(request["properties"]["inputs"]["minItems"], 1);
+    let top_k = &request["properties"]["top_k"];
+    assert_eq!(top_k["minimum"], 1);
+    assert_eq!(top_k["maximum"], tandem_server::MAX_TOP_K);
+
+    let query = spec["paths"]["/v1/models/{id}/classify"]["post"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "top_k")
+        .expect("top_k parameter")
+        .clone();
+    assert_eq!(query["schema"]["minimum"], 1);
+    assert_eq!(query["schema"]["maximum"], tandem_server::MAX_TOP_K);
+
+    let branches = schemas["ClassifyInput"]["oneOf"].as_array().expect("ClassifyInput is a oneOf");
+    let mut fields = Vec::new();
+    for branch in branches {
+        assert_eq!(branch["additionalProperties"], false, "{branch}");
+        let required = branch["required"].as_array().expect("required");
+        assert_eq!(required.len(), 1, "{branch}");
+        let field = required[0].as_str().expect("field name");
+        let properties = branch["properties"].as_object().expect("properties");
+        assert_eq!(properties.keys().collect::<Vec<_>>(), [field], "{branch}");
+        assert!(properties[field]["type"].is_string(), "{field} must not be nullable: {branch}");
+        fields.push(field.to_owned());
+    }
+    fields.sort();
+    assert_eq!(fields, ["image", "pixels"]);
+
+    let pixels =
+        &branches.iter().find(|b| b["required"][0] == "pixels").expect("pixels branch")["properties"]["pixels"];
+    assert_eq!(pixels["minItems"], 1);
+    assert_eq!(pixels["items"]["minItems"], 1);
+    assert_eq!(pixels["items"]["items"]["minimum"], 0);
+    assert_eq!(pixels["items"]["items"]["maximum"], 255);
+}
+
 /// Every `$ref` must point at something that exists, or code generators and Swagger UI break.
 #[test]
 fn every_reference_resolves() {

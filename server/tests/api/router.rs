@@ -135,6 +135,40 @@ async fn top_k_defaults_to_five_and_is_capped_at_the_label_count() {
     assert_predictions(&reply.json(), &fx.model_id, 1, 10);
 }
 
+/// JSON Schema counts `2.0` as an integer, so clients whose JSON writes whole numbers as floats
+/// are within the contract; the query string takes the same spelling.
+#[tokio::test]
+async fn top_k_may_be_a_whole_number_float() {
+    let fx = fixture();
+    let (app, _) = ready_app(&fx, &ServerConfig::default());
+    let uri = classify_uri(&fx);
+    let one = json!({"pixels": pixel_rows(8, 9.0)});
+    let reply = post_json(&app, &uri, &json!({"inputs": [one.clone()], "top_k": 2.0})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_predictions(&reply.json(), &fx.model_id, 1, 2);
+    let reply = post_json(&app, &format!("{uri}?top_k=3.0"), &json!({"inputs": [one]})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_predictions(&reply.json(), &fx.model_id, 1, 3);
+}
+
+/// The body's `top_k` wins over the query's, but a query value outside the documented range is
+/// still refused: the spec constrains the parameter whatever the body says.
+#[tokio::test]
+async fn body_top_k_wins_but_the_query_is_still_validated() {
+    let fx = fixture();
+    let (app, _) = ready_app(&fx, &ServerConfig::default());
+    let uri = classify_uri(&fx);
+    let body = json!({"inputs": [{"pixels": pixel_rows(8, 9.0)}], "top_k": 3});
+    let reply = post_json(&app, &format!("{uri}?top_k=7"), &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_predictions(&reply.json(), &fx.model_id, 1, 3);
+    for query in ["0", "1001", "45486222980766492524544", "2.5", "-1"] {
+        let reply = post_json(&app, &format!("{uri}?top_k={query}"), &body).await;
+        let message = reply.assert_error(422, "invalid_input");
+        assert!(message.contains("top_k: must be a whole number from 1 to 1000"), "{query}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn classify_raw_png_and_jpeg_bodies() {
     let fx = fixture();
@@ -177,13 +211,26 @@ async fn invalid_inputs_are_422() {
         json!({"inputs": [{"pixels": px}], "extra": true}),
         json!({"inputs": [{"pixels": [[0.0, 1.0], [2.0]]}]}),
         json!({"inputs": [{"pixels": [[0.0, 300.0]]}]}),
+        json!({"inputs": [{"pixels": [[-1.0, 0.0]]}]}),
+        json!({"inputs": [{"pixels": []}]}),
+        json!({"inputs": [{"pixels": [[]]}]}),
+        json!({"inputs": [{"image": null}]}),
+        json!({"inputs": [{"pixels": null}]}),
+        json!({"inputs": [{"image": null, "pixels": px}]}),
+        json!({"inputs": [{"pixels": px}], "top_k": 2.5}),
+        json!({"inputs": [{"pixels": px}], "top_k": 1001}),
+        json!({"inputs": [{"pixels": px}], "top_k": 1e30}),
+        json!({"inputs": [{"pixels": px}], "top_k": "3"}),
         json!([1, 2, 3]),
     ];
     for body in cases {
         let reply = post_json(&app, &uri, &body).await;
         let message = reply.assert_error(422, "invalid_input");
         assert!(!message.starts_with(char::is_uppercase), "{message}");
+        assert!(!message.ends_with('.'), "{message}");
     }
+    let huge = br#"{"inputs": [{"pixels": [[1]]}], "top_k": 45486222980766492524544}"#;
+    post_bytes(&app, &uri, "application/json", huge.to_vec()).await.assert_error(422, "invalid_input");
     let ragged = post_json(&app, &uri, &json!({"inputs": [{"pixels": px}, {"pixels": [[1.0], []]}]})).await;
     let message = ragged.assert_error(422, "invalid_input");
     assert!(message.contains("inputs[1]"), "{message}");
@@ -207,6 +254,10 @@ async fn malformed_json_and_undecodable_images_are_400() {
     let bad_b64 = post_json(&app, &uri, &json!({"inputs": [{"image": "not base64!"}]})).await;
     let message = bad_b64.assert_error(400, "invalid_image");
     assert!(message.contains("inputs[0]"), "{message}");
+    let bad_length = post_json(&app, &uri, &json!({"inputs": [{"image": "QUJDRA==="}]})).await;
+    for message in [message, bad_length.assert_error(400, "invalid_image")] {
+        assert!(!message.ends_with('.'), "the library's closing period leaks: {message}");
+    }
 
     let garbage = post_json(&app, &uri, &json!({"inputs": [{"image": b64(b"GIF89a....")}]})).await;
     garbage.assert_error(400, "invalid_image");
