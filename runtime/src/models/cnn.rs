@@ -300,22 +300,28 @@ fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
     candle_nn::batch_norm(channels, BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 }, vb)
 }
 
-fn conv_bn(
+/// The shape of one convolution block, before its tensors exist.
+struct ConvBnSpec {
     in_c: usize,
     out_c: usize,
     kernel: usize,
     cfg: Conv2dConfig,
-    bn: bool,
+    batch_norm: bool,
     relu: bool,
-    vb: VarBuilder,
-    name: &str,
-) -> Result<ConvBn> {
-    let (conv, bn) = if bn {
-        (conv2d_no_bias(in_c, out_c, kernel, cfg, vb.pp(name))?, Some(batch_norm(out_c, vb.pp(format!("{name}_bn")))?))
-    } else {
-        (conv2d(in_c, out_c, kernel, cfg, vb.pp(name))?, None)
-    };
-    Ok(ConvBn { conv, bn, relu })
+}
+
+impl ConvBnSpec {
+    /// Creates the block's tensors as `{name}` and, with batch norm, `{name}_bn` under `vb`.
+    fn build(self, vb: &VarBuilder, name: &str) -> Result<ConvBn> {
+        let ConvBnSpec { in_c, out_c, kernel, cfg, batch_norm: with_bn, relu } = self;
+        let (conv, bn) = if with_bn {
+            let conv = conv2d_no_bias(in_c, out_c, kernel, cfg, vb.pp(name))?;
+            (conv, Some(batch_norm(out_c, vb.pp(format!("{name}_bn")))?))
+        } else {
+            (conv2d(in_c, out_c, kernel, cfg, vb.pp(name))?, None)
+        };
+        Ok(ConvBn { conv, bn, relu })
+    }
 }
 
 impl Cnn {
@@ -333,13 +339,38 @@ impl Cnn {
             let layer = match spec {
                 LayerSpec::Conv { out_channels, kernel, stride, padding, batch_norm, relu } => {
                     let cfg = Conv2dConfig { stride: *stride, padding: *padding, ..Default::default() };
-                    Layer::Conv(conv_bn(in_c, *out_channels, *kernel, cfg, *batch_norm, *relu, vb, "conv")?)
+                    let spec = ConvBnSpec {
+                        in_c,
+                        out_c: *out_channels,
+                        kernel: *kernel,
+                        cfg,
+                        batch_norm: *batch_norm,
+                        relu: *relu,
+                    };
+                    Layer::Conv(spec.build(&vb, "conv")?)
                 }
                 LayerSpec::Separable { out_channels, kernel, stride, padding, batch_norm } => {
                     let dw_cfg =
                         Conv2dConfig { stride: *stride, padding: *padding, groups: in_c, ..Default::default() };
-                    let dw = conv_bn(in_c, in_c, *kernel, dw_cfg, *batch_norm, true, vb.clone(), "dw")?;
-                    let pw = conv_bn(in_c, *out_channels, 1, Conv2dConfig::default(), *batch_norm, true, vb, "pw")?;
+                    let dw = ConvBnSpec {
+                        in_c,
+                        out_c: in_c,
+                        kernel: *kernel,
+                        cfg: dw_cfg,
+                        batch_norm: *batch_norm,
+                        relu: true,
+                    }
+                    .build(&vb, "dw")?;
+                    let pw_cfg = Conv2dConfig::default();
+                    let pw = ConvBnSpec {
+                        in_c,
+                        out_c: *out_channels,
+                        kernel: 1,
+                        cfg: pw_cfg,
+                        batch_norm: *batch_norm,
+                        relu: true,
+                    }
+                    .build(&vb, "pw")?;
                     Layer::Separable { dw, pw }
                 }
                 LayerSpec::MaxPool { size } => Layer::MaxPool(*size),
