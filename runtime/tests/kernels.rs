@@ -19,10 +19,7 @@ fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
     let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let diff = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     diff / scale
 }
 
@@ -46,13 +43,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 /// Gradients from plain loops over every index, accumulated in f64: the ground truth where
 /// candle's own backward fails (it mis-sizes the input gradient whenever the stride does not
 /// divide the padded input evenly).
-fn naive_grads(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    r: &Tensor,
-    case: &Case,
-) -> [Tensor; 3] {
+fn naive_grads(x: &Tensor, w: &Tensor, b: Option<&Tensor>, r: &Tensor, case: &Case) -> [Tensor; 3] {
     let (xv, wv, rv) = (values(x), values(w), values(r));
     let bv = b.map(values);
     let Case { n, c_in, c_out, h, w: iw, k, cfg, relu, .. } = *case;
@@ -72,10 +63,8 @@ fn naive_grads(
                             let c = (o / mg) * cg + ci;
                             for ky in 0..k {
                                 for kx in 0..k {
-                                    let iy = (oy * cfg.stride + ky * cfg.dilation) as isize
-                                        - cfg.padding as isize;
-                                    let ix = (ox * cfg.stride + kx * cfg.dilation) as isize
-                                        - cfg.padding as isize;
+                                    let iy = (oy * cfg.stride + ky * cfg.dilation) as isize - cfg.padding as isize;
+                                    let ix = (ox * cfg.stride + kx * cfg.dilation) as isize - cfg.padding as isize;
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= iw as isize {
                                         continue;
                                     }
@@ -120,16 +109,11 @@ fn naive_grads(
 /// Runs one case through both implementations and compares output and all gradients.
 fn check_case(rng: &mut StdRng, case: Case) {
     let x = Var::from_tensor(&random(rng, &[case.n, case.c_in, case.h, case.w])).unwrap();
-    let w = Var::from_tensor(&random(
-        rng,
-        &[case.c_out, case.c_in / case.cfg.groups, case.k, case.k],
-    ))
-    .unwrap();
+    let w = Var::from_tensor(&random(rng, &[case.c_out, case.c_in / case.cfg.groups, case.k, case.k])).unwrap();
     let b = Var::from_tensor(&random(rng, &[case.c_out])).unwrap();
     let bias = case.bias.then(|| b.as_tensor());
 
-    let want = kernels::reference_conv2d(x.as_tensor(), w.as_tensor(), bias, case.cfg, case.relu)
-        .unwrap();
+    let want = kernels::reference_conv2d(x.as_tensor(), w.as_tensor(), bias, case.cfg, case.relu).unwrap();
     let got = kernels::conv2d(x.as_tensor(), w.as_tensor(), bias, case.cfg, case.relu).unwrap();
     let err = rel_err(&got, &want);
     assert!(err <= 1e-4, "forward error {err} for {case:?}");
@@ -141,8 +125,8 @@ fn check_case(rng: &mut StdRng, case: Case) {
     // input size when the stride divides the padded extent exactly (and underflows otherwise).
     let span = case.cfg.dilation * (case.k - 1) + 1;
     let pad2 = 2 * case.cfg.padding;
-    let candle_ok = (case.h + pad2 - span) % case.cfg.stride == 0
-        && (case.w + pad2 - span) % case.cfg.stride == 0;
+    let candle_ok = (case.h + pad2 - span).is_multiple_of(case.cfg.stride)
+        && (case.w + pad2 - span).is_multiple_of(case.cfg.stride);
     let candle = candle_ok.then(|| (&want * &r).unwrap().sum_all().unwrap().backward().unwrap());
     let naive = naive_grads(x.as_tensor(), w.as_tensor(), bias, &r, &case);
     for (i, (name, var)) in [("input", &x), ("weight", &w), ("bias", &b)].into_iter().enumerate() {
@@ -177,12 +161,7 @@ fn conv2d_matches_candle_on_random_shapes() {
             h: rng.random_range(min_side..min_side + 9),
             w: rng.random_range(min_side..min_side + 30),
             k,
-            cfg: Conv2dConfig {
-                stride,
-                padding,
-                dilation,
-                groups,
-            },
+            cfg: Conv2dConfig { stride, padding, dilation, groups },
             bias: rng.random_bool(0.7),
             relu: rng.random_bool(0.5),
         };
@@ -208,12 +187,7 @@ fn depthwise_conv2d_matches_candle() {
             h: rng.random_range(min_side..min_side + 10),
             w: rng.random_range(min_side..min_side + 20),
             k,
-            cfg: Conv2dConfig {
-                stride: rng.random_range(1..=2),
-                padding,
-                dilation,
-                groups: c,
-            },
+            cfg: Conv2dConfig { stride: rng.random_range(1..=2), padding, dilation, groups: c },
             bias: rng.random_bool(0.5),
             relu: rng.random_bool(0.5),
         };
@@ -233,14 +207,34 @@ fn large_reductions_span_several_blocks() {
         h: 19,
         w: 17,
         k: 3,
-        cfg: Conv2dConfig {
-            padding: 1,
-            ..Conv2dConfig::default()
-        },
+        cfg: Conv2dConfig { padding: 1, ..Conv2dConfig::default() },
         bias: true,
         relu: true,
     };
     check_case(&mut rng, case);
+    // Wide rows: whole stretches of 24 positions are read in place, the rest packed.
+    let wide = Case { n: 3, c_in: 5, c_out: 6, h: 5, w: 53, bias: false, relu: false, ..case };
+    check_case(&mut rng, wide);
+}
+
+#[test]
+fn large_problems_take_the_threaded_paths() {
+    // Above the size where the kernels spread work over threads: split by image, and a
+    // single image split by bands of output rows.
+    let mut rng = StdRng::seed_from_u64(41);
+    let cfg = Conv2dConfig { padding: 1, ..Conv2dConfig::default() };
+    for (n, c_in, side) in [(4, 8, 20), (1, 16, 24)] {
+        let case = Case { n, c_in, c_out: 32, h: side, w: side, k: 3, cfg, bias: true, relu: true };
+        check_case(&mut rng, case);
+        let x = random(&mut rng, &[n, c_in, side, side]);
+        let w = random(&mut rng, &[32, c_in, 3, 3]);
+        let got = kernels::conv2d_max_pool(&x, &w, None, cfg, true, 2).unwrap();
+        let want = kernels::reference_conv2d(&x, &w, None, cfg, true).and_then(|y| y.max_pool2d(2)).unwrap();
+        assert!(rel_err(&got, &want) <= 1e-4);
+    }
+    let x = random(&mut rng, &[4, 32, 128, 130]);
+    let got = kernels::max_pool2d(&x, 2).unwrap();
+    assert_eq!(rel_err(&got, &x.max_pool2d(2).unwrap()), 0.0);
 }
 
 #[test]
@@ -291,9 +285,7 @@ fn naive_pool_grad(x: &Tensor, k: usize, r: &Tensor) -> Tensor {
     for p in 0..n * c {
         for oy in 0..oh {
             for ox in 0..ow {
-                let idx: Vec<usize> = (0..k * k)
-                    .map(|t| p * h * w + (oy * k + t / k) * w + ox * k + t % k)
-                    .collect();
+                let idx: Vec<usize> = (0..k * k).map(|t| p * h * w + (oy * k + t / k) * w + ox * k + t % k).collect();
                 let m = idx.iter().map(|&i| xv[i]).fold(f32::NEG_INFINITY, f32::max);
                 let ties: Vec<_> = idx.into_iter().filter(|&i| xv[i] == m).collect();
                 for &i in &ties {
@@ -310,12 +302,8 @@ fn max_pool_matches_candle_forward_and_exact_backward() {
     let mut rng = StdRng::seed_from_u64(17);
     for i in 0..20 {
         let k = rng.random_range(1..=3);
-        let dims = [
-            rng.random_range(1..=3),
-            rng.random_range(1..=4),
-            rng.random_range(k..k + 9),
-            rng.random_range(k..k + 9),
-        ];
+        let dims =
+            [rng.random_range(1..=3), rng.random_range(1..=4), rng.random_range(k..k + 9), rng.random_range(k..k + 9)];
         let mut x = random(&mut rng, &dims);
         if i % 4 == 0 {
             // Rounded values create ties, as ReLU outputs do.
@@ -332,6 +320,90 @@ fn max_pool_matches_candle_forward_and_exact_backward() {
         let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let err = rel_err(gg.get(x.as_tensor()).unwrap(), &naive_pool_grad(x.as_tensor(), k, &r));
         assert!(err <= 1e-6, "max pool gradient error {err} for {dims:?} window {k}");
+    }
+}
+
+#[test]
+fn fused_conv_max_pool_matches_the_two_ops() {
+    let mut rng = StdRng::seed_from_u64(31);
+    for (n, relu, bias, size, padding) in
+        [(6, true, true, 2, 0), (1, true, false, 2, 1), (5, false, true, 3, 1), (8, true, true, 2, 1)]
+    {
+        let cfg = Conv2dConfig { padding, ..Conv2dConfig::default() };
+        let x = Var::from_tensor(&random(&mut rng, &[n, 3, 11, 10])).unwrap();
+        let w = Var::from_tensor(&random(&mut rng, &[8, 3, 3, 3])).unwrap();
+        let b = Var::from_tensor(&random(&mut rng, &[8])).unwrap();
+        let bias = bias.then(|| b.as_tensor());
+        let want = kernels::conv2d(x.as_tensor(), w.as_tensor(), bias, cfg, relu)
+            .and_then(|y| kernels::max_pool2d(&y, size))
+            .unwrap();
+        let got = kernels::conv2d_max_pool(x.as_tensor(), w.as_tensor(), bias, cfg, relu, size).unwrap();
+        let reference = kernels::reference_conv2d(x.as_tensor(), w.as_tensor(), bias, cfg, relu)
+            .and_then(|y| y.max_pool2d(size))
+            .unwrap();
+        assert!(rel_err(&got, &want) <= 1e-6);
+        assert!(rel_err(&got, &reference) <= 1e-4);
+
+        let r = random(&mut rng, want.dims());
+        let gw = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for var in [&x, &w, &b] {
+            match (gg.get(var.as_tensor()), gw.get(var.as_tensor())) {
+                (Some(g), Some(w)) => assert!(rel_err(g, w) <= 1e-5, "gradient differs for n={n} relu={relu}"),
+                (None, None) => {}
+                _ => panic!("gradients disagree on which operands have one"),
+            }
+        }
+    }
+}
+
+/// A batch norm whose parameters and running statistics are set from `rng`.
+fn random_batch_norm(rng: &mut StdRng, c: usize) -> (BatchNorm, VarMap) {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let cfg = candle_nn::BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
+    let bn = candle_nn::batch_norm(c, cfg, vb).unwrap();
+    let mut names: Vec<_> = vm.data().lock().unwrap().keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let var = vm.data().lock().unwrap()[&name].clone();
+        let t = if name.contains("var") {
+            (random(rng, var.dims()).abs().unwrap() + 0.5).unwrap()
+        } else {
+            random(rng, var.dims())
+        };
+        var.set(&t).unwrap();
+    }
+    (bn, vm)
+}
+
+#[test]
+fn batch_norm_train_matches_candle() {
+    for (dims, relu) in [([4, 3, 5, 6], true), ([2, 5, 7, 3], false), ([16, 8, 4, 4], true)] {
+        let mut rng = StdRng::seed_from_u64(37);
+        let (ours, ours_vm) = random_batch_norm(&mut rng, dims[1]);
+        let mut rng = StdRng::seed_from_u64(37);
+        let (theirs, theirs_vm) = random_batch_norm(&mut rng, dims[1]);
+        // A non-zero mean per channel checks that the statistics are centred properly.
+        let x = Var::from_tensor(&random(&mut rng, &dims).affine(3.0, 2.0).unwrap()).unwrap();
+
+        let got = layers::batch_norm_train(&ours, x.as_tensor(), relu).unwrap();
+        let want = theirs.forward_t(x.as_tensor(), true).unwrap();
+        let want = if relu { want.relu().unwrap() } else { want };
+        assert!(rel_err(&got, &want) <= 1e-4, "output differs for {dims:?}");
+        assert!(rel_err(ours.running_mean(), theirs.running_mean()) <= 1e-5);
+        assert!(rel_err(ours.running_var(), theirs.running_var()) <= 1e-5);
+
+        let r = random(&mut rng, &dims);
+        let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let err = rel_err(gg.get(x.as_tensor()).unwrap(), gw.get(x.as_tensor()).unwrap());
+        assert!(err <= 1e-4, "input gradient error {err} for {dims:?}");
+        let (ov, tv) = (ours_vm.data().lock().unwrap().clone(), theirs_vm.data().lock().unwrap().clone());
+        for name in ["weight", "bias"] {
+            let err = rel_err(gg.get(ov[name].as_tensor()).unwrap(), gw.get(tv[name].as_tensor()).unwrap());
+            assert!(err <= 1e-4, "{name} gradient error {err} for {dims:?}");
+        }
     }
 }
 
@@ -359,10 +431,7 @@ fn folded_batch_norm_matches_conv_then_norm() {
     let mut rng = StdRng::seed_from_u64(23);
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let cfg = Conv2dConfig {
-        padding: 1,
-        ..Conv2dConfig::default()
-    };
+    let cfg = Conv2dConfig { padding: 1, ..Conv2dConfig::default() };
     for with_bias in [true, false] {
         let conv = if with_bias {
             layers::conv2d(3, 5, 3, cfg, vb.pp(format!("c{with_bias}"))).unwrap()
@@ -385,15 +454,9 @@ fn folded_batch_norm_matches_conv_then_norm() {
 fn layer_constructors_reject_bad_groups() {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let cfg = Conv2dConfig {
-        groups: 2,
-        ..Conv2dConfig::default()
-    };
+    let cfg = Conv2dConfig { groups: 2, ..Conv2dConfig::default() };
     assert!(layers::conv2d(3, 4, 3, cfg, vb.pp("a")).is_err());
-    let zero = Conv2dConfig {
-        groups: 0,
-        ..Conv2dConfig::default()
-    };
+    let zero = Conv2dConfig { groups: 0, ..Conv2dConfig::default() };
     assert!(layers::conv2d_no_bias(4, 4, 3, zero, vb.pp("b")).is_err());
 }
 
@@ -417,13 +480,11 @@ impl TinyCnn {
     fn forward(&self, x: &Tensor, fast: bool) -> Tensor {
         let h = if fast {
             let h = self.c1.forward_relu(x).unwrap();
-            let h = self.c2.forward_relu(&h).unwrap();
-            layers::max_pool2d(&h, 2).unwrap()
+            self.c2.forward_relu_max_pool(&h, 2).unwrap()
         } else {
             let cfg = Conv2dConfig::default();
-            let conv = |c: &layers::Conv2d, x: &Tensor| {
-                kernels::reference_conv2d(x, c.weight(), c.bias(), cfg, true).unwrap()
-            };
+            let conv =
+                |c: &layers::Conv2d, x: &Tensor| kernels::reference_conv2d(x, c.weight(), c.bias(), cfg, true).unwrap();
             candle_max_pool2(&conv(&self.c2, &conv(&self.c1, x)))
         };
         self.fc.forward(&h.flatten_from(1).unwrap()).unwrap()
@@ -434,10 +495,7 @@ impl TinyCnn {
 /// backward is not, see above).
 fn candle_max_pool2(x: &Tensor) -> Tensor {
     let (n, c, h, w) = x.dims4().unwrap();
-    x.reshape((n, c, h / 2, 2, w / 2, 2))
-        .and_then(|t| t.max(5))
-        .and_then(|t| t.max(3))
-        .unwrap()
+    x.reshape((n, c, h / 2, 2, w / 2, 2)).and_then(|t| t.max(5)).and_then(|t| t.max(3)).unwrap()
 }
 
 fn train_losses(fast: bool) -> Vec<f32> {
@@ -453,14 +511,8 @@ fn train_losses(fast: bool) -> Vec<f32> {
         let t = (random(&mut rng, var.dims()) * 0.3).unwrap();
         var.set(&t).unwrap();
     }
-    let mut opt = candle_nn::AdamW::new(
-        vm.all_vars(),
-        candle_nn::ParamsAdamW {
-            lr: 1e-2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut opt =
+        candle_nn::AdamW::new(vm.all_vars(), candle_nn::ParamsAdamW { lr: 1e-2, ..Default::default() }).unwrap();
     let x = random(&mut rng, &[16, 1, 10, 10]);
     let labels: Vec<u32> = (0..16).map(|i| (i * 7 % 10) as u32).collect();
     let labels = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
@@ -483,4 +535,3 @@ fn tiny_cnn_trains_like_candle() {
         assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{fast:?} vs {slow:?}");
     }
 }
-

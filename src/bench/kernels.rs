@@ -64,8 +64,7 @@ impl Cnn {
         let h = match path {
             Impl::Ours => {
                 let h = self.c1.forward_relu(x)?;
-                let h = self.c2.forward_relu(&h)?;
-                layers::max_pool2d(&h, 2)?
+                self.c2.forward_relu_max_pool(&h, 2)?
             }
             Impl::Candle => {
                 let cfg = Conv2dConfig::default();
@@ -110,10 +109,12 @@ fn secs_per_call(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(best)
 }
 
-fn images(batch: usize, seed: u64) -> Result<Tensor> {
-    // A small deterministic generator keeps the bench free of extra dependencies.
+/// Uniform values in [0, 1) of the given shape, from a small deterministic generator that
+/// keeps the bench free of extra dependencies.
+fn uniform(dims: &[usize], seed: u64) -> Result<Tensor> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<f32> = (0..batch * 28 * 28)
+    let len = dims.iter().product();
+    let data: Vec<f32> = (0..len)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -121,7 +122,12 @@ fn images(batch: usize, seed: u64) -> Result<Tensor> {
             (state >> 40) as f32 / (1u64 << 24) as f32
         })
         .collect();
-    Ok(Tensor::from_vec(data, (batch, 1, 28, 28), &Device::Cpu)?)
+    Ok(Tensor::from_vec(data, dims, &Device::Cpu)?)
+}
+
+/// A batch of 28x28 single-channel images.
+fn images(batch: usize, seed: u64) -> Result<Tensor> {
+    uniform(&[batch, 1, 28, 28], seed)
 }
 
 /// Seconds for one training step (forward, cross-entropy, backward, AdamW) at `TRAIN_BATCH`.
@@ -142,13 +148,12 @@ fn train_step_secs(path: Impl) -> Result<f64> {
 
 /// GFLOP/s of our `sgemm` and of candle's matmul on `n`-cubed products.
 fn gemm_gflops(n: usize) -> Result<(f64, f64)> {
-    let a = images(n * n / 784 + 1, 3)?.flatten_all()?.narrow(0, 0, n * n)?;
-    let b = images(n * n / 784 + 1, 5)?.flatten_all()?.narrow(0, 0, n * n)?;
-    let (av, bv) = (a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+    let a = uniform(&[n, n], 3)?;
+    let b = uniform(&[n, n], 5)?;
+    let (av, bv) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
     let mut c = vec![0f32; n * n];
     let flops = 2.0 * (n as f64).powi(3);
     let ours = secs_per_call(|| Ok(kernels::sgemm(n, n, n, &av, &bv, &mut c)?))?;
-    let (a, b) = (a.reshape((n, n))?, b.reshape((n, n))?);
     let candle = secs_per_call(|| {
         a.matmul(&b)?;
         Ok(())
@@ -158,8 +163,8 @@ fn gemm_gflops(n: usize) -> Result<(f64, f64)> {
 
 /// GFLOP/s of the CNN's second convolution at training batch size, ours and candle's.
 fn conv2_gflops() -> Result<(f64, f64)> {
-    let x = (images(TRAIN_BATCH * 16 * 26 * 26 / 784, 11)?.flatten_all()?.reshape((TRAIN_BATCH, 16, 26, 26))? - 0.5)?;
-    let w = (images(1, 13)?.flatten_all()?.narrow(0, 0, 32 * 16 * 9)?.reshape((32, 16, 3, 3))? - 0.5)?;
+    let x = (uniform(&[TRAIN_BATCH, 16, 26, 26], 11)? - 0.5)?;
+    let w = (uniform(&[32, 16, 3, 3], 13)? - 0.5)?;
     let cfg = Conv2dConfig::default();
     let flops = 2.0 * (TRAIN_BATCH * 32 * 24 * 24 * 16 * 9) as f64;
     let ours = secs_per_call(|| {
@@ -222,6 +227,8 @@ fn round(x: f64, places: i32) -> f64 {
 
 /// Runs the whole suite and prints a table, or one JSON object with `json`.
 pub fn run_kernels(json: bool) -> Result<()> {
+    // Process-wide and applied to both sides of every comparison below.
+    kernels::keep_freed_memory();
     let threads = kernels::num_threads();
     let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
     if !json {

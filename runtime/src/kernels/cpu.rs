@@ -2,6 +2,8 @@
 
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
+
 /// Whether this CPU runs the AVX2+FMA code paths; detected once because it never changes.
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {
@@ -21,9 +23,12 @@ fn detect() -> bool {
 
 /// Compiles `$body` twice, once for AVX2+FMA and once for the baseline ISA, and runs the
 /// variant the CPU supports. Loops in the body are then vectorised eight wide where possible.
+///
+/// With `isa => body`, `isa` names a type implementing [`Isa`] inside the body, so it can
+/// also use explicit vector helpers. Each variant gets its own closure with a single call
+/// site, which the compiler inlines into the feature-enabled function.
 macro_rules! dispatch {
-    ($body:expr) => {{
-        let body = || $body;
+    ($isa:ident => $body:expr) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
@@ -31,17 +36,29 @@ macro_rules! dispatch {
                 f()
             }
             if $crate::kernels::cpu::has_avx2_fma() {
+                #[allow(dead_code)]
+                type $isa = $crate::kernels::cpu::Avx2;
+                let f = || $body;
                 // SAFETY: the CPU supports the enabled features.
-                unsafe { fast(body) }
+                unsafe { fast(f) }
             } else {
-                $crate::kernels::cpu::call(body)
+                #[allow(dead_code)]
+                type $isa = $crate::kernels::cpu::Portable;
+                let f = || $body;
+                $crate::kernels::cpu::call(f)
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            $crate::kernels::cpu::call(body)
+            #[allow(dead_code)]
+            type $isa = $crate::kernels::cpu::Portable;
+            let f = || $body;
+            $crate::kernels::cpu::call(f)
         }
     }};
+    ($body:expr) => {
+        $crate::kernels::cpu::dispatch!(_Isa => $body)
+    };
 }
 pub(crate) use dispatch;
 
@@ -49,6 +66,79 @@ pub(crate) use dispatch;
 #[inline(always)]
 pub(crate) fn call<R>(f: impl FnOnce() -> R) -> R {
     f()
+}
+
+/// Short vector helpers with one implementation per instruction set, for use inside
+/// [`dispatch`] bodies.
+pub(crate) trait Isa {
+    /// Copies `n` floats from `src` to `dst`, possibly writing up to 7 more floats past
+    /// `dst + n`; never reads past `src + n`. The overrun lets the short, variable-length
+    /// runs of an im2col row use whole vectors instead of a call into `memcpy`.
+    ///
+    /// # Safety
+    /// `src` must be readable for `n` floats and `dst` writable for `n + 7`.
+    unsafe fn copy_over(dst: *mut f32, src: *const f32, n: usize);
+
+    /// Zeroes `n` floats at `dst`, possibly up to 7 more past `dst + n`.
+    ///
+    /// # Safety
+    /// `dst` must be writable for `n + 7` floats.
+    unsafe fn zero_over(dst: *mut f32, n: usize);
+}
+
+/// The baseline instruction set.
+pub(crate) struct Portable;
+
+impl Isa for Portable {
+    #[inline(always)]
+    unsafe fn copy_over(dst: *mut f32, src: *const f32, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
+    }
+
+    #[inline(always)]
+    unsafe fn zero_over(dst: *mut f32, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::write_bytes(dst, 0, n) }
+    }
+}
+
+/// AVX2; only ever named inside the AVX2 branch of [`dispatch`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Isa for Avx2 {
+    #[inline(always)]
+    unsafe fn copy_over(dst: *mut f32, src: *const f32, n: usize) {
+        use std::arch::x86_64::*;
+        let mut i = 0;
+        // SAFETY: the caller's contract; this type is only used where AVX2 is available.
+        unsafe {
+            while i + 8 <= n {
+                let v = std::ptr::read_unaligned(src.add(i) as *const __m256);
+                std::ptr::write_unaligned(dst.add(i) as *mut __m256, v);
+                i += 8;
+            }
+            if i < n {
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - i) as i32), lanes);
+                let v = _mm256_maskload_ps(src.add(i), mask);
+                std::ptr::write_unaligned(dst.add(i) as *mut __m256, v);
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn zero_over(dst: *mut f32, n: usize) {
+        use std::arch::x86_64::*;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: the caller's contract.
+            unsafe { std::ptr::write_unaligned(dst.add(i) as *mut __m256, _mm256_setzero_ps()) };
+            i += 8;
+        }
+    }
 }
 
 /// A zeroed, 32-byte aligned float buffer, so packed panels load without line splits.
@@ -124,6 +214,31 @@ impl Output {
         // SAFETY: MaybeUninit<f32> has f32's layout and the caller vouches every element is
         // initialised.
         unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, cap) }
+    }
+}
+
+/// Below this many multiply-adds (or element visits) a call runs on the calling thread:
+/// waking sleeping workers costs tens of microseconds, more than splitting saves, which is
+/// what single-image inference would otherwise pay on every layer.
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 22;
+
+/// Whether a call with this much work should be spread over the worker threads.
+pub(crate) fn worth_splitting(work: usize) -> bool {
+    work >= PARALLEL_MIN_WORK && threads() > 1
+}
+
+/// Runs `f(&mut state, i)` for every `i < n`, on the worker threads (each with its own
+/// `init()` state) when `work` makes that worthwhile, else in order on this thread.
+pub(crate) fn for_each_task<S, I, F>(n: usize, work: usize, init: I, f: F)
+where
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize) + Sync + Send,
+{
+    if worth_splitting(work) {
+        (0..n).into_par_iter().for_each_init(init, f);
+    } else {
+        let mut state = init();
+        (0..n).for_each(|i| f(&mut state, i));
     }
 }
 

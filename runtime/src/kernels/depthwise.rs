@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::cpu::{dispatch, Output};
+use super::cpu::{dispatch, for_each_task, Output};
 use super::geometry::Geometry;
 
 /// Copies one input plane into the middle of a zeroed `(h + 2 pad) x (w + 2 pad)` buffer so
@@ -46,7 +46,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry, 
     let wp = g.w + 2 * g.pad;
     let mut out = Output::new(g.out_len());
     let dst = out.ptr();
-    (0..g.n * g.c_out).into_par_iter().for_each_init(Vec::new, |buf, plane| {
+    for_each_task(g.n * g.c_out, g.out_len() * taps, Vec::new, |buf, plane| {
         let (n, o) = (plane / g.c_out, plane % g.c_out);
         let c = o / mult;
         let src = &x[(n * g.c_in + c) * g.in_plane()..][..g.in_plane()];
@@ -77,85 +77,61 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry, 
     unsafe { out.assume_init() }
 }
 
-/// Writes row `oy` of the output gradient of plane `base`, masked by a fused ReLU.
-#[inline(always)]
-fn masked_row(dy: &[f32], mask: Option<&[f32]>, start: usize, row: &mut [f32]) {
-    let src = &dy[start..start + row.len()];
-    match mask {
-        Some(m) => {
-            let m = &m[start..start + row.len()];
-            for ((r, &d), &mv) in row.iter_mut().zip(src).zip(m) {
-                *r = if mv > 0.0 { d } else { 0.0 };
-            }
-        }
-        None => row.copy_from_slice(src),
-    }
-}
-
 /// Depthwise gradient with respect to the input.
-pub(crate) fn grad_input(dy: &[f32], w: &[f32], mask: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+pub(crate) fn grad_input(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     let (mult, taps, op) = (g.cout_g(), g.kh * g.kw, g.out_plane());
     let wp = g.w + 2 * g.pad;
     let mut dx = vec![0f32; g.in_len()];
     if g.in_plane() == 0 {
         return dx;
     }
-    dx.par_chunks_mut(g.in_plane()).enumerate().for_each_init(
-        || (Vec::new(), vec![0f32; g.ow]),
-        |(scratch, row), (plane, dx_plane)| {
-            let (n, c) = (plane / g.c_in, plane % g.c_in);
-            let acc: &mut [f32] = if g.pad == 0 {
-                dx_plane
-            } else {
-                scratch.clear();
-                scratch.resize((g.h + 2 * g.pad) * wp, 0.0);
-                scratch
-            };
-            dispatch!({
-                for m in 0..mult {
-                    let o = c * mult + m;
-                    let wo = &w[o * taps..(o + 1) * taps];
-                    let dy0 = (n * g.c_out + o) * op;
-                    for oy in 0..g.oh {
-                        masked_row(dy, mask, dy0 + oy * g.ow, row);
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let wv = wo[ky * g.kw + kx];
-                                let base = (oy * g.stride + ky * g.dil) * wp + kx * g.dil;
-                                if g.stride == 1 {
-                                    let dst = &mut acc[base..base + g.ow];
-                                    for (d, &v) in dst.iter_mut().zip(row.iter()) {
-                                        *d += wv * v;
-                                    }
-                                } else {
-                                    for (ox, &v) in row.iter().enumerate() {
-                                        acc[base + ox * g.stride] += wv * v;
-                                    }
+    dx.par_chunks_mut(g.in_plane()).enumerate().for_each_init(Vec::new, |scratch, (plane, dx_plane)| {
+        let (n, c) = (plane / g.c_in, plane % g.c_in);
+        let acc: &mut [f32] = if g.pad == 0 {
+            dx_plane
+        } else {
+            scratch.clear();
+            scratch.resize((g.h + 2 * g.pad) * wp, 0.0);
+            scratch
+        };
+        dispatch!({
+            for m in 0..mult {
+                let o = c * mult + m;
+                let wo = &w[o * taps..(o + 1) * taps];
+                let dy0 = (n * g.c_out + o) * op;
+                for oy in 0..g.oh {
+                    let row = &dy[dy0 + oy * g.ow..dy0 + (oy + 1) * g.ow];
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let wv = wo[ky * g.kw + kx];
+                            let base = (oy * g.stride + ky * g.dil) * wp + kx * g.dil;
+                            if g.stride == 1 {
+                                let dst = &mut acc[base..base + g.ow];
+                                for (d, &v) in dst.iter_mut().zip(row.iter()) {
+                                    *d += wv * v;
+                                }
+                            } else {
+                                for (ox, &v) in row.iter().enumerate() {
+                                    acc[base + ox * g.stride] += wv * v;
                                 }
                             }
                         }
                     }
                 }
-            });
-            if g.pad > 0 {
-                for (iy, dst) in dx_plane.chunks_exact_mut(g.w).enumerate() {
-                    let start = (iy + g.pad) * wp + g.pad;
-                    dst.copy_from_slice(&scratch[start..start + g.w]);
-                }
             }
-        },
-    );
+        });
+        if g.pad > 0 {
+            for (iy, dst) in dx_plane.chunks_exact_mut(g.w).enumerate() {
+                let start = (iy + g.pad) * wp + g.pad;
+                dst.copy_from_slice(&scratch[start..start + g.w]);
+            }
+        }
+    });
     dx
 }
 
 /// Depthwise gradients with respect to the weight and, when asked, the bias.
-pub(crate) fn grad_weight(
-    x: &[f32],
-    dy: &[f32],
-    mask: Option<&[f32]>,
-    g: &Geometry,
-    with_bias: bool,
-) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn grad_weight(x: &[f32], dy: &[f32], g: &Geometry, with_bias: bool) -> (Vec<f32>, Vec<f32>) {
     let (mult, taps, op) = (g.cout_g(), g.kh * g.kw, g.out_plane());
     let wp = g.w + 2 * g.pad;
     let per_channel: Vec<(Vec<f32>, f32)> = (0..g.c_out)
@@ -163,7 +139,6 @@ pub(crate) fn grad_weight(
         .map(|o| {
             let c = o / mult;
             let mut buf = Vec::new();
-            let mut row = vec![0f32; g.ow];
             // One running row of products per tap, summed once at the end: keeps the inner
             // loop a vectorisable multiply-add instead of a serial reduction.
             let mut acc = vec![0f32; taps * g.ow];
@@ -174,7 +149,7 @@ pub(crate) fn grad_weight(
                 let dy0 = (n * g.c_out + o) * op;
                 dispatch!({
                     for oy in 0..g.oh {
-                        masked_row(dy, mask, dy0 + oy * g.ow, &mut row);
+                        let row = &dy[dy0 + oy * g.ow..dy0 + (oy + 1) * g.ow];
                         if with_bias {
                             db += row.iter().sum::<f32>();
                         }

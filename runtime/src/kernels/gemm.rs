@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::cpu::{threads, Aligned, SharedMut};
 use super::im2col::{pack_rows, packed_rows_len};
-use super::microkernel::{tile, Epilogue, KC, MR, NR};
+use super::microkernel::{tile, Epilogue, Rows, KC, MR, NR};
 
 /// Rows of the left operand packed together; sized for the L2 cache.
 const MC: usize = 128;
@@ -72,8 +72,7 @@ pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) 
                             tile(
                                 kc,
                                 abuf.as_ptr().add(i * kc * MR),
-                                bbuf.as_ptr().add(j * KC * NR),
-                                NR,
+                                Rows::Strided { ptr: bbuf.as_ptr().add(j * KC * NR), ld: NR },
                                 dst.at((m0 + i * MR) * n + col),
                                 n,
                                 rows,

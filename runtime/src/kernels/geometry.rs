@@ -48,7 +48,7 @@ impl Geometry {
         if cfg.stride == 0 || cfg.dilation == 0 || cfg.groups == 0 {
             bail!("conv2d stride, dilation and groups must be positive, got {cfg:?}")
         }
-        if c_in % cfg.groups != 0 || c_out % cfg.groups != 0 {
+        if !c_in.is_multiple_of(cfg.groups) || !c_out.is_multiple_of(cfg.groups) {
             bail!("conv2d groups {} must divide input channels {c_in} and output channels {c_out}", cfg.groups)
         }
         if cin_g * cfg.groups != c_in {
@@ -114,9 +114,17 @@ impl Geometry {
         self.n * self.c_out * self.out_plane()
     }
 
-    /// Whether each output channel reads exactly one input channel (depthwise, with any
-    /// channel multiplier), which the direct kernels handle better than a matrix product.
+    /// The same convolution over an input that already carries its zero padding: every
+    /// unit-stride im2col run then reads a contiguous stretch of one input row.
+    pub(crate) fn padded(&self) -> Geometry {
+        Geometry { h: self.h + 2 * self.pad, w: self.w + 2 * self.pad, pad: 0, ..*self }
+    }
+
+    /// Whether the direct depthwise kernels should run: each output channel reads exactly
+    /// one input channel and few outputs share it. With a single input channel but many
+    /// outputs (a first layer on grey images) the matrix product wins again, since each
+    /// packed input value then feeds several output channels.
     pub(crate) fn is_depthwise(&self) -> bool {
-        self.cin_g() == 1
+        self.cin_g() == 1 && self.cout_g() < 4
     }
 }

@@ -4,142 +4,239 @@
 //! per output position. It is never built whole: only the panel about to be used is
 //! gathered, so it stays in L1 and no image-sized buffer is written.
 
+use super::cpu::{dispatch, Isa};
 use super::geometry::Geometry;
 use super::microkernel::{MR, NR};
 
-/// Writes row `k` of the im2col matrix, columns `p0 .. p0 + len`, to `out[t * os]`.
-///
-/// `x` starts at the group's first input channel of one image.
+/// Floats a packed buffer needs past its end, because the copy helpers may run over by up
+/// to one vector (see [`Isa::copy_over`]).
+pub(crate) const SLACK: usize = 8;
+
+/// Where each im2col row reads from, precomputed once per call so the packing loops do no
+/// divisions.
+pub(crate) struct RowMap {
+    /// Offset of the row's input channel within one image's group.
+    plane: Vec<usize>,
+    /// Vertical tap offset, `ky * dilation`.
+    dy: Vec<usize>,
+    /// Horizontal tap offset, `kx * dilation`.
+    dx: Vec<usize>,
+    /// `plane + dy * w + dx`: the row's offset from a position's top-left input corner.
+    offset: Vec<usize>,
+}
+
+impl RowMap {
+    /// Each row's offset from a position's top-left input corner.
+    pub(crate) fn offsets(&self) -> &[usize] {
+        &self.offset
+    }
+
+    pub(crate) fn new(g: &Geometry) -> Self {
+        let taps = g.kh * g.kw;
+        let k_g = g.k_g();
+        let mut map = Self {
+            plane: Vec::with_capacity(k_g),
+            dy: Vec::with_capacity(k_g),
+            dx: Vec::with_capacity(k_g),
+            offset: Vec::with_capacity(k_g),
+        };
+        for k in 0..k_g {
+            let (c, tap) = (k / taps, k % taps);
+            let (dy, dx) = ((tap / g.kw) * g.dil, (tap % g.kw) * g.dil);
+            map.plane.push(c * g.in_plane());
+            map.dy.push(dy);
+            map.dx.push(dx);
+            map.offset.push(c * g.in_plane() + dy * g.w + dx);
+        }
+        map
+    }
+}
+
+/// A run of consecutive output positions within one output row.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Segment {
+    pub oy: usize,
+    pub ox: usize,
+    pub len: usize,
+    /// Offset of the run within the panel.
+    pub t: usize,
+    /// Every tap of every position reads a contiguous stretch inside the input (unit
+    /// stride, no padding touched), so the run is a plain copy from `corner + offset[k]`.
+    interior: bool,
+    /// Input offset of the run's first position's top-left corner, when `interior`.
+    corner: usize,
+}
+
+impl Segment {
+    pub(crate) fn new(g: &Geometry, oy: usize, ox: usize, len: usize, t: usize) -> Self {
+        let (span_h, span_w) = (g.dil * (g.kh - 1), g.dil * (g.kw - 1));
+        let interior = g.stride == 1
+            && oy >= g.pad
+            && oy - g.pad + span_h < g.h
+            && ox >= g.pad
+            && ox + len - 1 - g.pad + span_w < g.w;
+        let corner = if interior { (oy - g.pad) * g.w + ox - g.pad } else { 0 };
+        Self { oy, ox, len, t, interior, corner }
+    }
+}
+
+/// Splits positions `p0 .. p0 + len` into per-row runs, appended to `out`.
+pub(crate) fn segments(g: &Geometry, p0: usize, len: usize, out: &mut Vec<Segment>) {
+    out.clear();
+    let (mut oy, mut ox, mut t) = (p0 / g.ow, p0 % g.ow, 0);
+    while t < len {
+        let run = (len - t).min(g.ow - ox);
+        out.push(Segment::new(g, oy, ox, run, t));
+        t += run;
+        ox = 0;
+        oy += 1;
+    }
+}
+
+/// Writes one run of row `k` of the im2col matrix to `d`, which may be overrun by up to 7
+/// floats (see [`Isa::copy_over`]).
 ///
 /// # Safety
-/// `out` must be valid for `len` writes spaced `os` apart.
+/// `d` must be writable for `s.len + 7` floats.
 #[inline(always)]
-pub(crate) unsafe fn gather_row(x: &[f32], g: &Geometry, k: usize, p0: usize, len: usize, out: *mut f32, os: usize) {
-    let taps = g.kh * g.kw;
-    let (c, tap) = (k / taps, k % taps);
-    let (ky, kx) = (tap / g.kw, tap % g.kw);
-    let plane = &x[c * g.in_plane()..(c + 1) * g.in_plane()];
-    let x_off = (kx * g.dil) as isize - g.pad as isize;
-    let (mut oy, mut ox) = (p0 / g.ow, p0 % g.ow);
-    let mut t = 0;
-    while t < len {
-        let run = (len - t).min(g.ow - ox);
-        let iy = (oy * g.stride + ky * g.dil) as isize - g.pad as isize;
-        // SAFETY: t + run <= len, inside the caller's contract.
-        let dst = unsafe { out.add(t * os) };
-        if iy < 0 || iy >= g.h as isize {
-            for u in 0..run {
-                // SAFETY: u < run.
-                unsafe { *dst.add(u * os) = 0.0 };
+unsafe fn gather_segment<S: Isa>(x: &[f32], g: &Geometry, map: &RowMap, k: usize, s: &Segment, d: *mut f32) {
+    if s.interior {
+        let start = s.corner + map.offset[k];
+        debug_assert!(start + s.len <= x.len(), "interior run outside the input. This is a bug.");
+        // SAFETY: `Segment::new` checked that the run lies inside input row `oy + dy - pad`,
+        // and `x` holds every plane of the group.
+        unsafe { S::copy_over(d, x.as_ptr().add(start), s.len) };
+        return;
+    }
+    let pad = g.pad as isize;
+    let iy = (s.oy * g.stride + map.dy[k]) as isize - pad;
+    let first = (s.ox * g.stride + map.dx[k]) as isize - pad;
+    let (h, w) = (g.h as isize, g.w as isize);
+    if iy < 0 || iy >= h {
+        // SAFETY: the caller's contract.
+        unsafe { S::zero_over(d, s.len) };
+        return;
+    }
+    let start = map.plane[k] + iy as usize * g.w;
+    let row = &x[start..start + g.w];
+    if g.stride == 1 {
+        // Input column of position u is first + u; keep the part inside the row.
+        let lo = (-first).clamp(0, s.len as isize) as usize;
+        let hi = (w - first).clamp(lo as isize, s.len as isize) as usize;
+        // SAFETY: lo <= hi <= s.len, and the source range lies inside `row`.
+        unsafe {
+            S::zero_over(d, lo);
+            if hi > lo {
+                S::copy_over(d.add(lo), row.as_ptr().offset(first + lo as isize), hi - lo);
             }
-        } else {
-            let row = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-            if g.stride == 1 {
-                // Input column of position u is ox + u + x_off; keep the part inside the row.
-                let first = ox as isize + x_off;
-                let lo = (-first).clamp(0, run as isize) as usize;
-                let hi = (g.w as isize - first).clamp(lo as isize, run as isize) as usize;
-                for u in 0..lo {
-                    // SAFETY: u < run.
-                    unsafe { *dst.add(u * os) = 0.0 };
-                }
-                if hi > lo {
-                    let src = &row[(first + lo as isize) as usize..(first + hi as isize) as usize];
-                    if os == 1 {
-                        // SAFETY: hi <= run.
-                        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(lo), hi - lo) };
-                    } else {
-                        for (u, &v) in src.iter().enumerate() {
-                            // SAFETY: lo + u < hi <= run.
-                            unsafe { *dst.add((lo + u) * os) = v };
-                        }
-                    }
-                }
-                for u in hi..run {
-                    // SAFETY: u < run.
-                    unsafe { *dst.add(u * os) = 0.0 };
-                }
-            } else {
-                for u in 0..run {
-                    let ix = ((ox + u) * g.stride) as isize + x_off;
-                    let v = if ix >= 0 && ix < g.w as isize { row[ix as usize] } else { 0.0 };
-                    // SAFETY: u < run.
-                    unsafe { *dst.add(u * os) = v };
-                }
-            }
+            S::zero_over(d.add(hi), s.len - hi);
         }
-        t += run;
-        ox = 0;
-        oy += 1;
+        return;
+    }
+    for u in 0..s.len {
+        let ix = first + (u * g.stride) as isize;
+        let v = if ix >= 0 && ix < w { row[ix as usize] } else { 0.0 };
+        // SAFETY: u < s.len.
+        unsafe { *d.add(u) = v };
     }
 }
 
-/// Adds `src[t * ss]` back onto the input positions that row `k` of the im2col matrix read
-/// for columns `p0 .. p0 + len` (the transpose of [`gather_row`]).
+/// Packs rows `k0 .. k0 + kc` of the im2col matrix over the positions of `segs` (at most
+/// `NR` of them, `cols` in all) as `kc` groups of `NR` values, zero padding past `cols`.
 ///
-/// `dx` starts at the group's first input channel of one image.
-#[inline(always)]
-pub(crate) fn scatter_row(dx: &mut [f32], g: &Geometry, k: usize, p0: usize, len: usize, src: &[f32], ss: usize) {
-    let taps = g.kh * g.kw;
-    let (c, tap) = (k / taps, k % taps);
-    let (ky, kx) = (tap / g.kw, tap % g.kw);
-    let plane_len = g.in_plane();
-    let plane = &mut dx[c * plane_len..(c + 1) * plane_len];
-    let x_off = (kx * g.dil) as isize - g.pad as isize;
-    let (mut oy, mut ox) = (p0 / g.ow, p0 % g.ow);
-    let mut t = 0;
-    while t < len {
-        let run = (len - t).min(g.ow - ox);
-        let iy = (oy * g.stride + ky * g.dil) as isize - g.pad as isize;
-        if iy >= 0 && iy < g.h as isize {
-            let row = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-            for u in 0..run {
-                let ix = ((ox + u) * g.stride) as isize + x_off;
-                if ix >= 0 && ix < g.w as isize {
-                    row[ix as usize] += src[(t + u) * ss];
-                }
-            }
-        }
-        t += run;
-        ox = 0;
-        oy += 1;
-    }
-}
-
-/// Packs rows `k0 .. k0 + kc` and columns `p0 .. p0 + cols` of the im2col matrix as `kc`
-/// groups of `NR` values, zero padding columns past `cols`.
-#[inline(always)]
-pub(crate) fn pack_cols(x: &[f32], g: &Geometry, k0: usize, kc: usize, p0: usize, cols: usize, out: &mut [f32]) {
-    let out = &mut out[..kc * NR];
-    for (l, dst) in out.chunks_exact_mut(NR).enumerate() {
-        // SAFETY: dst holds NR >= cols floats.
-        unsafe { gather_row(x, g, k0 + l, p0, cols, dst.as_mut_ptr(), 1) };
-        dst[cols..].fill(0.0);
-    }
-}
-
-/// Packs the transpose: columns `p0 .. p0 + pc` become `pc` groups of `NR` values taken
-/// from im2col rows `k0 .. k0 + rows`, zero padding past `rows`.
-#[inline(always)]
-pub(crate) fn pack_rows_transposed(
+/// `x` starts at the group's first input channel of one image; `out` needs [`SLACK`] floats
+/// beyond `kc * NR`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_cols(
     x: &[f32],
     g: &Geometry,
+    map: &RowMap,
     k0: usize,
-    rows: usize,
-    p0: usize,
-    pc: usize,
+    kc: usize,
+    segs: &[Segment],
+    cols: usize,
     out: &mut [f32],
 ) {
-    let out = &mut out[..pc * NR];
-    for j in 0..rows {
-        // SAFETY: writes j + t * NR for t < pc, inside out.
-        unsafe { gather_row(x, g, k0 + j, p0, pc, out.as_mut_ptr().add(j), NR) };
-    }
-    if rows < NR {
-        for group in out.chunks_exact_mut(NR) {
-            group[rows..].fill(0.0);
+    assert!(out.len() >= kc * NR + SLACK && cols <= NR, "packing buffer too small. This is a bug.");
+    let out = out.as_mut_ptr();
+    dispatch!(S => {
+        for l in 0..kc {
+            // SAFETY: row l of the buffer; runs may spill into later rows or the slack, which
+            // are written afterwards or never read.
+            unsafe {
+                let dst = out.add(l * NR);
+                for s in segs {
+                    gather_segment::<S>(x, g, map, k0 + l, s, dst.add(s.t));
+                }
+                if cols < NR {
+                    S::zero_over(dst.add(cols), NR - cols);
+                }
+            }
         }
-    }
+    });
+}
+
+/// Writes im2col rows `k0 .. k0 + kc` over the positions of `segs` (`len` in all), row `l`
+/// starting at `out[l * ld]`; `ld` must leave [`SLACK`] floats after each row.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col_rows(
+    x: &[f32],
+    g: &Geometry,
+    map: &RowMap,
+    k0: usize,
+    kc: usize,
+    segs: &[Segment],
+    len: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    assert!(ld >= len + SLACK && out.len() >= kc * ld, "im2col buffer too small. This is a bug.");
+    let out = out.as_mut_ptr();
+    dispatch!(S => {
+        for l in 0..kc {
+            for s in segs {
+                // SAFETY: the run lies in row l, whose slack absorbs any overrun.
+                unsafe { gather_segment::<S>(x, g, map, k0 + l, s, out.add(l * ld + s.t)) };
+            }
+        }
+    });
+}
+
+/// Adds a tile of im2col values back onto the input positions they were read from (the
+/// transpose of packing): row `k` of `tmp` (stride `NR`) covers the positions of `segs`.
+///
+/// `dx` starts at the group's first input channel of one image.
+pub(crate) fn scatter_rows(dx: &mut [f32], g: &Geometry, map: &RowMap, kg: usize, segs: &[Segment], tmp: &[f32]) {
+    let pad = g.pad as isize;
+    let (h, w) = (g.h as isize, g.w as isize);
+    dispatch!({
+        for k in 0..kg {
+            let src = &tmp[k * NR..k * NR + NR];
+            for s in segs {
+                let vals = &src[s.t..s.t + s.len];
+                if s.interior {
+                    let start = s.corner + map.offset[k];
+                    for (d, v) in dx[start..start + s.len].iter_mut().zip(vals) {
+                        *d += v;
+                    }
+                    continue;
+                }
+                let iy = (s.oy * g.stride + map.dy[k]) as isize - pad;
+                if iy < 0 || iy >= h {
+                    continue;
+                }
+                let start = map.plane[k] + iy as usize * g.w;
+                let row = &mut dx[start..start + g.w];
+                let first = (s.ox * g.stride + map.dx[k]) as isize - pad;
+                for (u, v) in vals.iter().enumerate() {
+                    let ix = first + (u * g.stride) as isize;
+                    if ix >= 0 && ix < w {
+                        row[ix as usize] += v;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Packs a row-major matrix `src[i * rs + l * cs]` (`rows` x `depth`) as panels of `MR`

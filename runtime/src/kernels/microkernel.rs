@@ -23,39 +23,56 @@ pub(crate) struct Epilogue<'a> {
     pub relu: bool,
 }
 
-/// Computes one output tile: `c[r][j] (+)= sum_l a[l][r] * b[l][j]`, then applies `ep`.
+/// Where a tile's right-operand rows come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Rows {
+    /// Row `l` is `NR` floats at `ptr + l * ld`: a packed panel.
+    Strided {
+        /// First row.
+        ptr: *const f32,
+        /// Floats between rows.
+        ld: usize,
+    },
+    /// Row `l` is `NR` floats at `base + offsets[l]`: read in place, e.g. straight from a
+    /// padded image when the tile's positions are one stretch of an output row.
+    Indexed {
+        /// Common origin.
+        base: *const f32,
+        /// Per-row offsets in floats, one per reduction step.
+        offsets: *const usize,
+    },
+}
+
+/// Computes one output tile: `c[r][j] (+)= sum_l a[l][r] * b_l[j]`, then applies `ep`.
 ///
-/// Only the first `rows` rows and `cols` columns of `c` are touched; the packed operands
-/// must still hold a full `MR` x `NR` tile (zero padded), which the packing routines ensure.
+/// Only the first `rows` rows and `cols` columns of `c` are touched; the operands must
+/// still hold a full `MR` x `NR` tile (zero padded or readable), which the callers ensure.
 ///
 /// # Safety
-/// `a` must hold `kc * MR` floats, `b` at least `(kc - 1) * ldb + NR` and be 32-byte aligned
-/// with `ldb` a multiple of 8, and `c` must be valid for `rows` rows of `cols` floats spaced
-/// `ldc` apart.
+/// `a` must hold `kc * MR` floats, every right-operand row `NR` readable floats, and `c`
+/// must be valid for `rows` rows of `cols` floats spaced `ldc` apart.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(crate) unsafe fn tile(
     kc: usize,
     a: *const f32,
-    b: *const f32,
-    ldb: usize,
+    b: Rows,
     c: *mut f32,
     ldc: usize,
     rows: usize,
     cols: usize,
     ep: &Epilogue,
 ) {
-    debug_assert!(b as usize % 32 == 0 && ldb % 8 == 0, "unaligned right operand. This is a bug.");
     #[cfg(target_arch = "x86_64")]
     {
         if super::cpu::has_avx2_fma() {
             // SAFETY: the CPU supports the features the kernel is compiled for.
-            unsafe { avx2::tile(kc, a, b, ldb, c, ldc, rows, cols, ep) };
+            unsafe { avx2::tile(kc, a, b, c, ldc, rows, cols, ep) };
             return;
         }
     }
     // SAFETY: same contract as this function.
-    unsafe { portable_tile(kc, a, b, ldb, c, ldc, rows, cols, ep) }
+    unsafe { portable_tile(kc, a, b, c, ldc, rows, cols, ep) }
 }
 
 /// Writes an accumulated tile held in a plain array.
@@ -86,8 +103,7 @@ unsafe fn store_scalar(acc: &[[f32; NR]; MR], c: *mut f32, ldc: usize, rows: usi
 unsafe fn portable_tile(
     kc: usize,
     a: *const f32,
-    b: *const f32,
-    ldb: usize,
+    b: Rows,
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -97,8 +113,13 @@ unsafe fn portable_tile(
     let mut acc = [[0f32; NR]; MR];
     for l in 0..kc {
         // SAFETY: bounds are the caller's contract.
-        let (av, bv) =
-            unsafe { (std::slice::from_raw_parts(a.add(l * MR), MR), std::slice::from_raw_parts(b.add(l * ldb), NR)) };
+        let (av, bv) = unsafe {
+            let row = match b {
+                Rows::Strided { ptr, ld } => ptr.add(l * ld),
+                Rows::Indexed { base, offsets } => base.add(*offsets.add(l)),
+            };
+            (std::slice::from_raw_parts(a.add(l * MR), MR), std::slice::from_raw_parts(row, NR))
+        };
         for r in 0..MR {
             for j in 0..NR {
                 acc[r][j] += av[r] * bv[j];
@@ -111,10 +132,13 @@ unsafe fn portable_tile(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{store_scalar, Epilogue, MR, NR};
+    use super::{store_scalar, Epilogue, Rows, MR, NR};
     use std::arch::x86_64::*;
 
-    const NV: usize = NR / 8;
+    const _: () = assert!(MR == 4 && NR == 24, "the AVX2 tile is written out for 4 x 24");
+
+    /// The tile's twelve accumulators, `[row][vector]`.
+    type Acc = [[__m256; 3]; 4];
 
     /// # Safety
     /// The CPU must support AVX2 and FMA; pointer contract as [`super::tile`].
@@ -123,34 +147,25 @@ mod avx2 {
     pub(super) unsafe fn tile(
         kc: usize,
         a: *const f32,
-        b: *const f32,
-        ldb: usize,
+        b: Rows,
         c: *mut f32,
         ldc: usize,
         rows: usize,
         cols: usize,
         ep: &Epilogue,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); NV]; MR];
-        let mut a = a;
-        let mut b = b;
-        for _ in 0..kc {
-            let mut bv = [_mm256_setzero_ps(); NV];
-            for (v, slot) in bv.iter_mut().enumerate() {
-                // An aligned dereference rather than `_mm256_loadu_ps`: it compiles to the same
-                // load, without the copy and overlap checks that debug builds wrap around the
-                // unaligned intrinsic in this innermost loop.
-                *slot = *(b.add(v * 8) as *const __m256);
-            }
-            for (r, acc_row) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(r));
-                for v in 0..NV {
-                    acc_row[v] = _mm256_fmadd_ps(av, bv[v], acc_row[v]);
-                }
-            }
-            a = a.add(MR);
-            b = b.add(ldb);
+        // Start fetching the output tile now: the reduction below takes long enough to hide
+        // the miss, which otherwise stalls the write-back of every tile of a large product.
+        for r in 0..rows {
+            let row = c.wrapping_add(r * ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 4));
         }
+        let acc = match b {
+            Rows::Strided { ptr, ld } => strided(kc, a, ptr, ld),
+            Rows::Indexed { base, offsets } => indexed(kc, a, base, offsets),
+        };
         if rows == MR && cols == NR {
             let zero = _mm256_setzero_ps();
             for (r, acc_row) in acc.iter().enumerate() {
@@ -176,5 +191,195 @@ mod avx2 {
             }
         }
         store_scalar(&spill, c, ldc, rows, cols, ep);
+    }
+
+    // The reduction loops are written in assembly because twelve accumulators, three
+    // right-operand vectors and a broadcast need all sixteen vector registers, and the
+    // compiler's allocator then shuffles registers and spills every iteration (half the
+    // speed). `fma_rows!` is the shared body: one broadcast of the left operand per row,
+    // three FMAs against the right-operand row already in b0..b2.
+    macro_rules! fma_rows {
+        () => {
+            concat!(
+                "vbroadcastss {t}, dword ptr [{a}]\n",
+                "vfmadd231ps {c00}, {t}, {b0}\n",
+                "vfmadd231ps {c01}, {t}, {b1}\n",
+                "vfmadd231ps {c02}, {t}, {b2}\n",
+                "vbroadcastss {t}, dword ptr [{a} + 4]\n",
+                "vfmadd231ps {c10}, {t}, {b0}\n",
+                "vfmadd231ps {c11}, {t}, {b1}\n",
+                "vfmadd231ps {c12}, {t}, {b2}\n",
+                "vbroadcastss {t}, dword ptr [{a} + 8]\n",
+                "vfmadd231ps {c20}, {t}, {b0}\n",
+                "vfmadd231ps {c21}, {t}, {b1}\n",
+                "vfmadd231ps {c22}, {t}, {b2}\n",
+                "vbroadcastss {t}, dword ptr [{a} + 12]\n",
+                "vfmadd231ps {c30}, {t}, {b0}\n",
+                "vfmadd231ps {c31}, {t}, {b1}\n",
+                "vfmadd231ps {c32}, {t}, {b2}\n",
+                "add {a}, 16\n",
+            )
+        };
+    }
+
+    /// Reduction over a packed panel, rows `ld` floats apart.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn strided(kc: usize, a: *const f32, b: *const f32, ld: usize) -> Acc {
+        let z = _mm256_setzero_ps();
+        let (mut c00, mut c01, mut c02, mut c10, mut c11, mut c12) = (z, z, z, z, z, z);
+        let (mut c20, mut c21, mut c22, mut c30, mut c31, mut c32) = (z, z, z, z, z, z);
+        if kc > 0 {
+            std::arch::asm!(
+                "2:",
+                "vmovups {b0}, ymmword ptr [{b}]",
+                "vmovups {b1}, ymmword ptr [{b} + 32]",
+                "vmovups {b2}, ymmword ptr [{b} + 64]",
+                fma_rows!(),
+                "add {b}, {ld}",
+                "dec {k}",
+                "jnz 2b",
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                k = inout(reg) kc => _,
+                ld = in(reg) ld * 4,
+                b0 = out(ymm_reg) _,
+                b1 = out(ymm_reg) _,
+                b2 = out(ymm_reg) _,
+                t = out(ymm_reg) _,
+                c00 = inout(ymm_reg) c00,
+                c01 = inout(ymm_reg) c01,
+                c02 = inout(ymm_reg) c02,
+                c10 = inout(ymm_reg) c10,
+                c11 = inout(ymm_reg) c11,
+                c12 = inout(ymm_reg) c12,
+                c20 = inout(ymm_reg) c20,
+                c21 = inout(ymm_reg) c21,
+                c22 = inout(ymm_reg) c22,
+                c30 = inout(ymm_reg) c30,
+                c31 = inout(ymm_reg) c31,
+                c32 = inout(ymm_reg) c32,
+                options(nostack, readonly),
+            );
+        }
+        [[c00, c01, c02], [c10, c11, c12], [c20, c21, c22], [c30, c31, c32]]
+    }
+
+    /// Reduction over rows read in place at `base + offsets[l]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn indexed(kc: usize, a: *const f32, base: *const f32, offsets: *const usize) -> Acc {
+        let z = _mm256_setzero_ps();
+        let (mut c00, mut c01, mut c02, mut c10, mut c11, mut c12) = (z, z, z, z, z, z);
+        let (mut c20, mut c21, mut c22, mut c30, mut c31, mut c32) = (z, z, z, z, z, z);
+        if kc > 0 {
+            std::arch::asm!(
+                "2:",
+                "mov {o}, qword ptr [{off}]",
+                "vmovups {b0}, ymmword ptr [{base} + 4 * {o}]",
+                "vmovups {b1}, ymmword ptr [{base} + 4 * {o} + 32]",
+                "vmovups {b2}, ymmword ptr [{base} + 4 * {o} + 64]",
+                fma_rows!(),
+                "add {off}, 8",
+                "dec {k}",
+                "jnz 2b",
+                a = inout(reg) a => _,
+                off = inout(reg) offsets => _,
+                k = inout(reg) kc => _,
+                o = out(reg) _,
+                base = in(reg) base,
+                b0 = out(ymm_reg) _,
+                b1 = out(ymm_reg) _,
+                b2 = out(ymm_reg) _,
+                t = out(ymm_reg) _,
+                c00 = inout(ymm_reg) c00,
+                c01 = inout(ymm_reg) c01,
+                c02 = inout(ymm_reg) c02,
+                c10 = inout(ymm_reg) c10,
+                c11 = inout(ymm_reg) c11,
+                c12 = inout(ymm_reg) c12,
+                c20 = inout(ymm_reg) c20,
+                c21 = inout(ymm_reg) c21,
+                c22 = inout(ymm_reg) c22,
+                c30 = inout(ymm_reg) c30,
+                c31 = inout(ymm_reg) c31,
+                c32 = inout(ymm_reg) c32,
+                options(nostack, readonly),
+            );
+        }
+        [[c00, c01, c02], [c10, c11, c12], [c20, c21, c22], [c30, c31, c32]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// The dispatched kernel (AVX2 where available) and the portable one agree on every
+    /// epilogue and tile shape.
+    #[test]
+    fn dispatched_tile_matches_portable_tile() {
+        let kc = 37;
+        let a = values(kc * MR, 1);
+        let b = values(kc * NR, 2);
+        let bias = values(MR, 3);
+        for (rows, cols) in [(MR, NR), (3, NR), (MR, 5), (1, 1)] {
+            for (accumulate, with_bias, relu) in [(false, false, false), (true, true, true), (false, true, true)] {
+                let ep = Epilogue { accumulate, bias: with_bias.then_some(&bias[..]), relu };
+                let start = values(MR * NR, 4);
+                let (mut fast, mut slow) = (start.clone(), start);
+                // SAFETY: the buffers hold full tiles.
+                unsafe {
+                    tile(
+                        kc,
+                        a.as_ptr(),
+                        Rows::Strided { ptr: b.as_ptr(), ld: NR },
+                        fast.as_mut_ptr(),
+                        NR,
+                        rows,
+                        cols,
+                        &ep,
+                    );
+                    portable_tile(
+                        kc,
+                        a.as_ptr(),
+                        Rows::Strided { ptr: b.as_ptr(), ld: NR },
+                        slow.as_mut_ptr(),
+                        NR,
+                        rows,
+                        cols,
+                        &ep,
+                    );
+                }
+                for (x, y) in fast.iter().zip(&slow) {
+                    assert!((x - y).abs() <= 1e-4, "{x} vs {y} for {rows}x{cols}");
+                }
+                // Rows read in place, here in reverse order, give the same tile.
+                let reversed: Vec<f32> = b.chunks_exact(NR).rev().flatten().copied().collect();
+                let offsets: Vec<usize> = (0..kc).map(|l| (kc - 1 - l) * NR).collect();
+                let mut indexed = values(MR * NR, 4);
+                // SAFETY: every offset leaves a full row inside `reversed`.
+                unsafe {
+                    let rows_in_place = Rows::Indexed { base: reversed.as_ptr(), offsets: offsets.as_ptr() };
+                    tile(kc, a.as_ptr(), rows_in_place, indexed.as_mut_ptr(), NR, rows, cols, &ep);
+                }
+                for (x, y) in indexed.iter().zip(&slow) {
+                    assert!((x - y).abs() <= 1e-4, "indexed {x} vs {y} for {rows}x{cols}");
+                }
+            }
+        }
     }
 }

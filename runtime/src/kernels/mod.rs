@@ -9,10 +9,13 @@
 mod conv;
 mod cpu;
 mod depthwise;
+mod dot;
+mod eltwise;
 mod gemm;
 mod geometry;
 mod im2col;
 mod microkernel;
+mod norm;
 mod ops;
 mod pool;
 
@@ -24,6 +27,30 @@ pub use geometry::Conv2dConfig;
 /// Worker threads the kernels spread one call over (rayon's global pool).
 pub fn num_threads() -> usize {
     cpu::threads()
+}
+
+/// Asks the C allocator to keep freed memory for reuse instead of returning it to the OS.
+///
+/// Training allocates and frees activation-sized tensors (megabytes each) at every step.
+/// glibc hands blocks that large back to the OS, so every step pays a page fault per 4 KiB
+/// of fresh memory, measured at 15-20% of a small CNN's training step. This raises the
+/// thresholds above which glibc maps and unmaps memory directly. Call it once at start-up;
+/// it is process-wide, costs some resident memory, and does nothing off glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only adjusts allocator tuning parameters; these values are in the
+        // documented ranges (the mmap threshold's maximum on 64-bit is 32 MiB).
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
 }
 
 /// Whether the fast kernels can take these tensors.
@@ -52,6 +79,35 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCon
     }
 }
 
+/// Convolution as [`conv2d`], then max pooling over non-overlapping `size` x `size`
+/// windows, in one pass and one graph node.
+///
+/// Equivalent to `max_pool2d(&conv2d(..)?, size)`, but the full-resolution activation is
+/// pooled while still in cache and, in training, never becomes a graph tensor of its own.
+pub fn conv2d_max_pool(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dConfig,
+    relu: bool,
+    size: usize,
+) -> Result<Tensor> {
+    let fast = match bias {
+        Some(b) => on_fast_path(&[x, weight, b]),
+        None => on_fast_path(&[x, weight]),
+    };
+    if !fast {
+        return reference_conv2d(x, weight, bias, cfg, relu)?.max_pool2d(size);
+    }
+    let keep = x.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op());
+    let op = ops::ConvPool { cfg, relu, size, keep, activation: Default::default() };
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        Some(b) => x.apply_op3(&weight, &b.contiguous()?, op),
+        None => x.apply_op2(&weight, op),
+    }
+}
+
 /// The same computation with candle's built-in ops: the fallback off the fast path, and the
 /// baseline that tests and benchmarks compare against.
 pub fn reference_conv2d(
@@ -73,8 +129,62 @@ pub fn reference_conv2d(
     }
 }
 
+/// Training-mode batch normalisation of `x` (`[n, c, ...]`) with the batch's own
+/// statistics, `gamma * (x - mean) / sqrt(var + eps) + beta`, then ReLU if asked.
+///
+/// Returns the output and the batch mean and biased variance per channel, from which the
+/// caller updates its running statistics. Gradients flow to `x`, `gamma` and `beta`,
+/// through the statistics as well.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if !on_fast_path(&[x, gamma, beta]) {
+        return reference_batch_norm_train(x, gamma, beta, eps, relu);
+    }
+    let x = x.contiguous()?;
+    let stats = x.apply_op1_no_bwd(&ops::BatchStats)?;
+    let (mean, var) = (stats.get(0)?, stats.get(1)?);
+    let inv_std = (&var + eps)?.sqrt()?.recip()?;
+    let op = ops::BatchNormApply { mean: mean.to_vec1()?, inv_std: inv_std.to_vec1()?, relu };
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    Ok((y, mean, var))
+}
+
+/// [`batch_norm_train`] with candle's built-in ops: the fallback off the fast path.
+fn reference_batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let mut shape = vec![1; x.rank()];
+    shape[1] = c;
+    let xt = x.transpose(0, 1)?.flatten_from(1)?;
+    let mean = xt.mean_keepdim(1)?;
+    let centered = xt.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(1)?;
+    let mean_b = mean.reshape(shape.as_slice())?;
+    let std_b = (&var + eps)?.sqrt()?.reshape(shape.as_slice())?;
+    let y = x
+        .broadcast_sub(&mean_b)?
+        .broadcast_div(&std_b)?
+        .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
+        .broadcast_add(&beta.reshape(shape.as_slice())?)?;
+    let y = if relu { y.relu()? } else { y };
+    Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
+}
+
 /// Max pooling of NCHW `x` over non-overlapping `size` x `size` windows, with a backward
-/// pass that routes each window's gradient to its maximum.
+/// pass that routes each window's gradient to its maximum (split evenly between ties).
+///
+/// candle's own `max_pool2d` backward scales every gradient by `1 / size^2`; this one is
+/// the exact derivative.
 pub fn max_pool2d(x: &Tensor, size: usize) -> Result<Tensor> {
     if !on_fast_path(&[x]) {
         return x.max_pool2d(size);

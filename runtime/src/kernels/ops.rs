@@ -7,8 +7,9 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::geometry::{Conv2dConfig, Geometry};
+use super::norm::{self, NormGeometry};
 use super::pool::PoolGeometry;
-use super::{conv, pool};
+use super::{conv, eltwise, pool};
 
 /// The contiguous f32 view of a custom-op operand.
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -64,25 +65,150 @@ impl Conv {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        // Leaves that are neither variables nor results of other ops (the input images)
-        // need no gradient; skipping it saves a full convolution per step.
-        let dx = if x.track_op() {
-            let op = GradInput { cfg: self.cfg, relu: self.relu, x_dims: x.dims().to_vec() };
-            Some(grad.apply_op3_no_bwd(w, res, &op)?)
-        } else {
-            None
-        };
-        let want_w = w.track_op();
-        let want_b = b.is_some_and(|b| b.track_op());
-        if !want_w && !want_b {
-            return Ok((dx, None, None));
+        // The ReLU's own gradient first, once, so both convolution gradients read plain data.
+        let grad = if self.relu { grad.apply_op2_no_bwd(res, &ReluGrad)? } else { grad };
+        conv_grads(self.cfg, x, w, b, &grad)
+    }
+}
+
+/// Gradients of a plain convolution (no activation) for the operands that track them,
+/// given the gradient `dy` of its output.
+fn conv_grads(
+    cfg: Conv2dConfig,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    dy: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    // Leaves that are neither variables nor results of other ops (the input images) need no
+    // gradient; skipping it saves a full convolution per step.
+    let dx = if x.track_op() {
+        let op = GradInput { cfg, x_dims: x.dims().to_vec() };
+        Some(dy.apply_op2_no_bwd(w, &op)?)
+    } else {
+        None
+    };
+    let want_w = w.track_op();
+    let want_b = b.is_some_and(|b| b.track_op());
+    if !want_w && !want_b {
+        return Ok((dx, None, None));
+    }
+    let op = GradWeight { cfg, w_dims: w.dims().to_vec(), with_bias: want_b };
+    let flat = x.apply_op2_no_bwd(dy, &op)?;
+    let w_len = w.elem_count();
+    let dw = if want_w { Some(flat.narrow(0, 0, w_len)?.reshape(w.shape())?) } else { None };
+    let db = if want_b { Some(flat.narrow(0, w_len, w.dims()[0])?) } else { None };
+    Ok((dx, dw, db))
+}
+
+/// An activation saved for the backward pass, with its shape.
+pub(crate) type Kept = (std::sync::Arc<Vec<f32>>, Vec<usize>);
+
+/// Convolution, bias and optional ReLU, then non-overlapping max pooling, as one graph node.
+///
+/// The full activation never becomes a tensor: inference pools it while it is in cache, and
+/// training keeps it inside the op for the backward pass, which routes the pooled gradient
+/// through the pooling and the ReLU in one sweep.
+pub(crate) struct ConvPool {
+    pub cfg: Conv2dConfig,
+    pub relu: bool,
+    pub size: usize,
+    /// Whether any operand tracks gradients, so the activation must be kept.
+    pub keep: bool,
+    /// The activation `[n, c_out, oh, ow]` from the forward pass, when kept.
+    pub activation: std::sync::Mutex<Option<Kept>>,
+}
+
+impl ConvPool {
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(x.1.dims(), w.1.dims(), &self.cfg)?;
+        if self.size == 0 || g.oh < self.size || g.ow < self.size {
+            bail!("max_pool2d window {} does not fit a {}x{} convolution output", self.size, g.oh, g.ow)
         }
-        let op = GradWeight { cfg: self.cfg, relu: self.relu, w_dims: w.dims().to_vec(), with_bias: want_b };
-        let flat = x.apply_op3_no_bwd(&grad, res, &op)?;
-        let w_len = w.elem_count();
-        let dw = if want_w { Some(flat.narrow(0, 0, w_len)?.reshape(w.shape())?) } else { None };
-        let db = if want_b { Some(flat.narrow(0, w_len, w.dims()[0])?) } else { None };
-        Ok((dx, dw, db))
+        let xs = slice(x.0, x.1, "conv2d input")?;
+        let ws = slice(w.0, w.1, "conv2d weight")?;
+        let bias = match b {
+            Some((s, l)) => {
+                expect_dims("conv2d bias", l.dims(), &[g.c_out])?;
+                Some(slice(s, l, "conv2d bias")?)
+            }
+            None => None,
+        };
+        let (pooled, act) = conv::forward_pooled(xs, ws, bias, &g, self.relu, self.size, self.keep);
+        if let Some(act) = act {
+            let mut slot =
+                self.activation.lock().map_err(|_| candle_core::Error::Msg("activation lock poisoned".into()))?;
+            *slot = Some((std::sync::Arc::new(act), vec![g.n, g.c_out, g.oh, g.ow]));
+        }
+        Ok((CpuStorage::F32(pooled), Shape::from((g.n, g.c_out, g.oh / self.size, g.ow / self.size))))
+    }
+
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let kept =
+            self.activation.lock().map_err(|_| candle_core::Error::Msg("activation lock poisoned".into()))?.clone();
+        let Some((act, dims)) = kept else { bail!("the pooled convolution kept no activation for its backward pass") };
+        let g = PoolGeometry { planes: dims[0] * dims[1], h: dims[2], w: dims[3], k: self.size };
+        let (res, grad) = (res.contiguous()?, grad.contiguous()?);
+        let (ys, gs) = (res.flatten_all()?.to_vec1::<f32>()?, grad.flatten_all()?.to_vec1::<f32>()?);
+        let dy = pool::backward(&act, &ys, &gs, &g, self.relu);
+        let dy = Tensor::from_vec(dy, dims, x.device())?;
+        conv_grads(self.cfg, x, w, b, &dy)
+    }
+}
+
+impl CustomOp2 for ConvPool {
+    fn name(&self) -> &'static str {
+        "tandem-conv2d-max-pool"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), None)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.grads(x, w, None, res, grad)?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for ConvPool {
+    fn name(&self) -> &'static str {
+        "tandem-conv2d-bias-max-pool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, w, Some(b), res, grad)
     }
 }
 
@@ -130,78 +256,63 @@ impl CustomOp3 for Conv {
     }
 }
 
-/// Input gradient: operands are (output gradient, weight, forward output).
+/// The gradient through a fused ReLU: operands are (output gradient, forward output).
+struct ReluGrad;
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "tandem-relu-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        expect_dims("relu output", l2.dims(), l1.dims())?;
+        let dy = slice(s1, l1, "relu output gradient")?;
+        let y = slice(s2, l2, "relu output")?;
+        let out = eltwise::relu_grad(dy, y);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Input gradient: operands are (output gradient, weight).
 struct GradInput {
     cfg: Conv2dConfig,
-    relu: bool,
     x_dims: Vec<usize>,
 }
 
-impl CustomOp3 for GradInput {
+impl CustomOp2 for GradInput {
     fn name(&self) -> &'static str {
         "tandem-conv2d-grad-input"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(&self.x_dims, l2.dims(), &self.cfg)?;
-        let out_dims = [g.n, g.c_out, g.oh, g.ow];
-        expect_dims("conv2d output gradient", l1.dims(), &out_dims)?;
+        expect_dims("conv2d output gradient", l1.dims(), &[g.n, g.c_out, g.oh, g.ow])?;
         let dy = slice(s1, l1, "conv2d output gradient")?;
         let w = slice(s2, l2, "conv2d weight")?;
-        let mask = if self.relu {
-            expect_dims("conv2d output", l3.dims(), &out_dims)?;
-            Some(slice(s3, l3, "conv2d output")?)
-        } else {
-            None
-        };
-        let dx = conv::grad_input(dy, w, mask, &g);
+        let dx = conv::grad_input(dy, w, &g);
         Ok((CpuStorage::F32(dx), Shape::from(self.x_dims.clone())))
     }
 }
 
 /// Weight and bias gradients, flattened into one tensor: operands are (input, output
-/// gradient, forward output).
+/// gradient).
 struct GradWeight {
     cfg: Conv2dConfig,
-    relu: bool,
     w_dims: Vec<usize>,
     with_bias: bool,
 }
 
-impl CustomOp3 for GradWeight {
+impl CustomOp2 for GradWeight {
     fn name(&self) -> &'static str {
         "tandem-conv2d-grad-weight"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), &self.w_dims, &self.cfg)?;
-        let out_dims = [g.n, g.c_out, g.oh, g.ow];
-        expect_dims("conv2d output gradient", l2.dims(), &out_dims)?;
+        expect_dims("conv2d output gradient", l2.dims(), &[g.n, g.c_out, g.oh, g.ow])?;
         let x = slice(s1, l1, "conv2d input")?;
         let dy = slice(s2, l2, "conv2d output gradient")?;
-        let mask = if self.relu {
-            expect_dims("conv2d output", l3.dims(), &out_dims)?;
-            Some(slice(s3, l3, "conv2d output")?)
-        } else {
-            None
-        };
-        let (mut dw, db) = conv::grad_weight(x, dy, mask, &g, self.with_bias);
+        let (mut dw, db) = conv::grad_weight(x, dy, &g, self.with_bias);
         if self.with_bias {
             dw.extend_from_slice(&db);
         }
@@ -270,7 +381,127 @@ impl CustomOp3 for MaxPoolGrad {
         let x = slice(s1, l1, "max_pool2d input")?;
         let y = slice(s2, l2, "max_pool2d output")?;
         let dy = slice(s3, l3, "max_pool2d output gradient")?;
-        let dx = pool::backward(x, y, dy, &g);
+        let dx = pool::backward(x, y, dy, &g, false);
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Checks a batch-norm input and returns its geometry.
+fn norm_geometry(dims: &[usize]) -> Result<NormGeometry> {
+    let &[n, c, ref rest @ ..] = dims else { bail!("batch norm expects at least a 2d input, got {dims:?}") };
+    Ok(NormGeometry { n, c, plane: rest.iter().product() })
+}
+
+/// Per-channel batch mean and biased variance, as a `[2, c]` tensor.
+pub(crate) struct BatchStats;
+
+impl CustomOp1 for BatchStats {
+    fn name(&self) -> &'static str {
+        "tandem-batch-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = norm_geometry(l.dims())?;
+        let x = slice(s, l, "batch norm input")?;
+        let (mut mean, var) = norm::batch_stats(x, &g);
+        mean.extend_from_slice(&var);
+        Ok((CpuStorage::F32(mean), Shape::from((2, g.c))))
+    }
+}
+
+/// Batch normalisation with given batch statistics, then optional ReLU; operands are
+/// (input, gamma, beta). The backward pass treats the statistics as functions of the input.
+pub(crate) struct BatchNormApply {
+    pub mean: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    pub relu: bool,
+}
+
+impl CustomOp3 for BatchNormApply {
+    fn name(&self) -> &'static str {
+        "tandem-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = norm_geometry(l1.dims())?;
+        expect_dims("batch norm weight", l2.dims(), &[g.c])?;
+        expect_dims("batch norm bias", l3.dims(), &[g.c])?;
+        if self.mean.len() != g.c || self.inv_std.len() != g.c {
+            bail!("batch norm statistics cover {} channels, the input has {}", self.mean.len(), g.c)
+        }
+        let x = slice(s1, l1, "batch norm input")?;
+        let gamma = slice(s2, l2, "batch norm weight")?;
+        let beta = slice(s3, l3, "batch norm bias")?;
+        let y = norm::normalize(x, &g, &self.mean, &self.inv_std, gamma, beta, self.relu);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = self.mean.len();
+        let op = BatchNormGrad {
+            mean: self.mean.clone(),
+            inv_std: self.inv_std.clone(),
+            gamma: gamma.to_vec1()?,
+            relu: self.relu,
+        };
+        let flat = x.apply_op3_no_bwd(res, &grad.contiguous()?, &op)?;
+        let len = x.elem_count();
+        let dx = if x.track_op() { Some(flat.narrow(0, 0, len)?.reshape(x.shape())?) } else { None };
+        let dgamma = if gamma.track_op() { Some(flat.narrow(0, len, c)?) } else { None };
+        let dbeta = if beta.track_op() { Some(flat.narrow(0, len + c, c)?) } else { None };
+        Ok((dx, dgamma, dbeta))
+    }
+}
+
+/// Batch-norm gradients, flattened as `[dx..., dgamma..., dbeta...]`: operands are (input,
+/// forward output, output gradient).
+struct BatchNormGrad {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    gamma: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp3 for BatchNormGrad {
+    fn name(&self) -> &'static str {
+        "tandem-batch-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = norm_geometry(l1.dims())?;
+        expect_dims("batch norm output", l2.dims(), l1.dims())?;
+        expect_dims("batch norm output gradient", l3.dims(), l1.dims())?;
+        if self.mean.len() != g.c || self.gamma.len() != g.c {
+            bail!("batch norm statistics cover {} channels, the input has {}", self.mean.len(), g.c)
+        }
+        let x = slice(s1, l1, "batch norm input")?;
+        let y = slice(s2, l2, "batch norm output")?;
+        let dy = slice(s3, l3, "batch norm output gradient")?;
+        let flat = norm::backward(x, y, dy, &g, &self.mean, &self.inv_std, &self.gamma, self.relu);
+        let len = flat.len();
+        Ok((CpuStorage::F32(flat), Shape::from(len)))
     }
 }

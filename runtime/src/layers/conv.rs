@@ -19,7 +19,7 @@ fn check(in_channels: usize, out_channels: usize, kernel: usize, cfg: &Conv2dCon
     if kernel == 0 || cfg.stride == 0 || cfg.dilation == 0 || cfg.groups == 0 {
         bail!("conv2d kernel, stride, dilation and groups must be positive, got kernel {kernel} and {cfg:?}")
     }
-    if in_channels % cfg.groups != 0 || out_channels % cfg.groups != 0 {
+    if !in_channels.is_multiple_of(cfg.groups) || !out_channels.is_multiple_of(cfg.groups) {
         bail!(
             "conv2d groups {} must divide input channels {in_channels} and output channels {out_channels}",
             cfg.groups
@@ -104,6 +104,13 @@ impl Conv2d {
         kernels::conv2d(x, &self.weight, self.bias.as_ref(), self.cfg, true)
     }
 
+    /// Convolution, bias, ReLU and `size` x `size` max pooling in one pass: the
+    /// full-resolution activation is pooled while still in cache instead of being written
+    /// out and read back, and in training it never becomes a graph tensor of its own.
+    pub fn forward_relu_max_pool(&self, x: &Tensor, size: usize) -> Result<Tensor> {
+        kernels::conv2d_max_pool(x, &self.weight, self.bias.as_ref(), self.cfg, true, size)
+    }
+
     /// Number of output channels.
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
@@ -134,6 +141,32 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::conv2d(x, &self.weight, self.bias.as_ref(), self.cfg, false)
     }
+}
+
+/// Training-mode batch norm, then ReLU if asked, with the running statistics updated as
+/// candle's `BatchNorm::forward_train` does (for a norm built with `remove_mean`, the
+/// default). One fused, multi-threaded op instead of a dozen element-wise ones.
+pub fn batch_norm_train(bn: &BatchNorm, x: &Tensor, relu: bool) -> Result<Tensor> {
+    let c = bn.running_mean().elem_count();
+    if x.rank() < 2 || x.dim(1)? != c {
+        bail!("batch norm over {c} channels got an input of shape {:?}", x.dims())
+    }
+    let (gamma, beta) = match bn.weight_and_bias() {
+        Some((g, b)) => (g.clone(), b.clone()),
+        None => (Tensor::ones(c, x.dtype(), x.device())?, Tensor::zeros(c, x.dtype(), x.device())?),
+    };
+    let (y, mean, var) = kernels::batch_norm_train(x, &gamma, &beta, bn.eps(), relu)?;
+    let count = (x.elem_count() / c) as f64;
+    let m = bn.momentum();
+    let running_mean = bn.running_mean().detach();
+    let running_var = bn.running_var().detach();
+    let new_mean = ((&running_mean * (1.0 - m))? + (mean.detach() * m)?)?;
+    let unbias = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+    let new_var = ((&running_var * (1.0 - m))? + (var.detach() * (m * unbias))?)?;
+    // In place, so every clone of the layer (they share storage) sees the update.
+    bn.running_mean().slice_set(&new_mean, 0, 0)?;
+    bn.running_var().slice_set(&new_var, 0, 0)?;
+    Ok(y)
 }
 
 /// Non-overlapping max pooling with a square window.

@@ -2,4 +2,4 @@
 
 mod conv;
 
-pub use conv::{conv2d, conv2d_no_bias, max_pool2d, Conv2d, Conv2dConfig};
+pub use conv::{batch_norm_train, conv2d, conv2d_no_bias, max_pool2d, Conv2d, Conv2dConfig};
