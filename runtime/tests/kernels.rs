@@ -223,7 +223,7 @@ fn large_problems_take_the_threaded_paths() {
     // single image split by bands of output rows.
     let mut rng = StdRng::seed_from_u64(41);
     let cfg = Conv2dConfig { padding: 1, ..Conv2dConfig::default() };
-    for (n, c_in, side) in [(4, 8, 20), (1, 16, 24)] {
+    for (n, c_in, side) in [(4, 16, 20), (1, 32, 24)] {
         let case = Case { n, c_in, c_out: 32, h: side, w: side, k: 3, cfg, bias: true, relu: true };
         check_case(&mut rng, case);
         let x = random(&mut rng, &[n, c_in, side, side]);
@@ -232,7 +232,7 @@ fn large_problems_take_the_threaded_paths() {
         let want = kernels::reference_conv2d(&x, &w, None, cfg, true).and_then(|y| y.max_pool2d(2)).unwrap();
         assert!(rel_err(&got, &want) <= 1e-4);
     }
-    let x = random(&mut rng, &[4, 32, 128, 130]);
+    let x = random(&mut rng, &[4, 64, 128, 130]);
     let got = kernels::max_pool2d(&x, 2).unwrap();
     assert_eq!(rel_err(&got, &x.max_pool2d(2).unwrap()), 0.0);
 }

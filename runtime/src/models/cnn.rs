@@ -8,7 +8,7 @@ use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d, conv2d_no_bias, max_pool2d, Conv2d, Conv2dConfig};
+use crate::layers::{batch_norm_train, conv2d, conv2d_no_bias, max_pool2d, Conv2d, Conv2dConfig};
 
 /// The full architecture of a CNN classifier.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -229,11 +229,11 @@ impl BnMode {
 fn ghost_batch_norm(bn: &BatchNorm, x: &Tensor, ghost: usize) -> Result<Tensor> {
     let n = x.dim(0)?;
     if n <= ghost {
-        return bn.forward_t(x, true);
+        return batch_norm_train(bn, x, false);
     }
     let chunks = (0..n)
         .step_by(ghost)
-        .map(|start| bn.forward_t(&x.narrow(0, start, ghost.min(n - start))?, true))
+        .map(|start| batch_norm_train(bn, &x.narrow(0, start, ghost.min(n - start))?, false))
         .collect::<Result<Vec<_>>>()?;
     Tensor::cat(&chunks, 0)
 }
@@ -246,8 +246,10 @@ impl ConvBn {
             Some(bn) => {
                 let z = self.conv.forward(x)?;
                 let y = match mode {
+                    // The fused kernel normalises, updates the running statistics and applies ReLU in one pass.
+                    BnMode::Batch => return batch_norm_train(bn, &z, self.relu),
                     BnMode::Ghost(ghost) => ghost_batch_norm(bn, &z, ghost)?,
-                    mode => bn.forward_t(&z, mode.train())?,
+                    BnMode::Eval => bn.forward_t(&z, false)?,
                 };
                 if self.relu {
                     y.relu()
