@@ -44,6 +44,10 @@ fn pad_planes<'a>(src: &'a [f32], g: &Geometry, planes: usize, buf: &'a mut Vec<
 
 /// The forward pass's per-call state: the weights packed as row panels per group, and the
 /// padded geometry with its im2col row map.
+///
+/// Packing happens on every call: it copies `c_out * k` floats, under 0.2% of the
+/// multiply-adds of even a single image for the layers in use, so keeping a pre-packed copy
+/// on the layer would not pay for its bookkeeping.
 struct Plan {
     gp: Geometry,
     map: RowMap,
