@@ -43,6 +43,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     limit_candle_elementwise_threads();
+    // Training frees and reallocates activation-sized buffers every step; keeping them mapped
+    // removes a page fault per 4 KiB of fresh memory (15-20% of a small CNN's step).
+    tandem_runtime::kernels::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
