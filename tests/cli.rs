@@ -98,3 +98,36 @@ fn openapi_output_equals_the_committed_document() {
         "openapi/openapi.json is stale: regenerate it with `cargo run -- openapi > openapi/openapi.json`"
     );
 }
+
+#[test]
+fn bench_distill_tabulates_seeds_and_reuses_finished_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bench = || {
+        let mut cmd = tandem();
+        cmd.args(["bench", "distill", "--datasets", "digits", "--methods", "supervised,kd", "--seeds", "0,1"])
+            .args(["--epochs", "1", "--teacher-epochs", "1", "--train-limit", "120", "--quiet", "--json", "--out"])
+            .arg(dir.path());
+        cmd
+    };
+    let cells = stdout_json(&run_ok(&mut bench()));
+    let cells = cells.as_array().expect("an array of cells");
+    assert_eq!(cells.len(), 2, "{cells:?}");
+    for cell in cells {
+        let accs: Vec<f64> = cell["test_accuracies"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+        assert_eq!(accs.len(), 2, "{cell}");
+        let mean = cell["mean"].as_f64().unwrap();
+        assert!((mean - (accs[0] + accs[1]) / 2.0).abs() < 1e-12, "{cell}");
+        assert!(cell["params"].as_u64().unwrap() > 0);
+    }
+    assert!(cells[0]["teacher_test_accuracy"].is_null());
+    assert!(cells[1]["teacher_test_accuracy"].as_f64().is_some(), "kd names its teacher's accuracy");
+    let summary = std::fs::read_to_string(dir.path().join("digits/teacher.summary.json")).unwrap();
+    let teacher_id = serde_json::from_str::<Value>(&summary).unwrap()["bundle_id"].clone();
+    assert_eq!(manifest(&dir.path().join("digits/kd-seed1"))["provenance"]["teacher"], teacher_id);
+    let table = std::fs::read_to_string(dir.path().join("results-digits-student-1ep.md")).unwrap();
+    assert!(table.contains("| digits | kd | student | all |"), "{table}");
+
+    // A second run finds every run finished and reports the same numbers without training.
+    let again = stdout_json(&run_ok(&mut bench()));
+    assert_eq!(&again, &Value::Array(cells.clone()));
+}

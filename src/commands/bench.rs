@@ -11,10 +11,14 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The compact-student table: every method on every dataset over several seeds, with test
+    /// accuracy, parameters and training time. Hours of CPU at the defaults; restartable.
+    Distill(Box<crate::bench::DistillBenchArgs>),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Kernels { json } => crate::bench::run_kernels(json),
+        BenchCommand::Distill(args) => crate::bench::run_distill_bench(*args),
     }
 }

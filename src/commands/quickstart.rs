@@ -56,13 +56,14 @@ fn run_config(
         optim: AdamWConfig { lr: 3e-3, weight_decay: 1e-4, ..Default::default() },
         warmup_fraction: 0.05,
         seed: args.seed,
-        augment: Augment { max_shift: 1 },
+        augment: Augment::shift(1),
         train_limit: None,
         out: args.out.join(name),
         resume: false,
         progress: !args.json,
         subset_fraction: None,
         ghost_batch: None,
+        labeled_fraction: None,
     })
 }
 

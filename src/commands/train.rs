@@ -43,6 +43,12 @@ pub struct RunArgs {
     /// Largest random shift, in pixels, for augmentation (0 turns it off).
     #[arg(long, default_value_t = 1)]
     pub augment_shift: usize,
+    /// Largest random rotation, in degrees, for augmentation (0 turns it off).
+    #[arg(long, default_value_t = 0.0)]
+    pub augment_rotate: f32,
+    /// Mirror half of the training images left to right (clothing, not digits).
+    #[arg(long)]
+    pub augment_flip: bool,
     /// Seed for initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -84,8 +90,10 @@ pub struct MethodArgs {
     /// dhkd: weight of the cross-entropy term (default 1).
     #[arg(long)]
     pub gamma: Option<f64>,
-    /// dho: fraction of the training split that keeps its labels, chosen per class by the seed
-    /// (default 0.1).
+    /// supervised, kd, dhkd and dho: fraction of the training split that keeps its labels, chosen
+    /// per class by the seed (dho's default 0.1; the others use every label unless given).
+    /// Supervised runs train on the labeled images alone, for as many steps as the distillation
+    /// runs, which also learn from the teacher's view of the rest.
     #[arg(long)]
     pub labeled_fraction: Option<f64>,
     /// dho: loss weights, few-shot (0.5 CE + 0.5 KD, the default) or semi (CE + KD).
@@ -136,7 +144,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             args.method
         );
     }
-    run(&config(&args.run, method, None)?, args.run.json)
+    run(&config_with_labels(&args.run, method, None, &args.options)?, args.run.json)
 }
 
 pub fn run_distill(args: DistillArgs) -> anyhow::Result<()> {
@@ -144,7 +152,22 @@ pub fn run_distill(args: DistillArgs) -> anyhow::Result<()> {
     if !method.needs_teacher() {
         bail!("method {} uses no teacher: use `tandem train --method {}`", args.method, args.method);
     }
-    run(&config(&args.run, method, Some(args.teacher.clone()))?, args.run.json)
+    run(&config_with_labels(&args.run, method, Some(args.teacher.clone()), &args.options)?, args.run.json)
+}
+
+/// The run's config with the label budget of `--labeled-fraction` (DHO keeps it in the method).
+fn config_with_labels(
+    run: &RunArgs,
+    method: Method,
+    teacher: Option<PathBuf>,
+    options: &MethodArgs,
+) -> anyhow::Result<TrainConfig> {
+    let dho = matches!(method, Method::Dho { .. });
+    let mut cfg = config(run, method, teacher)?;
+    if !dho {
+        cfg.labeled_fraction = options.labeled_fraction;
+    }
+    Ok(cfg)
 }
 
 fn run(cfg: &TrainConfig, json: bool) -> anyhow::Result<()> {
@@ -169,12 +192,14 @@ pub fn method(name: &str, o: &MethodArgs) -> anyhow::Result<Method> {
     let mut method = Method::with_defaults(name)?;
     let mut used: Vec<&str> = Vec::new();
     match &mut method {
-        Method::Supervised => {}
+        Method::Supervised => used.push("--labeled-fraction"),
         Method::Kd { temperature, alpha } => {
+            used.push("--labeled-fraction");
             set(temperature, o.temperature, "--temperature", &mut used);
             set(alpha, o.alpha, "--alpha", &mut used);
         }
         Method::Dhkd { temperature, alpha, gamma } => {
+            used.push("--labeled-fraction");
             set(temperature, o.temperature, "--temperature", &mut used);
             set(alpha, o.alpha, "--alpha", &mut used);
             set(gamma, o.gamma, "--gamma", &mut used);
@@ -238,13 +263,14 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
         optim: AdamWConfig { lr: run.lr, weight_decay: run.weight_decay, ..Default::default() },
         warmup_fraction: run.warmup,
         seed: run.seed,
-        augment: Augment { max_shift: run.augment_shift },
+        augment: Augment { max_shift: run.augment_shift, max_rotation_deg: run.augment_rotate, flip: run.augment_flip },
         train_limit: run.train_limit,
         out: run.out.clone(),
         resume: run.resume,
         progress: !run.quiet,
         subset_fraction: run.subset_fraction,
         ghost_batch: run.ghost_batch,
+        labeled_fraction: None,
     })
 }
 
@@ -295,5 +321,11 @@ mod tests {
         assert!(method("pskd", &MethodArgs { alpha: Some(2.0), ..Default::default() }).is_err());
         assert!(method("dho", &MethodArgs { dho_weights: Some("half".into()), ..Default::default() }).is_err());
         assert!(method("mixup", &none).is_err());
+        let budget = MethodArgs { labeled_fraction: Some(0.01), ..Default::default() };
+        for name in ["supervised", "kd", "dhkd", "dho"] {
+            assert!(method(name, &budget).is_ok(), "{name}");
+        }
+        let err = method("pskd", &budget).unwrap_err();
+        assert!(err.to_string().contains("--labeled-fraction does not apply to method pskd"), "{err}");
     }
 }

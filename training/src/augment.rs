@@ -53,6 +53,12 @@ impl StrongAugment {
     }
 }
 
+/// Writes `src` rotated by `angle` radians about its centre and moved by `(dy, dx)` pixels into
+/// `dst`: the ordinary augmentation's rotation, sampled like the strong one.
+pub(crate) fn rotate_shift_into(src: &[u8], dst: &mut [u8], h: usize, w: usize, angle: f32, dy: f32, dx: f32) {
+    Warp { angle, scale: 1.0, dy, dx, brightness: 1.0 }.apply(src, dst, h, w);
+}
+
 /// A uniform draw in `-max..=max`; zero when the range is empty or not a number.
 fn symmetric(rng: &mut impl Rng, max: f32) -> f32 {
     if max.is_finite() && max > 0.0 {

@@ -84,6 +84,9 @@ pub struct TrainConfig {
     pub subset_fraction: Option<f64>,
     /// Ghost batch norm: training-mode batch statistics over chunks of this many images.
     pub ghost_batch: Option<usize>,
+    /// Semi-supervised runs of `supervised`, `kd` and `dhkd`: only this fraction of the training
+    /// split keeps its labels, chosen per class by the seed (DHO carries its own fraction).
+    pub labeled_fraction: Option<f64>,
 }
 
 impl TrainConfig {
@@ -107,6 +110,14 @@ impl TrainConfig {
         self.out.with_file_name(format!("{name}.{suffix}"))
     }
 
+    /// The fraction of the training split that keeps its labels, if not all of it.
+    pub fn labeled_fraction(&self) -> Option<f64> {
+        match self.method {
+            Method::Dho { labeled_fraction, .. } => Some(labeled_fraction),
+            _ => self.labeled_fraction,
+        }
+    }
+
     /// The architecture actually trained and exported: `arch` with the auxiliary head exactly
     /// when the method trains one.
     pub fn student_arch(&self) -> CnnConfig {
@@ -125,6 +136,12 @@ impl TrainConfig {
         h.insert("warmup_fraction".into(), self.warmup_fraction.into());
         h.insert("seed".into(), self.seed.into());
         h.insert("augment_max_shift".into(), self.augment.max_shift.into());
+        if self.augment.max_rotation_deg > 0.0 {
+            h.insert("augment_max_rotation_deg".into(), self.augment.max_rotation_deg.into());
+        }
+        if self.augment.flip {
+            h.insert("augment_flip".into(), true.into());
+        }
         h.insert("optimizer".into(), "adamw-cosine".into());
         if let Some(n) = self.train_limit {
             h.insert("train_limit".into(), n.into());
@@ -135,6 +152,9 @@ impl TrainConfig {
         }
         if let Some(g) = self.ghost_batch {
             h.insert("ghost_batch".into(), g.into());
+        }
+        if let Some(f) = self.labeled_fraction {
+            h.insert("labeled_fraction".into(), f.into());
         }
         for (k, v) in self.method.hyperparameters() {
             h.insert(k, v);
@@ -153,6 +173,23 @@ impl TrainConfig {
     fn validate(&self) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err(Error::InvalidArgument("epochs and batch size must be positive".into()));
+        }
+        let rot = self.augment.max_rotation_deg;
+        if !(rot.is_finite() && (0.0..=180.0).contains(&rot)) {
+            return Err(Error::InvalidArgument(format!(
+                "the augmentation rotation must be 0..=180 degrees, found {rot}"
+            )));
+        }
+        if let Some(f) = self.labeled_fraction {
+            if matches!(self.method, Method::Dho { .. }) || !self.method.accepts_labeled_fraction() {
+                return Err(Error::InvalidArgument(format!(
+                    "method {} does not take a separate labeled fraction",
+                    self.method.name()
+                )));
+            }
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(Error::InvalidArgument(format!("the labeled fraction must be in (0, 1], found {f}")));
+            }
         }
         if self.ghost_batch == Some(0) {
             return Err(Error::InvalidArgument("the ghost batch size must be positive".into()));
@@ -297,11 +334,9 @@ const OTHER_POOL_SALT: u64 = 0x7374_7265_616d_2121;
 
 impl Sampler {
     fn new(cfg: &TrainConfig, train_set: &Dataset) -> Result<Sampler> {
-        let (labeled, unlabeled) = match cfg.method {
-            Method::Dho { labeled_fraction, .. } => {
-                labeled_split(&train_set.labels, train_set.num_classes(), labeled_fraction, cfg.seed)
-            }
-            _ => ((0..train_set.len()).collect(), Vec::new()),
+        let (labeled, unlabeled) = match cfg.labeled_fraction() {
+            Some(fraction) => labeled_split(&train_set.labels, train_set.num_classes(), fraction, cfg.seed),
+            None => ((0..train_set.len()).collect(), Vec::new()),
         };
         let driving_is_labeled = labeled.len() >= unlabeled.len();
         let (driving, other) = if driving_is_labeled { (labeled, unlabeled) } else { (unlabeled, labeled) };
@@ -633,12 +668,15 @@ impl<'a> Run<'a> {
     /// One step of a single-network method (and of dual-io's fine-tuning).
     fn single_step(&mut self, epoch: usize, batch: &StepBatch, rng: &mut StdRng) -> Result<StepOut> {
         let (ds, cfg) = (self.train_set, self.cfg);
-        let idx: Vec<usize> = batch.labeled.iter().chain(&batch.unlabeled).copied().collect();
+        // Without a teacher, unlabeled images teach nothing: supervised runs on a label budget
+        // take the same labeled batches as the distillation runs, and no more.
+        let unlabeled: &[usize] = if cfg.method.needs_teacher() { &batch.unlabeled } else { &[] };
+        let idx: Vec<usize> = batch.labeled.iter().chain(unlabeled).copied().collect();
         let pixels = cfg.augment.apply(ds, &idx, rng);
         let x = pixels_to_tensor(&pixels, idx.len(), ds.height, ds.width, self.norm, &self.device)?;
         let out = forward_train(&self.student, &x, cfg.ghost_batch)?;
         let teacher_logits = self.teacher.map(|t| t.logits(&pixels, idx.len())).transpose()?;
-        let (n_l, n_u) = (batch.labeled.len(), batch.unlabeled.len());
+        let (n_l, n_u) = (batch.labeled.len(), unlabeled.len());
         let y = labels_to_tensor(ds, &batch.labeled, &self.device)?;
         let main_l = out.logits.narrow(0, 0, n_l)?;
         let loss = match &cfg.method {
@@ -673,7 +711,7 @@ impl<'a> Run<'a> {
     fn branch_step(&self, batch: &StepBatch, rng: &mut StdRng) -> Result<StepOut> {
         let br = self.branches.as_ref().expect("dual-io runs build branches. This is a bug.");
         let (ds, idx) = (self.train_set, &batch.labeled);
-        let plain = Augment { max_shift: 0 }.apply(ds, idx, rng);
+        let plain = Augment::shift(0).apply(ds, idx, rng);
         let strong = br.augment.apply(ds, idx, rng);
         let to_x = |p: &[u8]| pixels_to_tensor(p, idx.len(), ds.height, ds.width, self.norm, &self.device);
         let out_a = forward_train(&br.a, &to_x(&plain)?, self.cfg.ghost_batch)?;
@@ -863,13 +901,14 @@ mod tests {
             optim: AdamWConfig::default(),
             warmup_fraction: 0.1,
             seed: 7,
-            augment: Augment { max_shift: 1 },
+            augment: Augment::shift(1),
             train_limit: None,
             out: PathBuf::from("runs/x"),
             resume: false,
             progress: false,
             subset_fraction: None,
             ghost_batch: None,
+            labeled_fraction: None,
         }
     }
 
@@ -909,6 +948,19 @@ mod tests {
             assert_eq!(b.labeled.len(), b.unlabeled.len());
             assert!(b.labeled.iter().all(|i| labeled.contains(i)));
         }
+    }
+
+    #[test]
+    fn label_budgets_give_supervised_runs_the_steps_of_dho() {
+        let ds = digits(50);
+        let mut sup = config(Method::Supervised);
+        sup.labeled_fraction = Some(0.2);
+        let dho = config(Method::Dho { temperature: 2.0, labeled_fraction: 0.2, weights: Default::default() });
+        let (a, b) = (Sampler::new(&sup, &ds).unwrap(), Sampler::new(&dho, &ds).unwrap());
+        assert_eq!(a.batches(1), b.batches(1));
+        assert_eq!(sup.hyperparameters()["labeled_fraction"], 0.2);
+        sup.method = dho.method.clone();
+        assert!(sup.validate().is_err(), "dho carries its own fraction");
     }
 
     #[test]

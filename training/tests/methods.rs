@@ -27,13 +27,14 @@ fn config(dir: &Path, name: &str, preset: &str, method: Method, teacher: Option<
         optim: AdamWConfig { lr: 5e-3, ..Default::default() },
         warmup_fraction: 0.1,
         seed: 3,
-        augment: Augment { max_shift: 1 },
+        augment: Augment::shift(1),
         train_limit: Some(200),
         out: dir.join(name),
         resume: false,
         progress: false,
         subset_fraction: None,
         ghost_batch: None,
+        labeled_fraction: None,
     }
 }
 
@@ -144,6 +145,23 @@ fn dho_uses_a_fraction_of_the_labels_and_serves_the_chosen_mixture() {
     // 20 of 200 images keep labels: each step pairs as many labeled with unlabeled images, so the
     // epoch's training accuracy is measured on (cycled) labeled images only.
     assert_eq!(summary.history.len(), 2);
+}
+
+#[test]
+fn label_budgets_apply_to_supervised_and_kd_but_not_pskd() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = teacher(dir.path());
+    let kd = Method::with_defaults("kd").unwrap();
+    for (name, method, t) in [("sup-budget", Method::Supervised, None), ("kd-budget", kd, Some(teacher))] {
+        let mut cfg = config(dir.path(), name, "tiny", method, t);
+        cfg.labeled_fraction = Some(0.1);
+        let summary = train(&cfg).unwrap();
+        let bundle = check_run(&cfg, &summary);
+        assert_eq!(bundle.manifest.provenance.hyperparameters["labeled_fraction"], 0.1);
+    }
+    let mut pskd = config(dir.path(), "pskd-budget", "tiny", Method::with_defaults("pskd").unwrap(), None);
+    pskd.labeled_fraction = Some(0.1);
+    assert!(train(&pskd).unwrap_err().to_string().contains("labeled fraction"));
 }
 
 #[test]

@@ -105,16 +105,31 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Random translation of each image by up to `max_shift` pixels in each direction, filling the
-/// uncovered border with zeros (the background of every dataset here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The ordinary augmentation of every training image: a random whole-pixel translation, an
+/// optional small rotation, and an optional left-right mirror. The uncovered border is filled
+/// with zeros, the background of every dataset here.
+///
+/// Rotation and mirroring are off by default because they are not label-preserving everywhere:
+/// a mirrored digit is not a digit, but a mirrored shirt is still a shirt.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Augment {
-    /// Largest shift, in pixels, along each axis; 0 disables augmentation.
+    /// Largest shift, in pixels, along each axis; 0 disables it.
     pub max_shift: usize,
+    /// Largest rotation either way, in degrees; 0 disables it.
+    #[serde(default)]
+    pub max_rotation_deg: f32,
+    /// Mirror half of the images left to right.
+    #[serde(default)]
+    pub flip: bool,
 }
 
 impl Augment {
-    /// The images at `idx`, each shifted by its own random `(dy, dx)`, concatenated into
+    /// Translation only, by up to `max_shift` pixels.
+    pub fn shift(max_shift: usize) -> Augment {
+        Augment { max_shift, ..Augment::default() }
+    }
+
+    /// The images at `idx`, each distorted with its own random draw, concatenated into
     /// `idx.len() * height * width` bytes ready for [`pixels_to_tensor`].
     ///
     /// # Panics
@@ -124,6 +139,7 @@ impl Augment {
         let (h, w) = (ds.height, ds.width);
         let mut out = vec![0u8; idx.len() * h * w];
         let s = i64::try_from(self.max_shift).unwrap_or(i64::MAX / 2);
+        let rotate = self.max_rotation_deg.is_finite() && self.max_rotation_deg > 0.0;
         for (dst, &i) in out.chunks_exact_mut((h * w).max(1)).zip(idx) {
             let src = ds.image(i);
             let (dy, dx): (i64, i64) =
@@ -132,7 +148,15 @@ impl Augment {
             // below far from overflow without changing the result.
             let dy = dy.clamp(-(h as i64), h as i64) as isize;
             let dx = dx.clamp(-(w as i64), w as i64) as isize;
-            shift_into(src, dst, h, w, dy, dx);
+            if rotate {
+                let angle = rng.random_range(-self.max_rotation_deg..=self.max_rotation_deg).to_radians();
+                crate::augment::rotate_shift_into(src, dst, h, w, angle, dy as f32, dx as f32);
+            } else {
+                shift_into(src, dst, h, w, dy, dx);
+            }
+            if self.flip && w > 0 && rng.random_bool(0.5) {
+                dst.chunks_exact_mut(w).for_each(<[u8]>::reverse);
+            }
         }
         out
     }
@@ -242,7 +266,7 @@ mod tests {
     #[test]
     fn shifts_move_pixels_within_bounds_and_fill_zeros() {
         let ds = dots(30);
-        let aug = Augment { max_shift: 2 };
+        let aug = Augment::shift(2);
         let mut rng = StdRng::seed_from_u64(9);
         let idx: Vec<usize> = (0..30).collect();
         let out = aug.apply(&ds, &idx, &mut rng);
@@ -267,10 +291,33 @@ mod tests {
     }
 
     #[test]
+    fn flips_mirror_rows_and_rotations_are_seeded() {
+        let ds = dots(30);
+        let (h, w) = (ds.height, ds.width);
+        let flip = Augment { flip: true, ..Augment::default() };
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut flipped = 0;
+        for _ in 0..40 {
+            let out = flip.apply(&ds, &[0], &mut rng);
+            let mirrored: Vec<u8> = ds.image(0).chunks(w).flat_map(|r| r.iter().rev().copied()).collect();
+            assert!(out == ds.image(0) || out == mirrored);
+            flipped += usize::from(out == mirrored && out != ds.image(0));
+        }
+        // Half of the draws mirror: 40 draws all alike would be a broken coin.
+        assert!((5..=35).contains(&flipped), "{flipped} of 40 mirrored");
+        let rotate = Augment { max_rotation_deg: 30.0, ..Augment::default() };
+        let out = rotate.apply(&ds, &[0, 1], &mut StdRng::seed_from_u64(6));
+        assert_eq!(out.len(), 2 * h * w);
+        assert_ne!(&out[..h * w], ds.image(0));
+        let again = rotate.apply(&ds, &[0, 1], &mut StdRng::seed_from_u64(6));
+        assert_eq!(out, again);
+    }
+
+    #[test]
     fn zero_shift_copies_and_large_shift_clears() {
         let ds = dots(4);
         let mut rng = StdRng::seed_from_u64(1);
-        let out = Augment { max_shift: 0 }.apply(&ds, &[3, 1], &mut rng);
+        let out = Augment::shift(0).apply(&ds, &[3, 1], &mut rng);
         assert_eq!(&out[..30], ds.image(3));
         assert_eq!(&out[30..], ds.image(1));
 

@@ -93,6 +93,11 @@ impl DatasetName {
         matches!(self, DatasetName::Digits)
     }
 
+    /// Whether a left-right mirror keeps every image's class: true of clothing, false of digits.
+    pub fn mirror_invariant(&self) -> bool {
+        matches!(self, DatasetName::FashionMnist)
+    }
+
     /// Class names, indexed by label.
     pub fn classes(&self) -> Vec<String> {
         match self {

@@ -112,9 +112,9 @@ mod tests {
 
     #[test]
     fn stages_unfreeze_from_the_head_down() {
-        let cfg = crate::arch::preset("student", 28, 10).unwrap();
+        let cfg = crate::arch::preset("student-shallow", 28, 10).unwrap();
         let stages = unfreeze_stages(&cfg);
-        // student: conv, pool, conv, pool, conv, gap — three blocks with parameters.
+        // student-shallow: conv, pool, conv, pool, conv, gap — three blocks with parameters.
         assert_eq!(stages.len(), 4);
         assert!(in_stage("head.weight", &stages[0]));
         assert!(!in_stage("layers.4.conv.weight", &stages[0]));

@@ -192,14 +192,17 @@ impl Method {
         }
     }
 
-    /// The batch loss of the batch-local recipes (`supervised`, `kd`, `dhkd`). The others need
-    /// the training loop's state and are refused here.
+    /// The batch loss of the batch-local recipes (`supervised`, `kd`, `dhkd`) on a batch whose
+    /// first `labels.len()` images are labeled and the rest are not (semi-supervised runs):
+    /// cross-entropy sees the labeled images, distillation terms see every image the teacher
+    /// labelled. The other recipes need the training loop's state and are refused here.
     pub fn loss(&self, out: &CnnOutput, labels: &Tensor, teacher: Option<&Tensor>) -> Result<Tensor> {
         let teacher = || teacher.expect("the trainer loads a teacher for methods that need one. This is a bug.");
+        let labeled = |logits: &Tensor| logits.narrow(0, 0, labels.dim(0)?);
         match self {
-            Method::Supervised => Ok(cross_entropy(&out.logits, labels)?),
+            Method::Supervised => Ok(cross_entropy(&labeled(&out.logits)?, labels)?),
             Method::Kd { temperature, alpha } => {
-                let ce = cross_entropy(&out.logits, labels)?;
+                let ce = cross_entropy(&labeled(&out.logits)?, labels)?;
                 let kd = kd_kl(&out.logits, teacher(), *temperature)?;
                 Ok(((ce * (1.0 - alpha))? + (kd * *alpha)?)?)
             }
@@ -207,7 +210,7 @@ impl Method {
                 let aux = out.aux_logits.as_ref().ok_or_else(|| {
                     Error::InvalidArgument("dhkd needs a network with the auxiliary head (aux_head)".into())
                 })?;
-                let ce = cross_entropy(&out.logits, labels)?;
+                let ce = cross_entropy(&labeled(&out.logits)?, labels)?;
                 let bkn = binary_kl_norm(aux, teacher(), *temperature)?;
                 Ok(((ce * *gamma)? + (bkn * *alpha)?)?)
             }
@@ -216,6 +219,13 @@ impl Method {
                 self.name()
             ))),
         }
+    }
+
+    /// Whether the recipe can learn from images without labels (with `--labeled-fraction`):
+    /// the distillation recipes take the teacher's word for them; supervised training simply
+    /// leaves them out.
+    pub fn accepts_labeled_fraction(&self) -> bool {
+        matches!(self, Method::Supervised | Method::Kd { .. } | Method::Dhkd { .. } | Method::Dho { .. })
     }
 }
 
