@@ -7,3 +7,4 @@ mod http;
 mod openapi_fuzz;
 mod resume;
 mod settings;
+mod shipped;

@@ -120,7 +120,7 @@ pub fn run_distill_bench(args: DistillBenchArgs) -> anyhow::Result<()> {
                 let cfg = student_config(&args, dataset, m.clone(), tdir.clone(), seed)?;
                 runs.push(run_or_reuse(&cfg)?);
             }
-            let teacher_acc = teacher.as_ref().map(|t| t.1);
+            let teacher_acc = teacher.as_ref().filter(|_| m.needs_teacher()).map(|t| t.1);
             let cell = Cell {
                 arch: args.arch.clone(),
                 ..cell(dataset, m, cfg_fraction(&args, m), &args.seeds, &runs, teacher_acc)
@@ -128,7 +128,7 @@ pub fn run_distill_bench(args: DistillBenchArgs) -> anyhow::Result<()> {
             if !args.quiet {
                 eprintln!("{}", row(&cell));
             }
-            cells.push(cell.filter_teacher(m.needs_teacher()));
+            cells.push(cell);
         }
     }
     write_results(&args.out, &results_stem(&args), &cells)?;
@@ -138,15 +138,6 @@ pub fn run_distill_bench(args: DistillBenchArgs) -> anyhow::Result<()> {
         println!("{}", table(&cells));
     }
     Ok(())
-}
-
-impl Cell {
-    fn filter_teacher(mut self, needs: bool) -> Cell {
-        if !needs {
-            self.teacher_test_accuracy = None;
-        }
-        self
-    }
 }
 
 /// The label budget a method runs with in this table.
