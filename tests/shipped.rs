@@ -60,3 +60,17 @@ fn shipped_students_are_small_accurate_and_name_their_teachers() {
         assert_eq!(ranked[0]["label"], "1", "{model}: {answer}");
     }
 }
+
+#[test]
+fn shipped_bundles_are_the_presets_they_document() {
+    for (bundle, preset) in [
+        ("mnist-student", "student"),
+        ("mnist-teacher", "teacher"),
+        ("fashion-student", "student"),
+        ("fashion-teacher", "teacher"),
+    ] {
+        let layers = &manifest(std::path::Path::new(&shipped(bundle)))["architecture"]["layers"];
+        let cfg = tandem_training::arch::preset(preset, 28, 10).expect("a known preset");
+        assert_eq!(layers, &serde_json::to_value(&cfg.layers).unwrap(), "{bundle} is the {preset} preset");
+    }
+}

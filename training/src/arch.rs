@@ -20,6 +20,22 @@ fn sep(out_channels: usize) -> LayerSpec {
     LayerSpec::Separable { out_channels, kernel: 3, stride: 1, padding: 1, batch_norm: true }
 }
 
+/// The 28x28 student's layers with every width multiplied by `scale`: one design for the student
+/// and its teacher, so the teacher differs in capacity only.
+fn deep(scale: usize) -> Vec<LayerSpec> {
+    let [a, b, squeeze, c, d, e] = [12, 16, 12, 20, 24, 24].map(|w| w * scale);
+    vec![
+        conv(a, 3, 0),
+        conv(b, 3, 0),
+        LayerSpec::MaxPool { size: 2 },
+        conv(squeeze, 1, 0),
+        conv(c, 3, 0),
+        conv(d, 3, 0),
+        conv(e, 3, 0),
+        LayerSpec::GlobalAvgPool,
+    ]
+}
+
 /// The preset `name` for square grayscale inputs of side `side` (8 for digits, 28 for MNIST).
 pub fn preset(name: &str, side: usize, num_classes: usize) -> Result<CnnConfig> {
     let pool = LayerSpec::MaxPool { size: 2 };
@@ -34,32 +50,14 @@ pub fn preset(name: &str, side: usize, num_classes: usize) -> Result<CnnConfig> 
             LayerSpec::Linear { out_features: 128, relu: true },
         ],
         // The student's design at twice its widths: four times its parameters and compute.
-        ("teacher", _) => vec![
-            conv(24, 3, 0),
-            conv(32, 3, 0),
-            pool,
-            conv(24, 1, 0),
-            conv(40, 3, 0),
-            conv(48, 3, 0),
-            conv(48, 3, 0),
-            LayerSpec::GlobalAvgPool,
-        ],
+        ("teacher", _) => deep(2),
         // About 5k parameters on 8x8: one plain convolution, then depthwise-separable blocks.
         ("student", 8) => vec![conv(16, 3, 1), sep(32), pool, sep(48), LayerSpec::GlobalAvgPool],
         // 14,158 parameters on 28x28 (14,408 with the auxiliary head), 1.8M multiply-adds. Unpadded
         // convolutions spend the budget on depth at low resolution: two at 26 and 24 pixels, a 1x1
         // squeeze after the only pool, three more down to 6x6, then global pooling.
-        ("student", _) => vec![
-            conv(12, 3, 0),
-            conv(16, 3, 0),
-            pool,
-            conv(12, 1, 0),
-            conv(20, 3, 0),
-            conv(24, 3, 0),
-            conv(24, 3, 0),
-            LayerSpec::GlobalAvgPool,
-        ],
-        // The first 28x28 student: three padded convolutions, each after a pool. Kept as the
+        ("student", _) => deep(1),
+        // The first 28x28 student: padded convolutions of 16, 32 and 32 channels with a pool between each. Kept as the
         // baseline of the architecture search (BENCHMARKS.md).
         ("student-shallow", _) => {
             vec![conv(16, 3, 1), pool.clone(), conv(32, 3, 1), pool, conv(32, 3, 1), LayerSpec::GlobalAvgPool]
