@@ -16,7 +16,7 @@ use tandem_training::data::DatasetName;
 use tandem_training::report::TrainSummary;
 use tandem_training::{train, Method, TrainConfig};
 
-use crate::commands::train::{config, method, MethodArgs, RunArgs};
+use crate::commands::train::{config, config_with_labels, method, MethodArgs, RunArgs};
 
 /// Arguments of `tandem bench distill`.
 #[derive(clap::Args)]
@@ -105,25 +105,32 @@ pub fn run_distill_bench(args: DistillBenchArgs) -> anyhow::Result<()> {
     if args.seeds.is_empty() || args.methods.is_empty() || args.datasets.is_empty() {
         bail!("give at least one dataset, method and seed");
     }
-    let methods: Vec<Method> =
-        args.methods.iter().map(|name| method(name, &MethodArgs::default())).collect::<anyhow::Result<_>>()?;
+    // Each method with its label budget, parsed as `tandem distill` parses its flags.
+    let methods: Vec<(Method, MethodArgs)> = args
+        .methods
+        .iter()
+        .map(|name| {
+            let options = MethodArgs { labeled_fraction: label_budget(&args, name), ..MethodArgs::default() };
+            Ok((method(name, &options)?, options))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut cells = Vec::new();
     for &dataset in &args.datasets {
         let mut teacher: Option<(PathBuf, f64)> = None;
-        for m in &methods {
+        for (m, options) in &methods {
             if m.needs_teacher() && teacher.is_none() {
                 teacher = Some(ensure_teacher(&args, dataset)?);
             }
             let tdir = teacher.as_ref().filter(|_| m.needs_teacher()).map(|(dir, _)| dir.clone());
             let mut runs = Vec::new();
             for &seed in &args.seeds {
-                let cfg = student_config(&args, dataset, m.clone(), tdir.clone(), seed)?;
+                let cfg = student_config(&args, dataset, m.clone(), options, tdir.clone(), seed)?;
                 runs.push(run_or_reuse(&cfg)?);
             }
             let teacher_acc = teacher.as_ref().filter(|_| m.needs_teacher()).map(|t| t.1);
             let cell = Cell {
                 arch: args.arch.clone(),
-                ..cell(dataset, m, cfg_fraction(&args, m), &args.seeds, &runs, teacher_acc)
+                ..cell(dataset, m, options.labeled_fraction, &args.seeds, &runs, teacher_acc)
             };
             if !args.quiet {
                 eprintln!("{}", row(&cell));
@@ -140,10 +147,11 @@ pub fn run_distill_bench(args: DistillBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The label budget a method runs with in this table.
-fn cfg_fraction(args: &DistillBenchArgs, m: &Method) -> Option<f64> {
-    match m {
-        Method::Dho { .. } => Some(args.labeled_fraction.unwrap_or(1.0)),
+/// The label budget a method runs with in this table: DHO, whose own default is 10%, uses every
+/// label unless the table sets a budget.
+fn label_budget(args: &DistillBenchArgs, method: &str) -> Option<f64> {
+    match method {
+        "dho" => Some(args.labeled_fraction.unwrap_or(1.0)),
         _ => args.labeled_fraction,
     }
 }
@@ -185,12 +193,12 @@ fn run_args(
 fn student_config(
     args: &DistillBenchArgs,
     dataset: DatasetName,
-    mut m: Method,
+    m: Method,
+    options: &MethodArgs,
     teacher: Option<PathBuf>,
     seed: u64,
 ) -> anyhow::Result<TrainConfig> {
-    let fraction = cfg_fraction(args, &m);
-    let label = match fraction {
+    let label = match options.labeled_fraction {
         Some(f) if f < 1.0 => format!("{}-labels{f}", m.name()),
         _ => m.name().to_owned(),
     };
@@ -200,15 +208,7 @@ fn student_config(
         other => format!("-{}", Path::new(other).file_stem().map_or(other.into(), |s| s.to_string_lossy())),
     };
     let out = args.out.join(dataset.as_str()).join(format!("{label}{arch}-seed{seed}"));
-    if let Method::Dho { labeled_fraction, .. } = &mut m {
-        *labeled_fraction = fraction.unwrap_or(1.0);
-    }
-    let is_dho = matches!(m, Method::Dho { .. });
-    let mut cfg = config(&run_args(args, dataset, &args.arch, out, args.epochs, seed), m, teacher)?;
-    if !is_dho {
-        cfg.labeled_fraction = fraction;
-    }
-    Ok(cfg)
+    config_with_labels(&run_args(args, dataset, &args.arch, out, args.epochs, seed), m, teacher, options)
 }
 
 /// The dataset's teacher: the one given, or one trained (or reused) under `--out`.

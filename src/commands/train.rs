@@ -156,7 +156,7 @@ pub fn run_distill(args: DistillArgs) -> anyhow::Result<()> {
 }
 
 /// The run's config with the label budget of `--labeled-fraction` (DHO keeps it in the method).
-fn config_with_labels(
+pub fn config_with_labels(
     run: &RunArgs,
     method: Method,
     teacher: Option<PathBuf>,
