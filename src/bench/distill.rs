@@ -41,9 +41,13 @@ pub struct DistillBenchArgs {
     #[arg(long)]
     pub labeled_fraction: Option<f64>,
     /// An existing teacher bundle for a dataset, as DATASET=DIR (repeatable); datasets without one
-    /// get a teacher trained here first, from the `teacher` preset.
+    /// get a teacher trained here first, from `--teacher-arch`.
     #[arg(long = "teacher", value_parser = parse_teacher)]
     pub teachers: Vec<(DatasetName, PathBuf)>,
+    /// Architecture of the teachers trained here: a preset (`teacher`, or `teacher-wide`, the
+    /// shipped Fashion-MNIST teacher's) or a JSON CNN config.
+    #[arg(long, default_value = "teacher")]
+    pub teacher_arch: String,
     /// Epochs of the teachers trained here.
     #[arg(long, default_value_t = 12)]
     pub teacher_epochs: usize,
@@ -219,8 +223,11 @@ fn ensure_teacher(args: &DistillBenchArgs, dataset: DatasetName) -> anyhow::Resu
         return Ok((dir.clone(), acc));
     }
     let out = args.out.join(dataset.as_str()).join("teacher");
-    let cfg =
-        config(&run_args(args, dataset, "teacher", out.clone(), args.teacher_epochs, 0), Method::Supervised, None)?;
+    let cfg = config(
+        &run_args(args, dataset, &args.teacher_arch, out.clone(), args.teacher_epochs, 0),
+        Method::Supervised,
+        None,
+    )?;
     let summary = run_or_reuse(&cfg)?;
     Ok((out, summary.test_accuracy))
 }

@@ -15,7 +15,7 @@ pub struct RunArgs {
     /// Dataset: digits (embedded), mnist or fashion-mnist.
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
-    /// Architecture preset (teacher, student, student-sep, student-wide, tiny) or a JSON file with
+    /// Architecture preset (teacher, teacher-wide, student, student-shallow, student-sep, student-wide, tiny) or a JSON file with
     /// a full CNN config.
     #[arg(long, default_value = "student")]
     pub arch: String,
