@@ -130,4 +130,8 @@ fn bench_distill_tabulates_seeds_and_reuses_finished_runs() {
     // A second run finds every run finished and reports the same numbers without training.
     let again = stdout_json(&run_ok(&mut bench()));
     assert_eq!(&again, &Value::Array(cells.clone()));
+
+    // Asking for another teacher architecture never reuses the finished teacher of another one.
+    let refused = run_failing(bench().args(["--teacher-arch", "tiny"]));
+    assert!(show(&refused).contains("other settings"), "{}", show(&refused));
 }
