@@ -15,8 +15,8 @@ pub struct RunArgs {
     /// Dataset: digits (embedded), mnist or fashion-mnist.
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
-    /// Architecture preset (teacher, teacher-wide, student, student-shallow, student-sep, student-wide, tiny) or a JSON file with
-    /// a full CNN config.
+    /// Architecture preset (teacher, teacher-wide, student, student-shallow, student-sep,
+    /// student-wide, tiny) or a JSON file with a full CNN config.
     #[arg(long, default_value = "student")]
     pub arch: String,
     /// Bundle directory to write.
@@ -303,7 +303,18 @@ fn print_summary(summary: &TrainSummary, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Args;
     use tandem_training::methods::{DhoWeights, MergeRule};
+
+    #[test]
+    fn arch_help_names_every_preset() {
+        let cmd = RunArgs::augment_args(clap::Command::new("train"));
+        let arch = cmd.get_arguments().find(|a| a.get_id() == "arch").expect("an --arch flag");
+        let help = arch.get_help().expect("a help text").to_string();
+        for preset in tandem_training::arch::PRESETS {
+            assert!(help.contains(&format!("{preset},")) || help.contains(&format!("{preset})")), "{preset}: {help}");
+        }
+    }
 
     #[test]
     fn method_options_apply_to_their_methods_only() {
