@@ -28,6 +28,9 @@ pub struct ServeSettings {
     /// Largest batch the model runs [default: 64].
     #[arg(long, env = "TANDEM_MAX_BATCH_SIZE")]
     pub max_batch_size: Option<usize>,
+    /// Largest padded token count (longest text x texts) of one text batch [default: 16384].
+    #[arg(long, env = "TANDEM_MAX_BATCH_TOKENS")]
+    pub max_batch_tokens: Option<usize>,
     /// Longest wait for a batch to fill, in milliseconds [default: 2].
     #[arg(long, env = "TANDEM_MAX_BATCH_DELAY_MS")]
     pub max_batch_delay_ms: Option<u64>,
@@ -46,9 +49,12 @@ pub struct ServeSettings {
     /// API requests in flight before shedding with 429 [default: 256].
     #[arg(long, env = "TANDEM_CONCURRENCY_LIMIT")]
     pub concurrency_limit: Option<usize>,
-    /// Most inputs in one classify request [default: 256].
+    /// Most inputs (images or texts) in one request [default: 256].
     #[arg(long, env = "TANDEM_MAX_INPUTS")]
     pub max_inputs: Option<usize>,
+    /// Most characters in one text input; longer ones get 422 [default: 32768].
+    #[arg(long, env = "TANDEM_MAX_INPUT_CHARS")]
+    pub max_input_chars: Option<usize>,
     /// Allowed CORS origins, comma separated; `*` for any [default: none].
     #[arg(long = "cors-origin", env = "TANDEM_CORS_ORIGINS", value_delimiter = ',')]
     #[serde(default)]
@@ -75,6 +81,7 @@ impl ServeSettings {
             host: self.host.or(base.host),
             port: self.port.or(base.port),
             max_batch_size: self.max_batch_size.or(base.max_batch_size),
+            max_batch_tokens: self.max_batch_tokens.or(base.max_batch_tokens),
             max_batch_delay_ms: self.max_batch_delay_ms.or(base.max_batch_delay_ms),
             queue_capacity: self.queue_capacity.or(base.queue_capacity),
             cache_capacity: self.cache_capacity.or(base.cache_capacity),
@@ -82,6 +89,7 @@ impl ServeSettings {
             body_limit_bytes: self.body_limit_bytes.or(base.body_limit_bytes),
             concurrency_limit: self.concurrency_limit.or(base.concurrency_limit),
             max_inputs: self.max_inputs.or(base.max_inputs),
+            max_input_chars: self.max_input_chars.or(base.max_input_chars),
             cors_origins: if self.cors_origins.is_empty() { base.cors_origins } else { self.cors_origins },
             api_key: self.api_key.or(base.api_key),
             drain_timeout_ms: self.drain_timeout_ms.or(base.drain_timeout_ms),
@@ -95,6 +103,7 @@ impl ServeSettings {
         RuntimeConfig {
             batch: BatchConfig {
                 max_batch_size: self.max_batch_size.unwrap_or(b.max_batch_size).max(1),
+                max_batch_tokens: self.max_batch_tokens.unwrap_or(b.max_batch_tokens).max(1),
                 max_batch_delay: self.max_batch_delay_ms.map_or(b.max_batch_delay, Duration::from_millis),
                 queue_capacity: self.queue_capacity.unwrap_or(b.queue_capacity).max(1),
                 request_timeout: self.request_timeout_ms.map_or(b.request_timeout, Duration::from_millis),
@@ -113,6 +122,7 @@ impl ServeSettings {
             request_timeout: self.request_timeout_ms.map_or(d.request_timeout, Duration::from_millis),
             concurrency_limit: self.concurrency_limit.unwrap_or(d.concurrency_limit),
             max_inputs: self.max_inputs.unwrap_or(d.max_inputs),
+            max_input_chars: self.max_input_chars.unwrap_or(d.max_input_chars),
             cors_origins: if self.cors_origins.is_empty() { d.cors_origins } else { self.cors_origins.clone() },
             api_key: self.api_key.clone().or(d.api_key),
             drain_timeout: self.drain_timeout_ms.map_or(d.drain_timeout, Duration::from_millis),

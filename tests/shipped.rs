@@ -71,8 +71,32 @@ fn shipped_bundles_are_the_presets_they_document() {
         ("fashion-student", "student"),
         ("fashion-teacher", "teacher-wide"),
     ] {
-        let layers = &manifest(std::path::Path::new(&shipped(bundle)))["architecture"]["layers"];
+        let layers = &manifest(std::path::Path::new(&shipped(bundle)))["family"]["architecture"]["layers"];
         let cfg = tandem_training::arch::preset(preset, 28, 10).expect("a known preset");
         assert_eq!(layers, &serde_json::to_value(&cfg.layers).unwrap(), "{bundle} is the {preset} preset");
+    }
+}
+
+/// The weights' sha256 as trained, before manifests moved to schema 2: the rewrite kept every byte.
+const WEIGHTS_SHA256: [(&str, &str); 6] = [
+    ("digits-teacher", "24467a4438b359548c5759c907d3bb284795b93629935b216acb55a07926477f"),
+    ("digits-student", "9fbef80299da5edf68b7ee73a38b203c40684c7542772ab46a0b7d7da180d7f5"),
+    ("mnist-teacher", "499b38e3802e90f1f4dfe00ef17965fc0fa3b17b9297b92dbf8d47e69f58ccb8"),
+    ("mnist-student", "5d7bf1070c6f847e863351149cfa6ba9fe2302828c1f5c5ab2a49163e13f3705"),
+    ("fashion-teacher", "ef7e65ee568fe8fe879c226eeae767e0030f677ec83668d420c4a5076d7260a9"),
+    ("fashion-student", "96bf4d1c0b3aca973849dd2a158f67ae404eef0bdc9a771bb93c73e775bb3d99"),
+];
+
+#[test]
+fn shipped_bundles_are_schema_2_with_their_trained_weights() {
+    for (bundle, expected) in WEIGHTS_SHA256 {
+        let dir = std::path::PathBuf::from(shipped(bundle));
+        let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+        assert_eq!(tandem_runtime::bundle::sha256_hex(&weights), expected, "{bundle}: weights changed");
+        let m = manifest(&dir);
+        assert_eq!(m["schema_version"], 2, "{bundle}");
+        assert_eq!(m["family"]["kind"], "classifier", "{bundle}");
+        assert_eq!(m["files"], json!([{"path": "model.safetensors", "sha256": expected}]), "{bundle}");
+        tandem_runtime::bundle::Bundle::load(&dir).unwrap();
     }
 }

@@ -1,8 +1,9 @@
 //! The dynamic batcher: one queue and one worker thread per model.
 //!
 //! Callers enqueue items with a deadline and await a oneshot reply. The worker owns the queue: it
-//! waits for a first item, then gathers more of the same group until the batch's cost reaches
-//! `max_batch_size` or `max_batch_delay` has passed since the first item arrived. Items whose caller
+//! waits for a first item, then gathers more of the same group until the batch holds
+//! `max_batch_size` items, its cost (see [`Family::batch_cost`]) reaches `max_batch_tokens`, or
+//! `max_batch_delay` has passed since the first item arrived. Items whose caller
 //! went away are skipped, and items past their deadline are answered with [`Error::Timeout`] without
 //! running. The model runs on the worker thread, never on the async executor.
 
@@ -22,8 +23,11 @@ use crate::{Error, Result};
 /// Batching knobs, per model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
-    /// Largest total cost of one batch.
+    /// Most items in one batch.
     pub max_batch_size: usize,
+    /// Largest cost of one batch as [`Family::batch_cost`] counts it: padded tokens for text. An
+    /// item that alone exceeds it still runs, alone.
+    pub max_batch_tokens: usize,
     /// Longest wait for more items after the first one arrives.
     pub max_batch_delay: Duration,
     /// Items that may wait in the queue; beyond this, submissions fail with `Overloaded`.
@@ -36,6 +40,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_batch_size: 64,
+            max_batch_tokens: 16_384,
             max_batch_delay: Duration::from_millis(2),
             queue_capacity: 1024,
             request_timeout: Duration::from_secs(30),
@@ -121,6 +126,20 @@ impl<F: Family> Drop for Batcher<F> {
     }
 }
 
+/// What a batch being formed holds so far, for [`Family::batch_cost`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Budget {
+    n: usize,
+    max_cost: usize,
+    sum_cost: usize,
+}
+
+impl Budget {
+    fn with(self, cost: usize) -> Budget {
+        Budget { n: self.n + 1, max_cost: self.max_cost.max(cost), sum_cost: self.sum_cost + cost }
+    }
+}
+
 struct Worker<F: Family> {
     family: Arc<F>,
     rx: Receiver<Job<F>>,
@@ -156,13 +175,13 @@ impl<F: Family> Worker<F> {
         let close_at = first.enqueued + self.config.max_batch_delay;
         loop {
             let group = self.pending.front().map(|j| self.family.group(&j.item));
-            let cost: usize = self
-                .pending
-                .iter()
-                .filter(|j| Some(self.family.group(&j.item)) == group)
-                .map(|j| self.family.cost(&j.item))
-                .sum();
-            if cost >= self.config.max_batch_size {
+            let mut budget = Budget::default();
+            for job in self.pending.iter().filter(|j| Some(self.family.group(&j.item)) == group) {
+                budget = budget.with(self.family.cost(&job.item));
+            }
+            if budget.n >= self.config.max_batch_size
+                || self.family.batch_cost(budget.n, budget.max_cost, budget.sum_cost) >= self.config.max_batch_tokens
+            {
                 return true;
             }
             let now = Instant::now();
@@ -183,7 +202,7 @@ impl<F: Family> Worker<F> {
         let mut batch = Vec::new();
         let mut kept = VecDeque::with_capacity(self.pending.len());
         let mut group = None;
-        let mut cost = 0;
+        let mut budget = Budget::default();
         for job in self.pending.drain(..) {
             if job.reply.is_closed() {
                 self.depth.fetch_sub(1, Ordering::SeqCst);
@@ -196,10 +215,14 @@ impl<F: Family> Worker<F> {
             }
             let g = self.family.group(&job.item);
             let c = self.family.cost(&job.item);
-            let fits = group.is_none() || (group == Some(g) && cost + c <= self.config.max_batch_size);
+            let grown = budget.with(c);
+            let fits = group.is_none()
+                || (group == Some(g)
+                    && grown.n <= self.config.max_batch_size
+                    && self.family.batch_cost(grown.n, grown.max_cost, grown.sum_cost) <= self.config.max_batch_tokens);
             if fits {
                 group = Some(g);
-                cost += c;
+                budget = grown;
                 self.depth.fetch_sub(1, Ordering::SeqCst);
                 batch.push(job);
             } else {
@@ -262,6 +285,7 @@ mod tests {
     }
 
     impl Family for Doubler {
+        const KIND: &'static str = "doubler";
         type Item = (u64, i64);
         type Output = i64;
         fn group(&self, item: &Self::Item) -> u64 {
@@ -291,6 +315,7 @@ mod tests {
     fn config(max_batch_size: usize, delay_ms: u64, queue: usize) -> BatchConfig {
         BatchConfig {
             max_batch_size,
+            max_batch_tokens: usize::MAX,
             max_batch_delay: Duration::from_millis(delay_ms),
             queue_capacity: queue,
             request_timeout: Duration::from_secs(5),

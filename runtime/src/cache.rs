@@ -2,7 +2,6 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// Hit and miss counts since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,9 +69,6 @@ impl<V: Clone + Send + Sync + 'static> ResultCache<V> {
         }
     }
 }
-
-/// Shared form of the cache used by the runtime.
-pub type SharedCache<V> = Arc<ResultCache<V>>;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,16 @@ pub enum Error {
     /// No model answers to this id.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The model exists but belongs to another family than the operation needs.
+    #[error("model {model} is a {kind} model; this operation needs a {expected} model")]
+    WrongKind {
+        /// `name@version` of the model.
+        model: String,
+        /// The model's kind, e.g. `embedder`.
+        kind: String,
+        /// The kind the operation serves, e.g. `classifier`.
+        expected: &'static str,
+    },
     /// The model's queue is full; retry later.
     #[error("overloaded: the request queue is full")]
     Overloaded,

@@ -4,17 +4,27 @@ use crate::Result;
 
 /// A model family: what one request item is, what it produces, and how a batch of items runs.
 pub trait Family: Send + Sync + 'static {
+    /// The manifest `kind` this family serves, e.g. `classifier`.
+    const KIND: &'static str;
     /// One unit of work: an image, a text, a generation request.
     type Item: Send + 'static;
     /// The result for one item.
     type Output: Send + Sync + Clone + 'static;
 
-    /// How much of a batch's budget this item uses (1 per image; padded tokens for text).
+    /// How much of a batch's budget this item uses (1 per image; tokens for text).
     fn cost(&self, _item: &Self::Item) -> usize {
         1
     }
 
-    /// Only items of one group share a batch (same size, same sampler settings).
+    /// The budget a batch of `n` items uses, given the largest item cost and the sum of costs.
+    ///
+    /// The default is the sum; families that pad every item to the longest one (text) charge
+    /// `n * max_cost`, which is what the model actually computes.
+    fn batch_cost(&self, _n: usize, _max_cost: usize, sum_cost: usize) -> usize {
+        sum_cost
+    }
+
+    /// Only items of one group share a batch (same size, same sampler settings, similar length).
     fn group(&self, _item: &Self::Item) -> u64 {
         0
     }

@@ -26,9 +26,11 @@ pub mod families;
 pub mod family;
 pub mod fs;
 pub mod image;
+mod infer;
 pub mod kernels;
 pub mod layers;
 pub mod models;
+pub mod registry;
 mod runtime;
 pub mod testing;
 

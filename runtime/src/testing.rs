@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::bundle::{
-    write_bundle, Architecture, InferenceSpec, InputSpec, Manifest, ModelKind, Provenance, SCHEMA_VERSION,
+    write_bundle, ClassifierSpec, FamilySpec, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
 };
 use crate::image::RESIZE_FILTER;
 use crate::models::cnn::{Cnn, CnnConfig, LayerSpec};
@@ -34,18 +34,20 @@ pub fn manifest_for(name: &str, version: &str, cfg: CnnConfig) -> Manifest {
         schema_version: SCHEMA_VERSION,
         name: name.to_owned(),
         version: version.to_owned(),
-        kind: ModelKind::Classifier,
-        input: InputSpec {
-            shape: [c, h, w],
-            dtype: "f32".into(),
-            pixel_range: [0.0, 255.0],
-            mean: 0.5,
-            std: 0.5,
-            resize_filter: RESIZE_FILTER.into(),
-        },
-        labels: (0..cfg.num_classes).map(|i| i.to_string()).collect(),
-        architecture: Architecture::Cnn(cfg),
-        inference: InferenceSpec::MainHead,
+        family: FamilySpec::Classifier(ClassifierSpec {
+            input: InputSpec {
+                shape: [c, h, w],
+                dtype: "f32".into(),
+                pixel_range: [0.0, 255.0],
+                mean: 0.5,
+                std: 0.5,
+                resize_filter: RESIZE_FILTER.into(),
+            },
+            labels: (0..cfg.num_classes).map(|i| i.to_string()).collect(),
+            architecture: cfg,
+            inference: InferenceSpec::MainHead,
+        }),
+        files: Vec::new(),
         provenance: Provenance {
             dataset: "none".into(),
             dataset_sha256: String::new(),

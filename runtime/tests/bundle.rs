@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tandem_runtime::bundle::{Bundle, MANIFEST_FILE, WEIGHTS_FILE};
+use tandem_runtime::bundle::{sha256_hex, Bundle, MANIFEST_FILE, SCHEMA_VERSION, WEIGHTS_FILE};
 use tandem_runtime::testing::write_tiny_classifier_bundle;
 
 /// Writes a fresh bundle, applies `damage` to it, and checks that loading fails mentioning `expect`.
@@ -41,7 +41,10 @@ fn rewrite_tensor(dir: &Path, name: &str, shape: Option<Vec<usize>>) {
             (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
         })
         .collect();
-    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    std::fs::write(path, &bytes).unwrap();
+    // Re-list the digest, so that the shape checks behind the digest check are what is tested.
+    edit_manifest(dir, |v| v["files"][0]["sha256"] = sha256_hex(&bytes).into());
 }
 
 #[test]
@@ -87,7 +90,7 @@ fn missing_manifest_field() {
     check(
         |d| {
             edit_manifest(d, |v| {
-                v.as_object_mut().unwrap().remove("labels");
+                v["family"].as_object_mut().unwrap().remove("labels");
             })
         },
         "labels",
@@ -101,12 +104,12 @@ fn unknown_schema_version() {
 
 #[test]
 fn label_count_differs_from_classes() {
-    check(|d| edit_manifest(d, |v| v["labels"] = serde_json::json!(["a", "b"])), "labels");
+    check(|d| edit_manifest(d, |v| v["family"]["labels"] = serde_json::json!(["a", "b"])), "labels");
 }
 
 #[test]
 fn input_shape_differs_from_architecture() {
-    check(|d| edit_manifest(d, |v| v["input"]["shape"] = serde_json::json!([1, 28, 28])), "input.shape");
+    check(|d| edit_manifest(d, |v| v["family"]["input"]["shape"] = serde_json::json!([1, 28, 28])), "input.shape");
 }
 
 #[test]
@@ -120,4 +123,88 @@ fn tensor_with_the_wrong_shape() {
 #[test]
 fn missing_tensor() {
     check(|d| rewrite_tensor(d, "head.bias", None), "missing tensor `head.bias`");
+}
+
+#[test]
+fn weights_that_differ_from_their_listed_digest() {
+    check(
+        |d| {
+            let p = d.join(WEIGHTS_FILE);
+            let mut bytes = std::fs::read(&p).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::write(&p, bytes).unwrap();
+        },
+        "model.safetensors: sha256 mismatch",
+    );
+}
+
+#[test]
+fn listed_files_stay_inside_the_bundle() {
+    check(|d| edit_manifest(d, |v| v["files"][0]["path"] = "../model.safetensors".into()), "relative path inside");
+    check(|d| edit_manifest(d, |v| v["files"] = serde_json::json!([])), "model.safetensors must be listed");
+}
+
+#[test]
+fn an_unknown_kind_is_refused() {
+    check(|d| edit_manifest(d, |v| v["family"]["kind"] = "sampler".into()), "unknown variant `sampler`");
+}
+
+#[test]
+fn a_schema_1_bundle_loads_migrated_with_its_old_id() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema1-digits-student");
+    let bundle = Bundle::load(&dir).unwrap();
+    assert_eq!(bundle.manifest.schema_version, SCHEMA_VERSION);
+    assert_eq!(bundle.manifest.kind(), "classifier");
+    let spec = bundle.manifest.classifier().unwrap();
+    assert_eq!(spec.labels.len(), 10);
+    assert_eq!(spec.architecture.input_shape, [1, 8, 8]);
+    assert_eq!(bundle.manifest.files.len(), 1);
+    assert_eq!(bundle.manifest.files[0].sha256, sha256_hex(&std::fs::read(dir.join(WEIGHTS_FILE)).unwrap()));
+    // The id of a schema-1 bundle is what it was before the schema changed, so teachers named in
+    // older students' provenance still match.
+    assert_eq!(bundle.id, "sha256:70eee401cea243e65cd1c82be11ca03b76e8cb8eda1083437ae5931e0e9a7d89");
+}
+
+#[test]
+fn f16_and_bf16_weights_load_widened_to_f32() {
+    for dtype in [safetensors::Dtype::F16, safetensors::Dtype::BF16] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = write_tiny_classifier_bundle(tmp.path(), "digits", "1").unwrap();
+        let f32_bundle = Bundle::load(&dir).unwrap();
+        let path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let narrowed: Vec<(String, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                let data = v
+                    .data()
+                    .chunks_exact(4)
+                    .flat_map(|b| {
+                        let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        match dtype {
+                            safetensors::Dtype::F16 => half::f16::from_f32(x).to_le_bytes(),
+                            _ => half::bf16::from_f32(x).to_le_bytes(),
+                        }
+                    })
+                    .collect();
+                (n, v.shape().to_vec(), data)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = narrowed
+            .iter()
+            .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), d).unwrap()))
+            .collect();
+        let out = safetensors::serialize(views, None).unwrap();
+        std::fs::write(&path, &out).unwrap();
+        edit_manifest(&dir, |v| v["files"][0]["sha256"] = sha256_hex(&out).into());
+        let narrow = Bundle::load(&dir).unwrap();
+        let device = candle_core::Device::Cpu;
+        let a = f32_bundle.var_builder(&device).get((4, 1, 3, 3), "layers.0.conv.weight").unwrap();
+        let b = narrow.var_builder(&device).get((4, 1, 3, 3), "layers.0.conv.weight").unwrap();
+        let diff: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(diff < 0.01, "{dtype:?}: max diff {diff}");
+    }
 }

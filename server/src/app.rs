@@ -10,7 +10,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::{self, ApiError};
+use crate::error::{self, ApiError, ErrorType};
 use crate::middleware::{enforce_error_shape, request_span, require_api_key, REQUEST_ID_HEADER};
 use crate::routes;
 use crate::state::AppState;
@@ -26,7 +26,7 @@ pub fn app(state: AppState) -> Router {
 
     let api = Router::new()
         .merge(routes::models::router())
-        .merge(routes::classify::router())
+        .merge(routes::classifier::router())
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(
             ServiceBuilder::new()
@@ -95,15 +95,15 @@ fn cors_layer(origins: &[String], request_id: &HeaderName) -> Option<CorsLayer> 
 /// Maps the load-shedding layer's error: a full concurrency limit is 429.
 async fn shed_error(err: BoxError) -> ApiError {
     if err.is::<tower::load_shed::error::Overloaded>() {
-        return ApiError::Overloaded;
+        return ApiError::of(ErrorType::Overloaded);
     }
-    ApiError::Internal(format!("unhandled middleware error: {err}"))
+    ApiError::new(ErrorType::Internal, format!("unhandled middleware error: {err}"))
 }
 
 /// Maps the timeout layer's error: a request past its deadline is 503 `timeout`.
 async fn timeout_error(err: BoxError) -> ApiError {
     if err.is::<tower::timeout::error::Elapsed>() {
-        return ApiError::Timeout;
+        return ApiError::of(ErrorType::Timeout);
     }
-    ApiError::Internal(format!("unhandled middleware error: {err}"))
+    ApiError::new(ErrorType::Internal, format!("unhandled middleware error: {err}"))
 }

@@ -16,8 +16,10 @@ pub struct ServerConfig {
     /// API requests handled at once; the next one is shed with 429 rather than queued, so that
     /// overload shows up at the client instead of as growing latency.
     pub concurrency_limit: usize,
-    /// Most inputs in one classify request; more get 413 with type `too_many_inputs`.
+    /// Most inputs (images or texts) in one request; more get 413 with type `too_many_inputs`.
     pub max_inputs: usize,
+    /// Most characters in one text input; longer ones get 422 before any tokenizing.
+    pub max_input_chars: usize,
     /// Origins allowed by CORS; empty sends no CORS headers at all, `*` allows any origin.
     pub cors_origins: Vec<String>,
     /// When set, `/v1` routes need `Authorization: Bearer <key>`; health, metrics and docs stay
@@ -36,6 +38,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             concurrency_limit: 256,
             max_inputs: 256,
+            max_input_chars: 32_768,
             cors_origins: Vec::new(),
             api_key: None,
             drain_timeout: Duration::from_secs(10),
@@ -51,6 +54,9 @@ impl ServerConfig {
         }
         if self.max_inputs == 0 {
             return Err("max_inputs must be at least 1".to_owned());
+        }
+        if self.max_input_chars == 0 {
+            return Err("max_input_chars must be at least 1".to_owned());
         }
         if self.body_limit_bytes == 0 {
             return Err("body_limit_bytes must be at least 1".to_owned());

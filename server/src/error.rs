@@ -135,72 +135,42 @@ impl ErrorType {
     }
 }
 
-/// Every way a request can fail, as seen by an HTTP client.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// See [`ErrorType::BadRequest`].
-    #[error("{0}")]
-    BadRequest(String),
-    /// See [`ErrorType::InvalidJson`].
-    #[error("{0}")]
-    InvalidJson(String),
-    /// See [`ErrorType::InvalidImage`].
-    #[error("{0}")]
-    InvalidImage(String),
-    /// See [`ErrorType::Unauthorized`].
-    #[error("a valid bearer token is required")]
-    Unauthorized,
-    /// See [`ErrorType::NotFound`].
-    #[error("{0}")]
-    NotFound(String),
-    /// See [`ErrorType::MethodNotAllowed`].
-    #[error("{0}")]
-    MethodNotAllowed(String),
-    /// See [`ErrorType::PayloadTooLarge`].
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    /// See [`ErrorType::TooManyInputs`].
-    #[error("{0}")]
-    TooManyInputs(String),
-    /// See [`ErrorType::UnsupportedMediaType`].
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// See [`ErrorType::InvalidInput`].
-    #[error("{0}")]
-    InvalidInput(String),
-    /// See [`ErrorType::Overloaded`].
-    #[error("too many requests in flight, retry later")]
-    Overloaded,
-    /// See [`ErrorType::Timeout`].
-    #[error("the request timed out")]
-    Timeout,
-    /// See [`ErrorType::Unavailable`]; the detail goes to the log only.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// See [`ErrorType::Internal`]; the detail goes to the log only.
-    #[error("internal error: {0}")]
-    Internal(String),
+/// Every way a request can fail, as seen by an HTTP client: a type from the table above and a message.
+///
+/// One struct rather than a second enum mirroring [`ErrorType`]: the type alone decides the status,
+/// the headers and whether the message may be shown, so nothing else needs a variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    kind: ErrorType,
+    message: String,
 }
 
 impl ApiError {
+    /// An error of `kind` with a message for the client (or, for 5xx types, for the log only).
+    pub fn new(kind: ErrorType, message: impl Into<String>) -> ApiError {
+        ApiError { kind, message: message.into() }
+    }
+
+    /// An error of `kind` with the type's standard message, for types whose message adds nothing.
+    pub fn of(kind: ErrorType) -> ApiError {
+        let message = match kind {
+            ErrorType::Unauthorized => "a valid bearer token is required",
+            ErrorType::Overloaded => "too many requests in flight, retry later",
+            ErrorType::Timeout => "the request timed out",
+            other => other.description(),
+        };
+        ApiError::new(kind, message)
+    }
+
     /// The wire type, which decides the status.
     pub fn error_type(&self) -> ErrorType {
-        match self {
-            ApiError::BadRequest(_) => ErrorType::BadRequest,
-            ApiError::InvalidJson(_) => ErrorType::InvalidJson,
-            ApiError::InvalidImage(_) => ErrorType::InvalidImage,
-            ApiError::Unauthorized => ErrorType::Unauthorized,
-            ApiError::NotFound(_) => ErrorType::NotFound,
-            ApiError::MethodNotAllowed(_) => ErrorType::MethodNotAllowed,
-            ApiError::PayloadTooLarge(_) => ErrorType::PayloadTooLarge,
-            ApiError::TooManyInputs(_) => ErrorType::TooManyInputs,
-            ApiError::UnsupportedMediaType(_) => ErrorType::UnsupportedMediaType,
-            ApiError::InvalidInput(_) => ErrorType::InvalidInput,
-            ApiError::Overloaded => ErrorType::Overloaded,
-            ApiError::Timeout => ErrorType::Timeout,
-            ApiError::Unavailable(_) => ErrorType::Unavailable,
-            ApiError::Internal(_) => ErrorType::Internal,
-        }
+        self.kind
+    }
+
+    /// The message as written, before 5xx messages are replaced for the client.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// The HTTP status, from [`ErrorType::status`].
@@ -210,26 +180,26 @@ impl ApiError {
 
     /// Maps a bare status (from a rejection or a layer we do not control) onto the error table.
     pub fn from_status(status: StatusCode, message: impl Into<String>) -> ApiError {
-        let message = message.into();
-        match status {
-            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
-            StatusCode::NOT_FOUND => ApiError::NotFound(message),
-            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(message),
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(message),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(message),
-            StatusCode::UNPROCESSABLE_ENTITY => ApiError::InvalidInput(message),
-            StatusCode::TOO_MANY_REQUESTS => ApiError::Overloaded,
-            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ApiError::Timeout,
-            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
-            s if s.is_server_error() => ApiError::Internal(message),
-            _ => ApiError::BadRequest(message),
-        }
+        let kind = match status {
+            StatusCode::UNAUTHORIZED => return ApiError::of(ErrorType::Unauthorized),
+            StatusCode::TOO_MANY_REQUESTS => return ApiError::of(ErrorType::Overloaded),
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => return ApiError::of(ErrorType::Timeout),
+            StatusCode::NOT_FOUND => ErrorType::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorType::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorType::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorType::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => ErrorType::InvalidInput,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorType::Unavailable,
+            s if s.is_server_error() => ErrorType::Internal,
+            _ => ErrorType::BadRequest,
+        };
+        ApiError::new(kind, message)
     }
 
     /// The JSON body a client sees; 5xx details are replaced by a generic message.
     pub fn body(&self) -> ErrorBody {
         let kind = self.error_type();
-        let message = kind.public_message().map_or_else(|| client_message(&self.to_string()), str::to_owned);
+        let message = kind.public_message().map_or_else(|| client_message(&self.message), str::to_owned);
         ErrorBody { error: ErrorDetail { kind, message } }
     }
 }
@@ -246,6 +216,7 @@ impl IntoResponse for ApiError {
         let kind = self.error_type();
         match kind {
             ErrorType::Internal => tracing::error!(error = %self, "request failed"),
+            ErrorType::Unavailable => tracing::warn!(error = %self, "request failed"),
             ErrorType::Timeout | ErrorType::Overloaded => {
                 tracing::warn!(error = %self, "request rejected")
             }
@@ -270,15 +241,22 @@ impl From<tandem_runtime::Error> for ApiError {
     fn from(err: tandem_runtime::Error) -> Self {
         use tandem_runtime::Error as E;
         match err {
-            E::InvalidInput(m) => ApiError::InvalidInput(m),
-            E::InvalidImage(m) => ApiError::InvalidImage(m),
-            E::NotFound(m) => ApiError::NotFound(m),
-            E::Overloaded => ApiError::Overloaded,
-            E::Timeout => ApiError::Timeout,
-            E::Unavailable(m) => ApiError::Unavailable(m),
-            E::Bundle(m) => ApiError::Internal(format!("bundle error: {m}")),
-            E::Internal(m) => ApiError::Internal(m),
-            other => ApiError::Internal(other.to_string()),
+            E::InvalidInput(m) => ApiError::new(ErrorType::InvalidInput, m),
+            E::InvalidImage(m) => ApiError::new(ErrorType::InvalidImage, m),
+            E::NotFound(m) => ApiError::new(ErrorType::NotFound, m),
+            E::WrongKind { model, kind, expected } => ApiError::new(
+                ErrorType::InvalidInput,
+                format!(
+                    "model {model} is a {kind} model, and this route serves {expected} models; \
+                     {model} serves {}",
+                    crate::routes::routes_for_kind(&kind).join(", ")
+                ),
+            ),
+            E::Overloaded => ApiError::of(ErrorType::Overloaded),
+            E::Timeout => ApiError::of(ErrorType::Timeout),
+            E::Unavailable(m) => ApiError::new(ErrorType::Unavailable, m),
+            E::Bundle(m) => ApiError::new(ErrorType::Internal, format!("bundle error: {m}")),
+            other => ApiError::new(ErrorType::Internal, other.to_string()),
         }
     }
 }
@@ -291,10 +269,14 @@ fn detail(err: &dyn std::error::Error) -> String {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::JsonDataError(e) => ApiError::InvalidInput(format!("invalid request body: {}", detail(&e))),
-            JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(format!("malformed json: {}", detail(&e))),
+            JsonRejection::JsonDataError(e) => {
+                ApiError::new(ErrorType::InvalidInput, format!("invalid request body: {}", detail(&e)))
+            }
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::new(ErrorType::InvalidJson, format!("malformed json: {}", detail(&e)))
+            }
             JsonRejection::MissingJsonContentType(_) => {
-                ApiError::UnsupportedMediaType("expected a request with content type application/json".to_owned())
+                ApiError::new(ErrorType::UnsupportedMediaType, "expected a request with content type application/json")
             }
             JsonRejection::BytesRejection(e) => e.into(),
             other => ApiError::from_status(other.status(), detail(&other)),
@@ -305,7 +287,7 @@ impl From<JsonRejection> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::PayloadTooLarge("the request body exceeds the server's size limit".to_owned());
+            return ApiError::new(ErrorType::PayloadTooLarge, "the request body exceeds the server's size limit");
         }
         ApiError::from_status(rejection.status(), format!("could not read the request body: {}", detail(&rejection)))
     }
@@ -319,18 +301,18 @@ impl From<PathRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::InvalidInput(format!("invalid query string: {}", detail(&rejection)))
+        ApiError::new(ErrorType::InvalidInput, format!("invalid query string: {}", detail(&rejection)))
     }
 }
 
 /// Router fallback: unknown routes get the error shape rather than an empty 404.
 pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {}", uri.path()))
+    ApiError::new(ErrorType::NotFound, format!("no route for {}", uri.path()))
 }
 
 /// Method fallback: known path, wrong method, still the error shape (axum keeps the `Allow` header).
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed(format!("method {method} is not allowed on {}", uri.path()))
+    ApiError::new(ErrorType::MethodNotAllowed, format!("method {method} is not allowed on {}", uri.path()))
 }
 
 #[cfg(test)]
@@ -365,6 +347,7 @@ mod tests {
             (E::Unavailable("x".into()), 503),
             (E::Bundle("x".into()), 500),
             (E::Internal("x".into()), 500),
+            (E::WrongKind { model: "m@1".into(), kind: "classifier".into(), expected: "embedder" }, 422),
         ];
         for (err, status) in cases {
             let api = ApiError::from(err);
@@ -374,31 +357,31 @@ mod tests {
 
     #[test]
     fn server_errors_hide_their_details() {
-        let body = ApiError::Internal("secret path /x/y".into()).body();
+        let body = ApiError::new(ErrorType::Internal, "secret path /x/y").body();
         assert_eq!(body.error.kind, ErrorType::Internal);
         assert!(!body.error.message.contains("secret"));
-        let body = ApiError::Unavailable("worker gone".into()).body();
+        let body = ApiError::new(ErrorType::Unavailable, "worker gone").body();
         assert!(!body.error.message.contains("worker"));
-        let body = ApiError::InvalidInput("top_k must be at least 1".into()).body();
+        let body = ApiError::new(ErrorType::InvalidInput, "top_k must be at least 1").body();
         assert_eq!(body.error.message, "top_k must be at least 1");
     }
 
     #[test]
     fn library_periods_are_stripped_from_client_messages() {
-        let body = ApiError::InvalidImage("image is not valid base64: Invalid input length.".into()).body();
+        let body = ApiError::new(ErrorType::InvalidImage, "image is not valid base64: Invalid input length.").body();
         assert_eq!(body.error.message, "image is not valid base64: Invalid input length");
         assert_eq!(client_message("ends with dots... "), "ends with dots");
     }
 
     #[test]
     fn overload_and_auth_carry_their_headers() {
-        let res = ApiError::Overloaded.into_response();
+        let res = ApiError::of(ErrorType::Overloaded).into_response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(res.headers()[header::RETRY_AFTER], "1");
-        let res = ApiError::Unauthorized.into_response();
+        let res = ApiError::of(ErrorType::Unauthorized).into_response();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
-        let res = ApiError::Internal("boom".into()).into_response();
+        let res = ApiError::new(ErrorType::Internal, "boom").into_response();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -57,7 +57,7 @@ fn describe() {
         metrics::Unit::Seconds,
         "HTTP request latency by matched route and method"
     );
-    metrics::describe_counter!("tandem_model_requests_total", "classify requests by resolved model and status");
+    metrics::describe_counter!("tandem_model_requests_total", "inference requests by resolved model and status");
 }
 
 /// Renders the text exposition; runs upkeep first because no background task does it for us.
@@ -102,7 +102,7 @@ fn method_label(method: &axum::http::Method) -> &str {
     }
 }
 
-/// Counts one classify request against the model that answered it (or `unknown`).
+/// Counts one inference request against the model that answered it (or `unknown`).
 pub(crate) fn record_model_request(model: &str, status: u16) {
     metrics::counter!(
         "tandem_model_requests_total",

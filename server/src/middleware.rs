@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Span;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorType};
 use crate::state::AppState;
 
 /// Name of the request-id header, set when absent and echoed on the response.
@@ -24,10 +24,10 @@ pub(crate) async fn require_api_key(
         return Ok(next.run(req).await);
     };
     let Some(token) = bearer_token(req.headers()) else {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::of(ErrorType::Unauthorized));
     };
     if !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::of(ErrorType::Unauthorized));
     }
     Ok(next.run(req).await)
 }

@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorType;
-use crate::routes::{classify, docs, health, metrics, models};
+use crate::routes::{classifier, docs, health, metrics, models};
 use crate::wire::{ErrorBody, ErrorDetail};
 
 /// Name of the bearer-token security scheme in the document.
@@ -43,7 +43,7 @@ pub(crate) const API_ERRORS: &[ErrorType] = &[ErrorType::Unauthorized, ErrorType
         health::ready,
         models::list_models,
         models::get_model,
-        classify::classify,
+        classifier::classify,
         metrics::metrics,
         docs::openapi_spec,
         docs::swagger_ui,
@@ -64,7 +64,7 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
     let specific: &[ErrorType] = match operation_id {
         "ready" => health::READY_ERRORS,
         "get_model" => models::GET_MODEL_ERRORS,
-        "classify" => classify::CLASSIFY_ERRORS,
+        "classify" => classifier::CLASSIFY_ERRORS,
         _ => &[],
     };
     let api: &[ErrorType] = if path.starts_with("/v1/") { API_ERRORS } else { &[] };

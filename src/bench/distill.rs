@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use tandem_runtime::bundle::{Architecture, Bundle};
+use tandem_runtime::bundle::Bundle;
 use tandem_training::data::DatasetName;
 use tandem_training::report::TrainSummary;
 use tandem_training::{train, Method, TrainConfig};
@@ -239,7 +239,7 @@ fn run_or_reuse(cfg: &TrainConfig) -> anyhow::Result<TrainSummary> {
         let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
         let summary: TrainSummary = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
         let bundle = Bundle::load(&cfg.out).with_context(|| cfg.out.display().to_string())?;
-        let same_arch = bundle.manifest.architecture == Architecture::Cnn(cfg.student_arch());
+        let same_arch = bundle.manifest.classifier().is_some_and(|spec| spec.architecture == cfg.student_arch());
         if same_arch && summary.hyperparameters == cfg.hyperparameters() {
             return Ok(summary);
         }

@@ -58,7 +58,8 @@ pub fn evaluate_bundle(dir: &Path, ds: &Dataset) -> Result<EvalReport> {
             correct += usize::from(pred == usize::from(ds.labels[i]));
         }
     }
-    let tandem_runtime::bundle::Architecture::Cnn(cfg) = &bundle.manifest.architecture;
+    let cfg =
+        &bundle.manifest.classifier().expect("the classifier loaded from this bundle. This is a bug.").architecture;
     Ok(EvalReport {
         model: bundle.model_id(),
         accuracy: if ds.is_empty() { 0.0 } else { correct as f64 / ds.len() as f64 },

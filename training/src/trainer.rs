@@ -20,7 +20,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 use tandem_runtime::bundle::{
-    now_rfc3339, write_bundle, Architecture, InferenceSpec, InputSpec, Manifest, ModelKind, Provenance, SCHEMA_VERSION,
+    now_rfc3339, write_bundle, ClassifierSpec, FamilySpec, InferenceSpec, InputSpec, Manifest, Provenance,
+    SCHEMA_VERSION,
 };
 use tandem_runtime::image::RESIZE_FILTER;
 use tandem_runtime::models::cnn::{Cnn, CnnConfig, CnnOutput};
@@ -754,18 +755,20 @@ impl<'a> Run<'a> {
             schema_version: SCHEMA_VERSION,
             name: cfg.name.clone(),
             version: cfg.version.clone(),
-            kind: ModelKind::Classifier,
-            architecture: Architecture::Cnn(self.arch.clone()),
-            input: InputSpec {
-                shape: self.arch.input_shape,
-                dtype: "f32".into(),
-                pixel_range: [0.0, 255.0],
-                mean: self.norm.mean,
-                std: self.norm.std,
-                resize_filter: RESIZE_FILTER.into(),
-            },
-            labels: self.train_set.classes.clone(),
-            inference,
+            family: FamilySpec::Classifier(ClassifierSpec {
+                architecture: self.arch.clone(),
+                input: InputSpec {
+                    shape: self.arch.input_shape,
+                    dtype: "f32".into(),
+                    pixel_range: [0.0, 255.0],
+                    mean: self.norm.mean,
+                    std: self.norm.std,
+                    resize_filter: RESIZE_FILTER.into(),
+                },
+                labels: self.train_set.classes.clone(),
+                inference,
+            }),
+            files: Vec::new(),
             provenance: Provenance {
                 dataset: cfg.dataset.to_string(),
                 dataset_sha256: self.train_set.source_sha256.clone(),

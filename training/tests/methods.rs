@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tandem_runtime::bundle::{Architecture, Bundle, InferenceSpec};
+use tandem_runtime::bundle::{Bundle, InferenceSpec};
 use tandem_runtime::image::GrayImage;
 use tandem_runtime::{ClassifyRequest, Runtime, RuntimeConfig};
 use tandem_training::data::{self, Augment, DatasetName, Split};
@@ -66,7 +66,7 @@ fn check_run(cfg: &TrainConfig, summary: &TrainSummary) -> Bundle {
     let bundle = Bundle::load(&cfg.out).unwrap();
     assert_eq!(bundle.manifest.provenance.recipe, cfg.method.name());
     assert_eq!(bundle.id, summary.bundle_id);
-    let Architecture::Cnn(arch) = &bundle.manifest.architecture;
+    let arch = &bundle.manifest.classifier().unwrap().architecture;
     assert_eq!(summary.params, arch.num_params().unwrap());
     assert!(summary.test_n > 0 && (0.0..=1.0).contains(&summary.test_accuracy));
     assert!(summary.history.iter().all(|r| r.train_loss.is_finite() && r.val_loss.is_finite()));
@@ -116,9 +116,9 @@ fn dhkd_trains_two_heads_and_serves_the_main_one() {
     let cfg = config(dir.path(), "dhkd", "tiny", method, Some(teacher));
     let summary = train(&cfg).unwrap();
     let bundle = check_run(&cfg, &summary);
-    let Architecture::Cnn(arch) = &bundle.manifest.architecture;
+    let arch = &bundle.manifest.classifier().unwrap().architecture;
     assert!(arch.aux_head);
-    assert_eq!(bundle.manifest.inference, InferenceSpec::MainHead);
+    assert_eq!(bundle.manifest.classifier().unwrap().inference, InferenceSpec::MainHead);
     assert_eq!(bundle.manifest.provenance.hyperparameters["gamma"], 1.0);
     assert!(summary.history.iter().all(|r| r.extra.contains_key("val_aux_accuracy")));
 }
@@ -136,7 +136,7 @@ fn dho_uses_a_fraction_of_the_labels_and_serves_the_chosen_mixture() {
     assert!(mixture.val_accuracy >= mixture.main_head_val_accuracy.max(mixture.aux_head_val_accuracy));
     assert_eq!(summary.val_accuracy, mixture.val_accuracy);
     assert_eq!(
-        bundle.manifest.inference,
+        bundle.manifest.classifier().unwrap().inference,
         InferenceSpec::HeadMixture { alpha: mixture.alpha as f32, beta: mixture.beta as f32 }
     );
     let h = &bundle.manifest.provenance.hyperparameters;
@@ -201,7 +201,7 @@ fn dual_io_merges_branches_and_unfreezes_progressively() {
             // Keeping branch A unchanged reproduces its validation accuracy exactly.
             assert_eq!(report.merged_val_accuracy, report.branch_a_val_accuracy);
         }
-        let Architecture::Cnn(arch) = &bundle.manifest.architecture;
+        let arch = &bundle.manifest.classifier().unwrap().architecture;
         assert!(!arch.aux_head);
         assert_eq!(bundle.manifest.provenance.hyperparameters["merge"], merge.name());
         let resumed = train(&TrainConfig { resume: true, ..cfg }).unwrap();

@@ -1,4 +1,8 @@
 //! The bundle manifest: a versioned, typed description of what a bundle holds and where it came from.
+//!
+//! Schema 2 keeps what every bundle has at the top (identity, files, provenance, metrics) and puts
+//! what only one family has into one section tagged by `kind`, so a kind and its architecture can
+//! never disagree. Schema-1 manifests (classifiers only) are migrated in memory by [`super::migrate`].
 
 use std::collections::BTreeMap;
 
@@ -6,30 +10,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::cnn::CnnConfig;
 
-/// The manifest schema this runtime reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The manifest schema this runtime writes; older ones are migrated on load.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The contents of `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Schema of this file; loading refuses any other value.
+    /// Schema of this file; loading refuses versions it does not know.
     pub schema_version: u32,
     /// Model name, the first half of the `name@version` id.
     pub name: String,
     /// Model version, the second half of the `name@version` id.
     pub version: String,
-    /// Which model family serves this bundle.
-    pub kind: ModelKind,
-    /// The architecture and its full config; weights must match it exactly.
-    pub architecture: Architecture,
-    /// What the model expects as input.
-    pub input: InputSpec,
-    /// Class labels, in logit order.
-    pub labels: Vec<String>,
-    /// How the head outputs become probabilities at inference.
-    #[serde(default)]
-    pub inference: InferenceSpec,
+    /// The family section: which family serves this bundle, with its architecture and settings.
+    pub family: FamilySpec,
+    /// Every file of the bundle besides the manifest, with its digest; the bundle id hashes them all.
+    pub files: Vec<FileEntry>,
     /// Where the weights came from.
     pub provenance: Provenance,
     /// Metrics measured at export, e.g. `val_accuracy`, `test_accuracy`, `params`.
@@ -39,29 +36,63 @@ pub struct Manifest {
     pub created_at: String,
 }
 
-/// The model families a bundle can hold.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// Image classifier.
-    Classifier,
-}
+impl Manifest {
+    /// The family's wire name, e.g. `classifier`.
+    pub fn kind(&self) -> &'static str {
+        self.family.kind()
+    }
 
-impl ModelKind {
-    /// The wire name of the kind.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ModelKind::Classifier => "classifier",
+    /// The classifier section, if this bundle is a classifier.
+    pub fn classifier(&self) -> Option<&ClassifierSpec> {
+        match &self.family {
+            FamilySpec::Classifier(spec) => Some(spec),
         }
     }
 }
 
-/// An architecture with its config, tagged by `type`.
+/// One family section, tagged by `kind`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Architecture {
-    /// A config-driven convolutional classifier.
-    Cnn(CnnConfig),
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FamilySpec {
+    /// An image classifier.
+    Classifier(ClassifierSpec),
+}
+
+impl FamilySpec {
+    /// Every kind this runtime serves, in a fixed order; docs and tidy tests walk it.
+    pub const KINDS: [&'static str; 1] = ["classifier"];
+
+    /// The wire name of the kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FamilySpec::Classifier(_) => "classifier",
+        }
+    }
+}
+
+/// A file of the bundle and its digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path relative to the bundle directory, `/`-separated, never leaving it.
+    pub path: String,
+    /// Lowercase hex sha256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// An image classifier: a CNN, its input contract, its labels and how probabilities are formed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSpec {
+    /// The network and its full config; weights must match it exactly.
+    pub architecture: CnnConfig,
+    /// What the model expects as input.
+    pub input: InputSpec,
+    /// Class labels, in logit order.
+    pub labels: Vec<String>,
+    /// How the head outputs become probabilities at inference.
+    #[serde(default)]
+    pub inference: InferenceSpec,
 }
 
 /// What the model expects: an image of `channels × height × width` on the 8-bit scale, normalised as

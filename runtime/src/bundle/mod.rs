@@ -1,10 +1,11 @@
-//! Model bundles: a directory with `manifest.json` and `model.safetensors`, identified by a sha256.
+//! Model bundles: a directory with `manifest.json` and the files it lists, identified by a sha256.
 //!
-//! Loading validates everything before a model is built: the manifest's schema and fields, the
-//! safetensors container, and each tensor's name, dtype and shape against the architecture. Errors
-//! name the file and the field or tensor.
+//! Loading validates everything before a model is built: the manifest's schema and fields, each
+//! listed file's digest, the safetensors container, and each tensor's name, dtype and shape against
+//! the family's architecture. Errors name the file and the field or tensor.
 
 mod manifest;
+mod migrate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use sha2::{Digest, Sha256};
 
-pub use manifest::{Architecture, InferenceSpec, InputSpec, Manifest, ModelKind, Provenance, SCHEMA_VERSION};
+pub use manifest::{
+    ClassifierSpec, FamilySpec, FileEntry, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
+};
 
 use crate::fs::atomic_write;
-use crate::models::cnn::Cnn;
 use crate::{Error, Result};
 
 /// File name of the manifest inside a bundle.
@@ -29,28 +31,53 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub struct Bundle {
     /// Where it was loaded from.
     pub dir: PathBuf,
-    /// `sha256:<hex>` over the bundle's files; changes whenever any byte does.
+    /// `sha256:<hex>` over the manifest and every listed file; changes whenever any byte does.
     pub id: String,
-    /// The parsed manifest.
+    /// The parsed manifest (schema-1 manifests are migrated to the current schema in memory).
     pub manifest: Manifest,
     tensors: HashMap<String, Tensor>,
+    /// Listed files other than the weights, e.g. `tokenizer.json`, by their listed path.
+    extra_files: BTreeMap<String, Vec<u8>>,
 }
 
 impl Bundle {
     /// Reads and validates the bundle in `dir`.
     pub fn load(dir: &Path) -> Result<Bundle> {
         let manifest_bytes = read_file(dir, MANIFEST_FILE)?;
-        let weights_bytes = read_file(dir, WEIGHTS_FILE)?;
-        let manifest = parse_manifest(&manifest_bytes)?;
-        let tensors = parse_weights(&weights_bytes)?;
+        let manifest = parse_manifest_in(&manifest_bytes, dir)?;
+        let mut files = BTreeMap::new();
+        for entry in &manifest.files {
+            let bytes = read_file(dir, &entry.path)?;
+            let found = sha256_hex(&bytes);
+            if found != entry.sha256 {
+                return Err(Error::Bundle(format!(
+                    "{}: sha256 mismatch: the manifest lists {}, the file has {found}",
+                    entry.path, entry.sha256
+                )));
+            }
+            files.insert(entry.path.clone(), bytes);
+        }
+        let weights = files.remove(WEIGHTS_FILE).expect("validation requires the weights file. This is a bug.");
+        let tensors = parse_weights(&weights)?;
         check_tensors(&manifest, &tensors)?;
-        let id = bundle_id(&manifest_bytes, &weights_bytes);
-        Ok(Bundle { dir: dir.to_path_buf(), id, manifest, tensors })
+        files.insert(WEIGHTS_FILE.to_owned(), weights);
+        let id =
+            bundle_id(&manifest_bytes, manifest.files.iter().map(|f| (f.path.as_str(), files[&f.path].as_slice())));
+        files.remove(WEIGHTS_FILE);
+        Ok(Bundle { dir: dir.to_path_buf(), id, manifest, tensors, extra_files: files })
     }
 
-    /// A `VarBuilder` over the bundle's tensors on `device`.
+    /// A `VarBuilder` over the bundle's tensors (F32) on `device`.
     pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_tensors(self.tensors.clone(), DType::F32, device)
+    }
+
+    /// The bytes of a listed file other than the weights, e.g. the tokenizer.
+    pub fn file(&self, path: &str) -> Result<&[u8]> {
+        self.extra_files
+            .get(path)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::Bundle(format!("{MANIFEST_FILE}: field `files`: {path} is not listed")))
     }
 
     /// `name@version`.
@@ -63,7 +90,7 @@ fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>> {
     std::fs::read(dir.join(name)).map_err(|e| Error::Bundle(format!("{}: cannot read {name}: {e}", dir.display())))
 }
 
-/// Parses and checks a manifest; errors name the offending field.
+/// Parses and checks a current-schema manifest; errors name the offending field.
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest> {
     let manifest: Manifest =
         serde_json::from_slice(bytes).map_err(|e| Error::Bundle(format!("{MANIFEST_FILE}: {e}")))?;
@@ -71,10 +98,28 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// Parses a manifest of any known schema; older schemas are migrated with the help of `dir`'s files.
+fn parse_manifest_in(bytes: &[u8], dir: &Path) -> Result<Manifest> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::Bundle(format!("{MANIFEST_FILE}: {e}")))?;
+    match value.get("schema_version").and_then(serde_json::Value::as_u64) {
+        Some(1) => {
+            let weights = read_file(dir, WEIGHTS_FILE)?;
+            let manifest = migrate::from_schema_1(value, sha256_hex(&weights))?;
+            validate_manifest(&manifest)?;
+            Ok(manifest)
+        }
+        _ => parse_manifest(bytes),
+    }
+}
+
+fn bad<T>(field: &str, msg: impl std::fmt::Display) -> Result<T> {
+    Err(Error::Bundle(format!("{MANIFEST_FILE}: field `{field}`: {msg}")))
+}
+
 fn validate_manifest(m: &Manifest) -> Result<()> {
-    let bad = |field: &str, msg: String| Err(Error::Bundle(format!("{MANIFEST_FILE}: field `{field}`: {msg}")));
     if m.schema_version != SCHEMA_VERSION {
-        return bad("schema_version", format!("expected {SCHEMA_VERSION}, found {}", m.schema_version));
+        return bad("schema_version", format!("expected 1 or {SCHEMA_VERSION}, found {}", m.schema_version));
     }
     for (field, value) in [("name", &m.name), ("version", &m.version)] {
         let ok = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
@@ -82,51 +127,52 @@ fn validate_manifest(m: &Manifest) -> Result<()> {
             return bad(field, format!("must be non-empty ASCII letters, digits, '-', '_' or '.', found {value:?}"));
         }
     }
-    let Architecture::Cnn(cnn) = &m.architecture;
-    if let Err(e) = cnn.feature_dim() {
-        return bad("architecture", e);
-    }
-    if cnn.input_shape != m.input.shape {
-        return bad(
-            "input.shape",
-            format!("expected {:?} (the architecture's input), found {:?}", cnn.input_shape, m.input.shape),
-        );
-    }
-    if m.labels.len() != cnn.num_classes {
-        return bad("labels", format!("expected {} labels (num_classes), found {}", cnn.num_classes, m.labels.len()));
-    }
-    if m.input.dtype != "f32" {
-        return bad("input.dtype", format!("expected \"f32\", found {:?}", m.input.dtype));
-    }
-    if !(m.input.std.is_finite() && m.input.std > 0.0 && m.input.mean.is_finite()) {
-        return bad(
-            "input.std",
-            format!("mean and std must be finite and std positive, found {} and {}", m.input.mean, m.input.std),
-        );
-    }
-    if let InferenceSpec::HeadMixture { alpha, beta } = m.inference {
-        if !cnn.aux_head {
-            return bad("inference", "head_mixture needs an architecture with aux_head".into());
-        }
-        if !((0.0..=1.0).contains(&alpha) && beta.is_finite() && beta > 0.0) {
-            return bad("inference", format!("alpha must be in [0, 1] and beta positive, found {alpha} and {beta}"));
-        }
+    validate_files(&m.files)?;
+    let res = match &m.family {
+        FamilySpec::Classifier(spec) => crate::families::classifier::validate_spec(spec),
+    };
+    if let Err((field, msg)) = res {
+        return bad(&format!("family.{field}"), msg);
     }
     Ok(())
 }
 
+/// Listed paths stay inside the bundle, appear once, and include the weights.
+fn validate_files(files: &[FileEntry]) -> Result<()> {
+    for (i, entry) in files.iter().enumerate() {
+        let path = Path::new(&entry.path);
+        let inside = !entry.path.is_empty()
+            && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+            && entry.path != MANIFEST_FILE;
+        if !inside {
+            return bad("files", format!("{:?} must be a relative path inside the bundle", entry.path));
+        }
+        if files[..i].iter().any(|f| f.path == entry.path) {
+            return bad("files", format!("{:?} is listed twice", entry.path));
+        }
+        let hex = entry.sha256.len() == 64 && entry.sha256.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+        if !hex {
+            return bad("files", format!("{}: sha256 must be 64 lowercase hex digits", entry.path));
+        }
+    }
+    if !files.iter().any(|f| f.path == WEIGHTS_FILE) {
+        return bad("files", format!("{WEIGHTS_FILE} must be listed"));
+    }
+    Ok(())
+}
+
+/// Reads every tensor as F32: F16 and BF16 files are widened on load, since models compute in F32
+/// on the CPU.
 fn parse_weights(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Bundle(format!("{WEIGHTS_FILE}: {e}")))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(Error::Bundle(format!(
-                "{WEIGHTS_FILE}: tensor `{name}`: expected dtype F32, found {:?}",
+        let data = decode_f32(view.dtype(), view.data()).ok_or_else(|| {
+            Error::Bundle(format!(
+                "{WEIGHTS_FILE}: tensor `{name}`: expected dtype F32, F16 or BF16, found {:?}",
                 view.dtype()
-            )));
-        }
-        let data: Vec<f32> =
-            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            ))
+        })?;
         if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
             return Err(Error::Bundle(format!(
                 "{WEIGHTS_FILE}: tensor `{name}`: non-finite value at flat index {bad}"
@@ -136,6 +182,17 @@ fn parse_weights(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
         tensors.insert(name, tensor);
     }
     Ok(tensors)
+}
+
+/// Little-endian element bytes of a float dtype as F32 values; `None` for other dtypes.
+fn decode_f32(dtype: safetensors::Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    match dtype {
+        Dtype::F32 => Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        Dtype::F16 => Some(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        Dtype::BF16 => Some(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        _ => None,
+    }
 }
 
 /// Compares the file's tensors with the ones the architecture builds: same names, same shapes.
@@ -163,19 +220,29 @@ fn check_tensors(manifest: &Manifest, tensors: &HashMap<String, Tensor>) -> Resu
     Ok(())
 }
 
+/// Every tensor name and shape the family's architecture builds.
 fn expected_shapes(manifest: &Manifest) -> Result<BTreeMap<String, Vec<usize>>> {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let Architecture::Cnn(cfg) = &manifest.architecture;
-    Cnn::new(cfg, vb)?;
-    let data = varmap.data().lock().expect("varmap lock poisoned. This is a bug.");
-    Ok(data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect())
+    match &manifest.family {
+        FamilySpec::Classifier(spec) => crate::families::classifier::expected_shapes(spec),
+    }
 }
 
-/// `sha256:<hex>` over each file's name, length and bytes, in a fixed order.
-pub fn bundle_id(manifest: &[u8], weights: &[u8]) -> String {
+/// The names and shapes of the variables that building a model into `varmap` created.
+pub fn shapes_of(varmap: &VarMap) -> BTreeMap<String, Vec<usize>> {
+    let data = varmap.data().lock().expect("varmap lock poisoned. This is a bug.");
+    data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect()
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sha256:<hex>` over the manifest and then each listed file: its name, length and bytes, in
+/// listing order. A schema-1 bundle hashes to the same id as before the schema changed.
+pub fn bundle_id<'a>(manifest: &'a [u8], files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
     let mut hasher = Sha256::new();
-    for (name, bytes) in [(MANIFEST_FILE, manifest), (WEIGHTS_FILE, weights)] {
+    for (name, bytes) in std::iter::once((MANIFEST_FILE, manifest)).chain(files) {
         hasher.update(name.as_bytes());
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
@@ -184,18 +251,35 @@ pub fn bundle_id(manifest: &[u8], weights: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// Writes a bundle atomically, file by file, and returns its id.
+/// Writes a bundle atomically, file by file with the manifest last, and returns its id.
+///
+/// `manifest.files` is replaced by the listing of `files`, so a caller cannot list a digest that
+/// differs from what is written.
+pub fn write_bundle_files(dir: &Path, manifest: &Manifest, files: &[(&str, &[u8])]) -> Result<String> {
+    let mut manifest = manifest.clone();
+    manifest.files =
+        files.iter().map(|(path, bytes)| FileEntry { path: (*path).to_owned(), sha256: sha256_hex(bytes) }).collect();
+    validate_manifest(&manifest)?;
+    let io = |e: std::io::Error| Error::Bundle(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    for (path, bytes) in files {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        atomic_write(&target, bytes).map_err(io)?;
+    }
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    atomic_write(&dir.join(MANIFEST_FILE), &manifest_bytes).map_err(io)?;
+    Ok(bundle_id(&manifest_bytes, files.iter().copied()))
+}
+
+/// Writes a bundle whose only file is the weights in `varmap`, and returns its id.
 ///
 /// Running statistics of batch norm are weights too: they are saved with the trainable variables.
 pub fn write_bundle(dir: &Path, manifest: &Manifest, varmap: &VarMap) -> Result<String> {
-    validate_manifest(manifest)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::Bundle(format!("{}: {e}", dir.display())))?;
     let weights = serialize_varmap(varmap)?;
-    let manifest_bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    let io = |e: std::io::Error| Error::Bundle(format!("{}: {e}", dir.display()));
-    atomic_write(&dir.join(WEIGHTS_FILE), &weights).map_err(io)?;
-    atomic_write(&dir.join(MANIFEST_FILE), &manifest_bytes).map_err(io)?;
-    Ok(bundle_id(&manifest_bytes, &weights))
+    write_bundle_files(dir, manifest, &[(WEIGHTS_FILE, &weights)])
 }
 
 /// Serialises every variable of `varmap` as F32 safetensors bytes.

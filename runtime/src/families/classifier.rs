@@ -1,15 +1,20 @@
 //! The image classifier family: images in, class probabilities out.
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::ops::softmax;
+use candle_nn::{VarBuilder, VarMap};
 
-use crate::bundle::{Architecture, Bundle, InferenceSpec, InputSpec};
+use crate::batcher::BatchConfig;
+use crate::bundle::{shapes_of, Bundle, ClassifierSpec, InferenceSpec, InputSpec};
 use crate::family::Family;
 use crate::models::cnn::Cnn;
-use crate::{Error, Result};
+use crate::registry::{Loaded, Served};
+use crate::runtime::ModelInfo;
+use crate::{Error, Result, Runtime};
 
 /// A classification request: images and how many top labels to return for each.
 #[derive(Debug, Clone)]
@@ -65,18 +70,109 @@ pub struct Classifier {
     device: Device,
 }
 
+impl Runtime {
+    /// Classifies images with the model `id`, which must be a classifier.
+    pub async fn classify(&self, id: &str, request: ClassifyRequest) -> Result<ClassifyResponse> {
+        if request.images.is_empty() {
+            return Err(Error::InvalidInput("at least one image is required".into()));
+        }
+        if request.top_k == 0 {
+            return Err(Error::InvalidInput("top_k must be at least 1".into()));
+        }
+        let model = self.typed::<Classifier>(id)?;
+        let k = request.top_k.min(model.family.labels().len());
+        let family = model.family.clone();
+        let items =
+            Runtime::prepare(move || Ok(request.images.iter().map(|img| family.prepare(img)).collect())).await?;
+        let probs = self.infer(&model, items).await?;
+        let predictions = probs.iter().map(|p| top_k(model.family.labels(), p, k)).collect();
+        Ok(ClassifyResponse { model: model.info.id.clone(), predictions })
+    }
+}
+
+/// Loads a classifier bundle into a served model.
+pub(crate) fn load(
+    bundle: &Bundle,
+    spec: &ClassifierSpec,
+    device: &Device,
+    batch: BatchConfig,
+) -> Result<Arc<dyn Served>> {
+    let classifier = Classifier::from_bundle(bundle, device)?;
+    let params = spec.architecture.num_params().map_err(Error::Bundle)?;
+    Ok(Arc::new(Loaded::new(ModelInfo::of(bundle, params), classifier, batch)))
+}
+
+/// Checks a classifier section; errors are `(field, message)` under `family`.
+pub(crate) fn validate_spec(spec: &ClassifierSpec) -> std::result::Result<(), (String, String)> {
+    let bad = |field: &str, msg: String| Err((field.to_owned(), msg));
+    let cnn = &spec.architecture;
+    if let Err(e) = cnn.feature_dim() {
+        return bad("architecture", e);
+    }
+    if cnn.input_shape != spec.input.shape {
+        return bad(
+            "input.shape",
+            format!("expected {:?} (the architecture's input), found {:?}", cnn.input_shape, spec.input.shape),
+        );
+    }
+    if spec.labels.len() != cnn.num_classes {
+        return bad(
+            "labels",
+            format!("expected {} labels (num_classes), found {}", cnn.num_classes, spec.labels.len()),
+        );
+    }
+    if spec.input.dtype != "f32" {
+        return bad("input.dtype", format!("expected \"f32\", found {:?}", spec.input.dtype));
+    }
+    if !(spec.input.std.is_finite() && spec.input.std > 0.0 && spec.input.mean.is_finite()) {
+        return bad(
+            "input.std",
+            format!("mean and std must be finite and std positive, found {} and {}", spec.input.mean, spec.input.std),
+        );
+    }
+    if let InferenceSpec::HeadMixture { alpha, beta } = spec.inference {
+        if !cnn.aux_head {
+            return bad("inference", "head_mixture needs an architecture with aux_head".into());
+        }
+        if !((0.0..=1.0).contains(&alpha) && beta.is_finite() && beta > 0.0) {
+            return bad("inference", format!("alpha must be in [0, 1] and beta positive, found {alpha} and {beta}"));
+        }
+    }
+    Ok(())
+}
+
+/// Every tensor the classifier's CNN builds, by name and shape.
+pub(crate) fn expected_shapes(spec: &ClassifierSpec) -> Result<BTreeMap<String, Vec<usize>>> {
+    let varmap = VarMap::new();
+    Cnn::new(&spec.architecture, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    Ok(shapes_of(&varmap))
+}
+
+/// The CNN of a classifier bundle, folded for inference: the one way a bundle becomes a network,
+/// used by serving and by training's frozen teachers alike.
+pub fn inference_cnn(bundle: &Bundle, device: &Device) -> Result<Cnn> {
+    let Some(spec) = bundle.manifest.classifier() else {
+        return Err(Error::Bundle(format!(
+            "{} is a {} bundle, not a classifier",
+            bundle.model_id(),
+            bundle.manifest.kind()
+        )));
+    };
+    Ok(Cnn::new(&spec.architecture, bundle.var_builder(device))
+        .map_err(|e| Error::Bundle(e.to_string()))?
+        .fused_for_inference()?)
+}
+
 impl Classifier {
-    /// Builds the network from a validated bundle, folded for inference.
+    /// Builds the network from a validated classifier bundle, folded for inference.
     pub fn from_bundle(bundle: &Bundle, device: &Device) -> Result<Classifier> {
-        let Architecture::Cnn(cfg) = &bundle.manifest.architecture;
-        let net = Cnn::new(cfg, bundle.var_builder(device))
-            .map_err(|e| Error::Bundle(e.to_string()))?
-            .fused_for_inference()?;
+        let net = inference_cnn(bundle, device)?;
+        let spec = bundle.manifest.classifier().expect("inference_cnn checked the kind. This is a bug.");
         Ok(Classifier {
             net,
-            input: bundle.manifest.input.clone(),
-            inference: bundle.manifest.inference.clone(),
-            labels: bundle.manifest.labels.clone(),
+            input: spec.input.clone(),
+            inference: spec.inference.clone(),
+            labels: spec.labels.clone(),
             device: device.clone(),
         })
     }
@@ -121,6 +217,7 @@ impl Classifier {
 }
 
 impl Family for Classifier {
+    const KIND: &'static str = "classifier";
     type Item = ImageItem;
     type Output = Arc<Vec<f32>>;
 

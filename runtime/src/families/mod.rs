@@ -1,3 +1,19 @@
-//! Model families, one module each.
+//! Model families, one module each, and the one place that turns a bundle into a served model.
 
 pub mod classifier;
+
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use crate::batcher::BatchConfig;
+use crate::bundle::{Bundle, FamilySpec};
+use crate::registry::Served;
+use crate::Result;
+
+/// Builds the served model of a validated bundle, by its family section.
+pub(crate) fn load(bundle: &Bundle, device: &Device, batch: BatchConfig) -> Result<Arc<dyn Served>> {
+    match &bundle.manifest.family {
+        FamilySpec::Classifier(spec) => classifier::load(bundle, spec, device, batch),
+    }
+}

@@ -35,7 +35,7 @@ pub(crate) async fn live() -> Json<HealthStatus> {
 )]
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     if !state.is_ready() {
-        return Err(ApiError::Unavailable("not ready: warming up or draining".to_owned()));
+        return Err(ApiError::new(ErrorType::Unavailable, "not ready: warming up or draining".to_owned()));
     }
     Ok(Json(HealthStatus { status: "ready".to_owned() }))
 }

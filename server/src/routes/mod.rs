@@ -1,7 +1,96 @@
 //! One module per route group; each exposes `router()` plus its handlers for the OpenAPI document.
+//!
+//! Inference routes come one module per model family, named after the family's `kind`
+//! (`classifier.rs`, ...), each with the list of routes it serves. Every inference handler goes
+//! through [`on_model`], so resolving the model, refusing other kinds and per-model metrics are
+//! written once.
 
-pub(crate) mod classify;
+pub(crate) mod classifier;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod models;
+
+use std::future::Future;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The routes that serve models of `kind`: one line per family.
+pub(crate) fn routes_for_kind(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "classifier" => classifier::ROUTES,
+        _ => &[],
+    }
+}
+
+/// Resolves `id` to a model of `kind`, runs `run` with its `name@version`, and counts the request
+/// against the model (or `unknown`) with its final status.
+///
+/// A model of another kind is refused here, before the body is read, with a 422 that names the
+/// routes the model does serve.
+pub(crate) async fn on_model<T, Fut>(
+    state: &AppState,
+    id: &str,
+    kind: &'static str,
+    run: impl FnOnce(String) -> Fut,
+) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let info = match state.runtime.model(id) {
+        Ok(info) => info,
+        Err(err) => {
+            let err = ApiError::from(err);
+            crate::metrics::record_model_request("unknown", err.status().as_u16());
+            return Err(err);
+        }
+    };
+    let result = if info.kind == kind {
+        run(info.id.clone()).await
+    } else {
+        Err(ApiError::from(tandem_runtime::Error::WrongKind {
+            model: info.id.clone(),
+            kind: info.kind,
+            expected: kind,
+        }))
+    };
+    let status = result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200);
+    crate::metrics::record_model_request(&info.id, status);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tandem_runtime::bundle::FamilySpec;
+
+    /// Adding a family to the runtime without its route module, its OpenAPI entries or its line
+    /// in the architecture map fails here, naming what is missing.
+    #[test]
+    fn every_kind_has_its_route_module_openapi_entries_and_map_entry() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let spec = crate::openapi::openapi();
+        let map = std::fs::read_to_string(root.join("../ARCHITECTURE.md")).expect("ARCHITECTURE.md is readable");
+        for kind in FamilySpec::KINDS {
+            let module = root.join(format!("src/routes/{kind}.rs"));
+            let module_dir = root.join(format!("src/routes/{kind}/mod.rs"));
+            assert!(module.exists() || module_dir.exists(), "kind {kind}: no route module src/routes/{kind}.rs");
+            let routes = super::routes_for_kind(kind);
+            assert!(!routes.is_empty(), "kind {kind}: routes_for_kind lists no routes");
+            for route in routes {
+                let (method, path) = route.split_once(' ').expect("routes are written `METHOD /path`");
+                let item =
+                    spec.paths.paths.get(path).unwrap_or_else(|| panic!("kind {kind}: {path} is not in the spec"));
+                let operation = match method {
+                    "GET" => &item.get,
+                    "POST" => &item.post,
+                    other => panic!("kind {kind}: unexpected method {other}"),
+                };
+                assert!(operation.is_some(), "kind {kind}: {route} is not in the spec");
+            }
+            assert!(map.contains(&format!("`{kind}`")), "kind {kind}: ARCHITECTURE.md does not mention `{kind}`");
+        }
+    }
+}

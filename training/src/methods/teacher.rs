@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use tandem_runtime::bundle::{Architecture, Bundle, InputSpec};
+use tandem_runtime::bundle::{Bundle, InputSpec};
+use tandem_runtime::families::classifier::inference_cnn;
 use tandem_runtime::models::cnn::Cnn;
 
 use crate::data::Dataset;
@@ -23,7 +24,14 @@ impl Teacher {
     /// Loads the teacher and checks that it sees the same images and classes as the student.
     pub fn load(dir: &Path, train_set: &Dataset, device: &Device) -> Result<Teacher> {
         let bundle = Bundle::load(dir)?;
-        let Architecture::Cnn(cfg) = &bundle.manifest.architecture;
+        let Some(spec) = bundle.manifest.classifier() else {
+            return Err(Error::InvalidArgument(format!(
+                "teacher {} is a {} model; distillation needs a classifier",
+                bundle.model_id(),
+                bundle.manifest.kind()
+            )));
+        };
+        let cfg = &spec.architecture;
         if cfg.input_shape != [1, train_set.height, train_set.width] || cfg.num_classes != train_set.num_classes() {
             return Err(Error::InvalidArgument(format!(
                 "teacher {} takes {:?} with {} classes; the dataset has [1, {}, {}] with {}",
@@ -35,10 +43,9 @@ impl Teacher {
                 train_set.num_classes()
             )));
         }
-        let net = Cnn::new(cfg, bundle.var_builder(device))
-            .map_err(|e| Error::Runtime(tandem_runtime::Error::Bundle(e.to_string())))?
-            .fused_for_inference()?;
-        Ok(Teacher { net, input: bundle.manifest.input.clone(), device: device.clone(), bundle_id: bundle.id })
+        let input = spec.input.clone();
+        let net = inference_cnn(&bundle, device)?;
+        Ok(Teacher { net, input, device: device.clone(), bundle_id: bundle.id })
     }
 
     /// Main-head logits for `b` raw images (the same augmented pixels the student sees).

@@ -102,10 +102,14 @@ pub struct ModelDetail {
     pub params: usize,
     /// Metrics measured at export, e.g. `test_accuracy`.
     pub metrics: BTreeMap<String, f64>,
-    /// Class labels, in score order of the model's output.
-    pub labels: Vec<String>,
-    /// What the model expects as input.
-    pub input: InputSpec,
+    /// Class labels, in score order of the model's output (classifiers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// What the model expects as input (classifiers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
+    /// The routes that serve this model, e.g. `POST /v1/models/{id}/classify`.
+    pub routes: Vec<String>,
     /// Export time, RFC 3339.
     pub created_at: String,
 }
@@ -278,8 +282,9 @@ impl From<&tandem_runtime::ModelInfo> for ModelDetail {
             dataset: manifest.provenance.dataset.clone(),
             params: info.params,
             metrics: manifest.metrics.clone(),
-            labels: manifest.labels.clone(),
-            input: InputSpec::from(&manifest.input),
+            labels: manifest.classifier().map(|spec| spec.labels.clone()),
+            input: manifest.classifier().map(|spec| InputSpec::from(&spec.input)),
+            routes: crate::routes::routes_for_kind(&info.kind).iter().map(|r| (*r).to_owned()).collect(),
             created_at: manifest.created_at.clone(),
         }
     }

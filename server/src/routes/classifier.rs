@@ -37,6 +37,9 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// The routes that serve classifiers, as named in 422 answers to other kinds' models.
+pub(crate) const ROUTES: &[&str] = &["POST /v1/models/{id}/classify"];
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/models/{id}/classify", post(classify))
 }
@@ -76,23 +79,12 @@ pub(crate) async fn classify(
     Query(query): Query<ClassifyQuery>,
     request: Request,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
-    let info = match state.runtime.model(&id) {
-        Ok(info) => info,
-        Err(err) => {
-            let err = ApiError::from(err);
-            crate::metrics::record_model_request("unknown", err.status().as_u16());
-            return Err(err);
-        }
-    };
-    let result = run(&state, &info.id, query, request).await;
-    let status = result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200);
-    crate::metrics::record_model_request(&info.id, status);
-    result.map(Json)
+    super::on_model(&state, &id, "classifier", |model| run(&state, model, query, request)).await.map(Json)
 }
 
 async fn run(
     state: &AppState,
-    model: &str,
+    model: String,
     query: ClassifyQuery,
     request: Request,
 ) -> Result<ClassifyResponse, ApiError> {
@@ -111,7 +103,7 @@ async fn run(
         }
     };
     let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
-    let response = state.runtime.classify(model, tandem_runtime::ClassifyRequest { images, top_k }).await?;
+    let response = state.runtime.classify(&model, tandem_runtime::ClassifyRequest { images, top_k }).await?;
     Ok(ClassifyResponse::from(response))
 }
 
@@ -125,10 +117,12 @@ fn body_kind(request: &Request) -> Result<BodyKind, ApiError> {
     match content_type.as_deref() {
         Some("image/png" | "image/jpeg") => Ok(BodyKind::RawImage),
         Some(ct) if ct == "application/json" || ct.ends_with("+json") => Ok(BodyKind::Json),
-        Some(ct) => Err(ApiError::UnsupportedMediaType(format!(
-            "content type {ct:?} is not accepted: send application/json, image/png or image/jpeg"
-        ))),
-        None => Err(ApiError::UnsupportedMediaType(
+        Some(ct) => Err(ApiError::new(
+            ErrorType::UnsupportedMediaType,
+            format!("content type {ct:?} is not accepted: send application/json, image/png or image/jpeg"),
+        )),
+        None => Err(ApiError::new(
+            ErrorType::UnsupportedMediaType,
             "missing content type: send application/json, image/png or image/jpeg".to_owned(),
         )),
     }
@@ -138,20 +132,20 @@ fn body_kind(request: &Request) -> Result<BodyKind, ApiError> {
 /// each input (exactly one of `image` or `pixels`) is already enforced by its type.
 fn validate(inputs: &[ClassifyInput], max_inputs: usize) -> Result<(), ApiError> {
     if inputs.is_empty() {
-        return Err(ApiError::InvalidInput("inputs must hold at least one input".to_owned()));
+        return Err(ApiError::new(ErrorType::InvalidInput, "inputs must hold at least one input".to_owned()));
     }
     if inputs.len() > max_inputs {
-        return Err(ApiError::TooManyInputs(format!(
-            "{} inputs sent, at most {max_inputs} are accepted per request",
-            inputs.len()
-        )));
+        return Err(ApiError::new(
+            ErrorType::TooManyInputs,
+            format!("{} inputs sent, at most {max_inputs} are accepted per request", inputs.len()),
+        ));
     }
     Ok(())
 }
 
 fn decode_raw(bytes: &[u8]) -> Result<Vec<GrayImage>, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::InvalidImage("the request body is empty".to_owned()));
+        return Err(ApiError::new(ErrorType::InvalidImage, "the request body is empty".to_owned()));
     }
     Ok(vec![GrayImage::decode(bytes)?])
 }
@@ -166,7 +160,7 @@ fn decode_input(input: &ClassifyInput) -> Result<GrayImage, ApiError> {
         ClassifyInput::Image(encoded) => {
             let bytes = BASE64
                 .decode(encoded.trim())
-                .map_err(|e| ApiError::InvalidImage(format!("image is not valid base64: {e}")))?;
+                .map_err(|e| ApiError::new(ErrorType::InvalidImage, format!("image is not valid base64: {e}")))?;
             Ok(GrayImage::decode(&bytes)?)
         }
         ClassifyInput::Pixels(rows) => Ok(GrayImage::from_rows(rows)?),
@@ -174,10 +168,11 @@ fn decode_input(input: &ClassifyInput) -> Result<GrayImage, ApiError> {
 }
 
 fn at_index(i: usize, err: ApiError) -> ApiError {
-    match err {
-        ApiError::InvalidImage(m) => ApiError::InvalidImage(format!("inputs[{i}]: {m}")),
-        ApiError::InvalidInput(m) => ApiError::InvalidInput(format!("inputs[{i}]: {m}")),
-        other => other,
+    match err.error_type() {
+        kind @ (ErrorType::InvalidImage | ErrorType::InvalidInput) => {
+            ApiError::new(kind, format!("inputs[{i}]: {}", err.message()))
+        }
+        _ => err,
     }
 }
 
@@ -188,7 +183,9 @@ where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(ErrorType::Internal, format!("decode task failed: {e}")))?
 }
 
 #[cfg(test)]
@@ -201,8 +198,8 @@ mod tests {
 
     #[test]
     fn validation_rejects_empty_and_too_many() {
-        assert!(matches!(validate(&[], 4), Err(ApiError::InvalidInput(_))));
-        assert!(matches!(validate(&vec![pixels(); 5], 4), Err(ApiError::TooManyInputs(_))));
+        assert_eq!(validate(&[], 4).unwrap_err().error_type(), ErrorType::InvalidInput);
+        assert_eq!(validate(&vec![pixels(); 5], 4).unwrap_err().error_type(), ErrorType::TooManyInputs);
         assert!(validate(&[pixels()], 1).is_ok());
     }
 
@@ -210,7 +207,7 @@ mod tests {
     fn bad_base64_is_an_invalid_image_naming_its_index() {
         let inputs = vec![pixels(), ClassifyInput::Image("***".into())];
         let err = decode_inputs(&inputs).unwrap_err();
-        assert!(matches!(err, ApiError::InvalidImage(_)));
+        assert_eq!(err.error_type(), ErrorType::InvalidImage);
         assert!(err.to_string().starts_with("inputs[1]: "), "{err}");
         let message = err.body().error.message;
         assert!(!message.ends_with('.'), "{message}");

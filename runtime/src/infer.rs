@@ -1,0 +1,75 @@
+//! The one request path every family shares: cache lookup, enqueue, wait under the deadline, cache
+//! insert. A family's typed entry point prepares its items and calls [`Runtime::infer`]; nothing
+//! else about queues, deadlines or caching is written per family.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::cache::ResultCache;
+use crate::family::Family;
+use crate::registry::Loaded;
+use crate::{Error, Result, Runtime};
+
+/// What the shared cache stores: any family's output, found again by downcasting. Keys are scoped
+/// by bundle id, so an entry is only ever read back by the family that wrote it.
+pub(crate) type CachedOutput = Arc<dyn Any + Send + Sync>;
+
+enum Slot<F: Family> {
+    Ready(F::Output),
+    Waiting(Option<u64>, oneshot::Receiver<Result<F::Output>>),
+}
+
+impl Runtime {
+    /// Runs prepared items on `model`, answering from the cache where it can; outputs are in item order.
+    ///
+    /// Everything is looked up first and every miss is enqueued at once, so that one request's items
+    /// can share a batch.
+    pub(crate) async fn infer<F: Family>(&self, model: &Loaded<F>, items: Vec<F::Item>) -> Result<Vec<F::Output>> {
+        let deadline = Instant::now() + self.config().batch.request_timeout;
+        let mut slots: Vec<Slot<F>> = Vec::with_capacity(items.len());
+        for item in items {
+            let key = model.family.cache_key(&item).map(|k| ResultCache::<CachedOutput>::key(&model.info.bundle_id, k));
+            let hit = key
+                .and_then(|k| self.cache.get(k, &model.info.id))
+                .and_then(|value| value.downcast_ref::<F::Output>().cloned());
+            match hit {
+                Some(output) => slots.push(Slot::Ready(output)),
+                None => slots.push(Slot::Waiting(key, model.batcher.enqueue(item, deadline)?)),
+            }
+        }
+        let mut outputs = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let output = match slot {
+                Slot::Ready(output) => output,
+                Slot::Waiting(key, rx) => {
+                    let output = match tokio::time::timeout_at(deadline.into(), rx).await {
+                        Ok(Ok(res)) => res?,
+                        Ok(Err(_)) => return Err(Error::Unavailable(format!("model {} stopped", model.info.id))),
+                        Err(_) => return Err(Error::Timeout),
+                    };
+                    if let Some(k) = key {
+                        self.cache.insert(k, Arc::new(output.clone()));
+                    }
+                    output
+                }
+            };
+            outputs.push(output);
+        }
+        Ok(outputs)
+    }
+
+    /// Runs request preparation (decoding, resizing, tokenizing) on the blocking pool, so that CPU
+    /// work never stalls the async executor that other connections share.
+    pub(crate) async fn prepare<T, P>(prepare: P) -> Result<T>
+    where
+        T: Send + 'static,
+        P: FnOnce() -> Result<T> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(prepare)
+            .await
+            .map_err(|e| Error::Internal(format!("preparation task failed: {e}")))?
+    }
+}
