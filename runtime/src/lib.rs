@@ -25,12 +25,15 @@ mod error;
 pub mod families;
 pub mod family;
 pub mod fs;
+pub mod hf;
 pub mod image;
 pub mod kernels;
 pub mod layers;
 pub mod models;
 mod runtime;
 pub mod testing;
+pub mod testing_text;
+pub mod text;
 
 pub use batcher::BatchConfig;
 pub use cache::CacheStats;
