@@ -25,6 +25,7 @@ mod error;
 pub mod families;
 pub mod family;
 pub mod fs;
+pub mod hf;
 pub mod image;
 mod infer;
 pub mod kernels;
@@ -33,6 +34,8 @@ pub mod models;
 pub mod registry;
 mod runtime;
 pub mod testing;
+pub mod testing_text;
+pub mod text;
 
 pub use batcher::BatchConfig;
 pub use cache::CacheStats;

@@ -1,0 +1,594 @@
+//! A BERT-family sentence encoder: a transformer encoder followed by pooling over tokens.
+//!
+//! The transformer is candle-transformers' `BertModel`; this module adds our own serializable
+//! config (candle's `Config` cannot be written back into a manifest), the pooling step of
+//! sentence-transformers (masked mean, CLS token, masked max) and batching with padding.
+//!
+//! Tensor names are those of Hugging Face `BertModel` checkpoints without a prefix
+//! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...), as in
+//! sentence-transformers' `model.safetensors`. Checkpoints saved from a task model carry a `bert.`
+//! prefix; both load. Such files also hold tensors the encoder never reads (`pooler.*`,
+//! `embeddings.position_ids`); see [`is_unused_checkpoint_tensor`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Result, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The prefix of BERT checkpoints saved from a task model (`BertForMaskedLM` and friends).
+const BERT_PREFIX: &str = "bert";
+
+/// Activations candle's BERT implements, with the names Hugging Face configs use for them.
+const SUPPORTED_ACTIVATIONS: &[&str] = &["gelu", "gelu_new", "gelu_approximate", "gelu_pytorch_tanh", "relu"];
+
+/// The architecture of a BERT encoder: the fields of a Hugging Face `config.json` that change the
+/// computation or the tensor shapes.
+///
+/// It is stored in our manifest, which is why unknown fields are refused here; reading a Hugging
+/// Face `config.json`, which has many more keys, goes through [`BertConfig::from_hf_config_json`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BertConfig {
+    /// Rows of the word embedding table; token ids must be below it.
+    pub vocab_size: usize,
+    /// Width of every token vector, and of the sentence embedding.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer; must divide `hidden_size`.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Feed-forward activation: `gelu` (exact), `gelu_new` / `gelu_approximate` /
+    /// `gelu_pytorch_tanh` (tanh approximation) or `relu`.
+    pub hidden_act: String,
+    /// Rows of the position embedding table: the longest sequence the model accepts.
+    pub max_position_embeddings: usize,
+    /// Rows of the token type embedding table (we always use type 0).
+    pub type_vocab_size: usize,
+    /// Epsilon of every layer norm.
+    pub layer_norm_eps: f64,
+    /// The token id used to pad sequences of a batch to the same length.
+    pub pad_token_id: usize,
+}
+
+/// The lenient mirror of a Hugging Face `config.json`: unknown keys are ignored, and fields that
+/// `transformers.BertConfig` defaults get the same defaults.
+#[derive(Deserialize)]
+struct HfBertConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_hidden_act")]
+    hidden_act: String,
+    max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab_size")]
+    type_vocab_size: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    pad_token_id: usize,
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+}
+
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+
+fn default_type_vocab_size() -> usize {
+    2
+}
+
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    /// Reads the fields that matter from a Hugging Face `config.json`, ignoring the others.
+    ///
+    /// Models whose `model_type` is not `bert` are refused: RoBERTa-style models share the tensor
+    /// names but offset their position ids, so loading them as BERT would silently give wrong
+    /// embeddings. The result is validated.
+    pub fn from_hf_config_json(bytes: &[u8]) -> std::result::Result<BertConfig, String> {
+        let hf: HfBertConfig = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if let Some(model_type) = hf.model_type.as_deref() {
+            if model_type != "bert" {
+                return Err(format!("field `model_type`: only \"bert\" is supported, found {model_type:?}"));
+            }
+        }
+        if let Some(kind) = hf.position_embedding_type.as_deref() {
+            if kind != "absolute" {
+                return Err(format!("field `position_embedding_type`: only \"absolute\" is supported, found {kind:?}"));
+            }
+        }
+        let cfg = BertConfig {
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: hf.num_attention_heads,
+            intermediate_size: hf.intermediate_size,
+            hidden_act: hf.hidden_act,
+            max_position_embeddings: hf.max_position_embeddings,
+            type_vocab_size: hf.type_vocab_size,
+            layer_norm_eps: hf.layer_norm_eps,
+            pad_token_id: hf.pad_token_id,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that candle can build this architecture; the message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (field, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value == 0 {
+                return Err(format!("field `{field}`: must be positive"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "field `num_attention_heads`: must divide hidden_size {}, found {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if hidden_act(&self.hidden_act).is_none() {
+            return Err(format!(
+                "field `hidden_act`: expected one of {}, found {:?}",
+                SUPPORTED_ACTIVATIONS.join(", "),
+                self.hidden_act
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(format!("field `layer_norm_eps`: must be finite and positive, found {}", self.layer_norm_eps));
+        }
+        if self.pad_token_id >= self.vocab_size {
+            return Err(format!(
+                "field `pad_token_id`: must be below vocab_size {}, found {}",
+                self.vocab_size, self.pad_token_id
+            ));
+        }
+        Ok(())
+    }
+
+    /// The candle-transformers config for this architecture.
+    ///
+    /// Dropout probabilities are zero (the encoder is used for inference; candle's BERT ignores
+    /// them anyway) and `model_type` is unset so that candle does not guess prefixes: we resolve
+    /// the `bert.` prefix ourselves. An invalid `hidden_act` maps to `gelu`; call
+    /// [`BertConfig::validate`] first.
+    pub fn to_candle(&self) -> Config {
+        Config {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            intermediate_size: self.intermediate_size,
+            hidden_act: hidden_act(&self.hidden_act).unwrap_or(HiddenAct::Gelu),
+            hidden_dropout_prob: 0.0,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+            initializer_range: 0.02,
+            layer_norm_eps: self.layer_norm_eps,
+            pad_token_id: self.pad_token_id,
+            position_embedding_type: PositionEmbeddingType::Absolute,
+            use_cache: false,
+            classifier_dropout: None,
+            model_type: None,
+        }
+    }
+
+    /// The number of weights the encoder reads (the pooler and buffers of checkpoints excluded).
+    pub fn num_params(&self) -> usize {
+        let h = self.hidden_size;
+        let i = self.intermediate_size;
+        let embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
+        let attention = 4 * (h * h + h) + 2 * h;
+        let feed_forward = (h * i + i) + (i * h + h) + 2 * h;
+        embeddings + self.num_hidden_layers * (attention + feed_forward)
+    }
+}
+
+fn hidden_act(name: &str) -> Option<HiddenAct> {
+    match name {
+        "gelu" => Some(HiddenAct::Gelu),
+        "gelu_new" | "gelu_approximate" | "gelu_pytorch_tanh" => Some(HiddenAct::GeluApproximate),
+        "relu" => Some(HiddenAct::Relu),
+        _ => None,
+    }
+}
+
+/// How token vectors become one sentence vector, as in sentence-transformers' `Pooling` module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The mean of the token vectors, padding excluded.
+    Mean,
+    /// The vector of the first token (`[CLS]`).
+    Cls,
+    /// The element-wise maximum of the token vectors, padding excluded.
+    Max,
+}
+
+/// Whether a tensor of a Hugging Face BERT checkpoint is one the encoder never reads: the pooler
+/// (a classification head on `[CLS]`, unused by sentence-transformers) and the `position_ids`
+/// buffer (an i64 constant). Such tensors may be dropped when importing a checkpoint.
+pub fn is_unused_checkpoint_tensor(name: &str) -> bool {
+    let name = name.strip_prefix("bert.").unwrap_or(name);
+    name.starts_with("pooler.") || name == "embeddings.position_ids"
+}
+
+/// A BERT encoder with pooling: token ids in, one vector per sequence out.
+pub struct SentenceEncoder {
+    bert: BertModel,
+    pooling: Pooling,
+    pad_token_id: u32,
+    vocab_size: usize,
+    max_position_embeddings: usize,
+    hidden_size: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for SentenceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEncoder")
+            .field("pooling", &self.pooling)
+            .field("hidden_size", &self.hidden_size)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SentenceEncoder {
+    /// Builds the encoder from `vb`, whose tensors may be named with or without a `bert.` prefix.
+    ///
+    /// The config is validated first so that a bad manifest gives a message naming the field
+    /// rather than a shape error deep in candle.
+    pub fn new(cfg: &BertConfig, pooling: Pooling, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let prefixed = format!("{BERT_PREFIX}.embeddings.word_embeddings.weight");
+        let vb = if vb.contains_tensor(&prefixed) { vb.pp(BERT_PREFIX) } else { vb };
+        let device = vb.device().clone();
+        let bert = BertModel::load(vb, &cfg.to_candle())?;
+        Ok(SentenceEncoder {
+            bert,
+            pooling,
+            pad_token_id: u32::try_from(cfg.pad_token_id).map_err(candle_core::Error::wrap)?,
+            vocab_size: cfg.vocab_size,
+            max_position_embeddings: cfg.max_position_embeddings,
+            hidden_size: cfg.hidden_size,
+            device,
+        })
+    }
+
+    /// The pooling this encoder applies.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// The width of the embeddings.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    /// The device the weights live on; inputs of [`SentenceEncoder::forward`] must be there too.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Encodes a padded batch: `input_ids` is `[n, len]` u32, `attention_mask` is `[n, len]` with
+    /// 1 for real tokens and 0 for padding (any dtype). Returns the pooled `[n, hidden]`.
+    ///
+    /// Token types are all zero, as sentence-transformers uses for single sentences.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let token_type_ids = input_ids.zeros_like()?;
+        let hidden = self.bert.forward(input_ids, &token_type_ids, Some(attention_mask))?;
+        pool(&hidden, attention_mask, self.pooling)
+    }
+
+    /// Embeds token id sequences (special tokens included) as pooled, unnormalized vectors.
+    ///
+    /// Sequences are padded with the config's pad id to the longest one of the batch; padding
+    /// changes no result beyond float rounding. Sequences must be non-empty, no longer than
+    /// `max_position_embeddings` and hold ids below `vocab_size`.
+    pub fn embed(&self, batch: &[&[u32]]) -> crate::Result<Vec<Vec<f32>>> {
+        let Some(len) = batch.iter().map(|s| s.len()).max() else {
+            return Ok(Vec::new());
+        };
+        for (i, seq) in batch.iter().enumerate() {
+            if seq.is_empty() {
+                return Err(Error::InvalidInput(format!("sequence {i} is empty")));
+            }
+            if seq.len() > self.max_position_embeddings {
+                return Err(Error::InvalidInput(format!(
+                    "sequence {i} has {} tokens, more than the model's limit of {}",
+                    seq.len(),
+                    self.max_position_embeddings
+                )));
+            }
+            if let Some(&id) = seq.iter().find(|&&id| id as usize >= self.vocab_size) {
+                return Err(Error::InvalidInput(format!(
+                    "sequence {i} holds token id {id}, outside the vocabulary of {}",
+                    self.vocab_size
+                )));
+            }
+        }
+        let n = batch.len();
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for seq in batch {
+            ids.extend_from_slice(seq);
+            ids.resize(ids.len() + len - seq.len(), self.pad_token_id);
+            mask.extend(std::iter::repeat_n(1f32, seq.len()));
+            mask.resize(mask.len() + len - seq.len(), 0f32);
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let pooled = self.forward(&ids, &mask)?;
+        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+}
+
+/// Pools token vectors `hidden` `[n, len, h]` into `[n, h]`, ignoring positions where
+/// `attention_mask` `[n, len]` is 0, the way sentence-transformers' `Pooling` module does.
+///
+/// Built from differentiable operations only, so training can back-propagate through it.
+pub fn pool(hidden: &Tensor, attention_mask: &Tensor, pooling: Pooling) -> Result<Tensor> {
+    let mask = attention_mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
+    match pooling {
+        Pooling::Mean => {
+            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+            // sentence-transformers clamps the token count the same way.
+            let counts = mask.sum(1)?.maximum(1e-9)?;
+            summed.broadcast_div(&counts)
+        }
+        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
+        Pooling::Max => {
+            // Padding becomes -1e9 (sentence-transformers' value), real tokens are kept exactly.
+            let penalty = ((mask.clone() - 1.0)? * 1e9)?;
+            hidden.broadcast_mul(&mask)?.broadcast_add(&penalty)?.max(1)
+        }
+    }
+}
+
+/// The name and shape of every tensor the encoder reads, unprefixed, in name order.
+///
+/// Bundle loading compares a weights file against it. It is obtained by building the encoder
+/// over a backend that records requests and hands out zeros, so it cannot drift from
+/// [`SentenceEncoder::new`]. Hugging Face checkpoints hold a few more tensors (see
+/// [`is_unused_checkpoint_tensor`]).
+pub fn expected_tensor_shapes(cfg: &BertConfig) -> Result<BTreeMap<String, Vec<usize>>> {
+    let recorder = Recorder::default();
+    let seen = recorder.seen.clone();
+    let vb = VarBuilder::from_backend(Box::new(recorder), DType::F32, Device::Cpu);
+    SentenceEncoder::new(cfg, Pooling::Mean, vb)?;
+    let seen = seen.lock().expect("recorder lock poisoned. This is a bug.");
+    Ok(seen.clone())
+}
+
+/// A `VarBuilder` backend that remembers each requested tensor and returns zeros.
+#[derive(Default)]
+struct Recorder {
+    seen: Arc<Mutex<BTreeMap<String, Vec<usize>>>>,
+}
+
+impl SimpleBackend for Recorder {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let mut seen = self.seen.lock().expect("recorder lock poisoned. This is a bug.");
+        seen.insert(name.to_owned(), s.dims().to_vec());
+        Tensor::zeros(s, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {
+        candle_core::bail!("cannot record `{name}` without a shape")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+    use std::collections::HashMap;
+
+    fn tiny() -> BertConfig {
+        BertConfig {
+            vocab_size: 50,
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 24,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 20,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+        }
+    }
+
+    /// An encoder over random weights, plus the weights as a name → tensor map.
+    fn random_encoder(cfg: &BertConfig, pooling: Pooling) -> (SentenceEncoder, HashMap<String, Tensor>) {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let enc = SentenceEncoder::new(cfg, pooling, vb).unwrap();
+        let data = varmap.data().lock().unwrap();
+        let tensors = data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        (enc, tensors)
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn hf_config_is_read_leniently_and_validated() {
+        let json = br#"{"architectures": ["BertModel"], "hidden_act": "gelu", "hidden_size": 384,
+            "intermediate_size": 1536, "layer_norm_eps": 1e-12, "max_position_embeddings": 512,
+            "model_type": "bert", "num_attention_heads": 12, "num_hidden_layers": 6, "pad_token_id": 0,
+            "position_embedding_type": "absolute", "type_vocab_size": 2, "vocab_size": 30522,
+            "transformers_version": "4.8.2"}"#;
+        let cfg = BertConfig::from_hf_config_json(json).unwrap();
+        assert_eq!(cfg.hidden_size, 384);
+        assert_eq!(cfg.num_hidden_layers, 6);
+        // all-MiniLM-L6-v2: 22.7M parameters in the file, less the unused pooler (148k).
+        assert_eq!(cfg.num_params(), 22_565_376);
+
+        let roberta = String::from_utf8_lossy(json).replace("\"bert\"", "\"roberta\"");
+        let err = BertConfig::from_hf_config_json(roberta.as_bytes()).unwrap_err();
+        assert!(err.contains("model_type"), "{err}");
+        let missing = br#"{"hidden_size": 8}"#;
+        assert!(BertConfig::from_hf_config_json(missing).unwrap_err().contains("vocab_size"));
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        type Edit = Box<dyn Fn(&mut BertConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|c| c.num_attention_heads = 3), "num_attention_heads"),
+            (Box::new(|c| c.hidden_size = 0), "hidden_size"),
+            (Box::new(|c| c.hidden_act = "swish".into()), "hidden_act"),
+            (Box::new(|c| c.layer_norm_eps = f64::NAN), "layer_norm_eps"),
+            (Box::new(|c| c.pad_token_id = 50), "pad_token_id"),
+        ];
+        for (edit, field) in cases {
+            let mut cfg = tiny();
+            edit(&mut cfg);
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains(field), "{err}");
+        }
+        for act in ["gelu", "gelu_new", "gelu_approximate", "relu"] {
+            BertConfig { hidden_act: act.into(), ..tiny() }.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn config_round_trips_and_refuses_unknown_fields() {
+        let json = serde_json::to_string(&tiny()).unwrap();
+        assert_eq!(serde_json::from_str::<BertConfig>(&json).unwrap(), tiny());
+        let extra = json.replace("{", "{\"dropout\": 0.1, ");
+        assert!(serde_json::from_str::<BertConfig>(&extra).is_err());
+        assert_eq!(serde_json::to_string(&Pooling::Cls).unwrap(), "\"cls\"");
+    }
+
+    #[test]
+    fn expected_shapes_match_the_built_model_and_num_params() {
+        let cfg = tiny();
+        let shapes = expected_tensor_shapes(&cfg).unwrap();
+        let (_, tensors) = random_encoder(&cfg, Pooling::Mean);
+        assert_eq!(shapes.len(), tensors.len());
+        for (name, t) in &tensors {
+            assert_eq!(shapes.get(name).map(Vec::as_slice), Some(t.dims()), "{name}");
+        }
+        assert_eq!(shapes.len(), 5 + 16 * cfg.num_hidden_layers);
+        assert_eq!(shapes["embeddings.word_embeddings.weight"], vec![50, 16]);
+        assert_eq!(shapes["encoder.layer.1.intermediate.dense.weight"], vec![24, 16]);
+        let total: usize = shapes.values().map(|s| s.iter().product::<usize>()).sum();
+        assert_eq!(total, cfg.num_params());
+    }
+
+    #[test]
+    fn loads_with_and_without_the_bert_prefix() {
+        let cfg = tiny();
+        let (enc, tensors) = random_encoder(&cfg, Pooling::Mean);
+        let prefixed: HashMap<String, Tensor> = tensors.iter().map(|(k, v)| (format!("bert.{k}"), v.clone())).collect();
+        let plain =
+            SentenceEncoder::new(&cfg, Pooling::Mean, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
+                .unwrap();
+        let with_prefix =
+            SentenceEncoder::new(&cfg, Pooling::Mean, VarBuilder::from_tensors(prefixed, DType::F32, &Device::Cpu))
+                .unwrap();
+        let seq: &[u32] = &[2, 7, 9, 3];
+        let a = enc.embed(&[seq]).unwrap();
+        let b = plain.embed(&[seq]).unwrap();
+        let c = with_prefix.embed(&[seq]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn a_wrong_shape_is_an_error() {
+        let (_, tensors) = random_encoder(&tiny(), Pooling::Mean);
+        let bigger = BertConfig { intermediate_size: 32, ..tiny() };
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        assert!(SentenceEncoder::new(&bigger, Pooling::Mean, vb).is_err());
+    }
+
+    #[test]
+    fn batched_embeddings_equal_unbatched_ones_for_every_pooling() {
+        let seqs: Vec<Vec<u32>> = vec![vec![2, 11, 12, 3], vec![2, 5, 6, 7, 8, 9, 10, 3], vec![2, 3], vec![2, 40, 3]];
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Max] {
+            let (enc, _) = random_encoder(&tiny(), pooling);
+            let batched = enc.embed(&refs).unwrap();
+            assert_eq!(batched.len(), seqs.len());
+            for (seq, got) in refs.iter().zip(&batched) {
+                let alone = enc.embed(&[seq]).unwrap();
+                assert_eq!(got.len(), 16);
+                let diff = max_abs_diff(got, &alone[0]);
+                assert!(diff < 1e-5, "{pooling:?}: batched differs from unbatched by {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn pooling_ignores_padding() {
+        // Token vectors [n=1, len=3, h=2], the last position padding with extreme values.
+        let hidden = Tensor::new(&[[[1f32, -2.0], [3.0, -4.0], [100.0, 100.0]]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 0]], &Device::Cpu).unwrap();
+        let get = |p| pool(&hidden, &mask, p).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(get(Pooling::Mean), vec![vec![2.0, -3.0]]);
+        assert_eq!(get(Pooling::Max), vec![vec![3.0, -2.0]]);
+        assert_eq!(get(Pooling::Cls), vec![vec![1.0, -2.0]]);
+        // Negative token values must win over larger padding values.
+        let hidden = Tensor::new(&[[[-1f32, -4.0], [-3.0, -2.0], [-0.5, -0.5]]], &Device::Cpu).unwrap();
+        let max = pool(&hidden, &mask, Pooling::Max).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(max, vec![vec![-1.0, -2.0]]);
+    }
+
+    #[test]
+    fn embed_checks_its_input() {
+        let (enc, _) = random_encoder(&tiny(), Pooling::Mean);
+        assert!(enc.embed(&[]).unwrap().is_empty());
+        let too_long = [1u32; 21];
+        for (bad, what) in [(&[][..], "empty"), (&too_long[..], "21 tokens"), (&[2, 50, 3][..], "token id 50")] {
+            match enc.embed(&[&[2, 3], bad]) {
+                Err(Error::InvalidInput(msg)) => assert!(msg.contains(what), "{msg}"),
+                other => panic!("expected invalid input, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_encoder_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SentenceEncoder>();
+    }
+
+    #[test]
+    fn unused_checkpoint_tensors() {
+        assert!(is_unused_checkpoint_tensor("pooler.dense.weight"));
+        assert!(is_unused_checkpoint_tensor("bert.embeddings.position_ids"));
+        assert!(!is_unused_checkpoint_tensor("embeddings.position_embeddings.weight"));
+    }
+}
