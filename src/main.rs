@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Train a teacher and distill a student on the embedded digits, then serve both.
     Quickstart(commands::quickstart::Args),
-    /// Fetch and verify datasets.
+    /// Fetch and verify datasets and pretrained models.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
     /// Train a model without a teacher: supervised, PS-KD or dual-input-output.

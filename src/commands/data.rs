@@ -1,17 +1,22 @@
-//! `tandem data fetch`: download and verify datasets into the cache.
+//! `tandem data fetch`: download and verify datasets and pretrained models into the cache.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Subcommand;
-use tandem_training::data::{default_data_dir, fetch, DatasetName};
+use tandem_training::data::{default_data_dir, fetch, AssetName};
 
-/// Dataset management.
+/// Dataset and model management.
 #[derive(Subcommand)]
 pub enum DataCommand {
-    /// Fetch datasets (`mnist`, `fashion-mnist`, or `all`) and verify their checksums.
+    /// Fetch datasets (`mnist`, `fashion-mnist`) and models (`minilm`), or `all` of them, and
+    /// verify their checksums.
+    ///
+    /// Each one is installed in its own directory under the cache directory, and the path is
+    /// printed; for a model it is the directory to load the model from. Files already present
+    /// and verified are not downloaded again.
     Fetch {
-        /// Datasets to fetch.
+        /// Datasets and models to fetch.
         #[arg(required = true)]
         names: Vec<String>,
         /// Cache directory (default: $TANDEM_DATA_DIR, else the user cache dir).
@@ -23,20 +28,24 @@ pub enum DataCommand {
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     let DataCommand::Fetch { names, data_dir } = cmd;
     let dir = data_dir.unwrap_or_else(default_data_dir);
-    let mut wanted = Vec::new();
+    let mut wanted: Vec<AssetName> = Vec::new();
+    let mut push = |name: AssetName| {
+        if !wanted.contains(&name) {
+            wanted.push(name);
+        }
+    };
     for name in &names {
         if name == "all" {
-            wanted.extend(DatasetName::ALL.into_iter().filter(|d| !d.is_embedded()));
+            AssetName::ALL.into_iter().filter(|a| !a.is_embedded()).for_each(&mut push);
             continue;
         }
-        let parsed: DatasetName = name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let parsed: AssetName = name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
         if parsed.is_embedded() {
             eprintln!("{parsed} is embedded in the binary; nothing to fetch");
             continue;
         }
-        wanted.push(parsed);
+        push(parsed);
     }
-    wanted.dedup();
     if wanted.is_empty() && names.iter().all(|n| n != "digits") {
         bail!("nothing to fetch");
     }

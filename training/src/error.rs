@@ -9,10 +9,10 @@ pub enum Error {
     /// A value given by the user (a name, a flag, a config field) is not acceptable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A dataset that needs downloading has not been fetched into the data directory yet.
-    #[error("dataset {name} is not available in {}: run `tandem data fetch {name}` first", dir.display())]
+    /// A dataset or model that needs downloading has not been fetched into the data directory yet.
+    #[error("{name} is not available in {}: run `tandem data fetch {name}` first", dir.display())]
     NotFetched {
-        /// Dataset name as the CLI spells it.
+        /// Dataset or model name as the CLI spells it.
         name: String,
         /// Directory that was searched.
         dir: PathBuf,
@@ -27,10 +27,10 @@ pub enum Error {
         /// Digest of the bytes on disk.
         found: String,
     },
-    /// The place a dataset comes from could not be reached or did not contain what it should.
+    /// The place a dataset or model comes from could not be reached or did not contain what it should.
     #[error("cannot fetch {name}: {reason}")]
     Fetch {
-        /// Dataset name.
+        /// Dataset or model name.
         name: String,
         /// What went wrong, including the failing command's output where there was one.
         reason: String,

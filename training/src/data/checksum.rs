@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -25,12 +25,15 @@ pub(crate) fn listing(files: &[(&str, &str)]) -> String {
     files.iter().map(|(file, digest)| format!("{digest}  {file}\n")).collect()
 }
 
-/// Copies `src` to `dest` while hashing it, and keeps the copy only if the digest is `expected`.
+/// Copies `src` to `dest` while hashing it, and keeps the copy only if the digest is `expected`;
+/// `file` is the name errors use.
 ///
-/// Hashing during the copy reads each file once; writing to a `.part` file and renaming means a
-/// crash never leaves a half-written file under the final name.
+/// Hashing during the copy reads each file once; writing to a `.part` file next to `dest` and
+/// renaming means a crash never leaves a half-written file under the final name.
 pub(crate) fn copy_verified(src: &Path, dest: &Path, file: &str, expected: &str) -> Result<()> {
-    let part = dest.with_file_name(format!("{file}.part"));
+    let mut part = dest.as_os_str().to_os_string();
+    part.push(".part");
+    let part = PathBuf::from(part);
     let result = copy_hashing(src, &part).and_then(|found| {
         if found == expected {
             Ok(())
@@ -126,6 +129,17 @@ mod tests {
         assert!(msg.contains("bad.bin") && msg.contains(EMPTY) && msg.contains(&good));
         assert!(!bad_dest.exists());
         assert!(!dir.path().join("bad.bin.part").exists());
+
+        // A name with a directory in it only labels errors; the partial file sits next to `dest`.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let nested = dir.path().join("sub").join("config.json");
+        copy_verified(&src, &nested, "sub/config.json", &good).unwrap();
+        assert_eq!(std::fs::read(&nested).unwrap(), b"hello");
+        let err = copy_verified(&src, &nested, "sub/config.json", EMPTY).unwrap_err();
+        assert!(err.to_string().contains("sub/config.json"), "{err}");
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("sub")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, ["config.json"]);
     }
 
     #[test]

