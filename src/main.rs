@@ -30,6 +30,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Distill a student from a teacher bundle.
     Distill(commands::train::DistillArgs),
+    /// Import a model from another format as a bundle.
+    #[command(subcommand)]
+    Import(commands::import::ImportCommand),
     /// Measure a bundle's accuracy on a dataset split.
     Eval(commands::eval::Args),
     /// Serve bundles over HTTP.
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Train(args) => commands::train::run_train(args),
         Command::Distill(args) => commands::train::run_distill(args),
+        Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),

@@ -395,4 +395,46 @@ mod tests {
         assert!(matches!(b.submit((0, -1)).await, Err(Error::Internal(_))));
         assert_eq!(b.submit((0, 4)).await.unwrap(), 8);
     }
+
+    /// Charges every item the longest item's cost, like padded text.
+    struct Padded {
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl Family for Padded {
+        const KIND: &'static str = "padded";
+        type Item = usize;
+        type Output = usize;
+        fn cost(&self, item: &usize) -> usize {
+            *item
+        }
+        fn batch_cost(&self, n: usize, max_cost: usize, _sum_cost: usize) -> usize {
+            n * max_cost
+        }
+        fn cache_key(&self, _item: &usize) -> Option<u64> {
+            None
+        }
+        fn run_batch(&self, items: &[usize]) -> Result<Vec<usize>> {
+            self.batches.lock().unwrap().push(items.len());
+            Ok(items.to_vec())
+        }
+        fn warmup_item(&self) -> usize {
+            1
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_budget_counts_padding() {
+        let family = Arc::new(Padded { batches: Mutex::new(Vec::new()) });
+        let config = BatchConfig { max_batch_tokens: 10, ..config(64, 50, 64) };
+        let b = Batcher::new(family.clone(), config, "test".into());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // 1 + 4 would sum to 5 but pads to 2 x 4 = 8; a third item would pad to 12 > 10. A 20-token
+        // item exceeds the budget alone and still runs, alone.
+        let rxs: Vec<_> = [1, 4, 4, 20].into_iter().map(|c| b.enqueue(c, deadline).unwrap()).collect();
+        for (rx, c) in rxs.into_iter().zip([1, 4, 4, 20]) {
+            assert_eq!(rx.await.unwrap().unwrap(), c);
+        }
+        assert_eq!(family.batches.lock().unwrap().clone(), vec![2, 1, 1]);
+    }
 }

@@ -14,7 +14,7 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(String),
     /// The model exists but belongs to another family than the operation needs.
-    #[error("model {model} is a {kind} model; this operation needs a {expected} model")]
+    #[error("model {model} is of kind `{kind}`; this operation needs kind `{expected}`")]
     WrongKind {
         /// `name@version` of the model.
         model: String,

@@ -27,6 +27,7 @@ pub mod family;
 pub mod fs;
 pub mod hf;
 pub mod image;
+pub mod import;
 mod infer;
 pub mod kernels;
 pub mod layers;
@@ -41,6 +42,9 @@ pub use batcher::BatchConfig;
 pub use cache::CacheStats;
 pub use error::{Error, Result};
 pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction};
+pub use families::embedder::{
+    EmbedRequest, EmbedResponse, Ranked, RerankRequest, RerankResponse, SimilarityResponse, TextUsage,
+};
 pub use runtime::{ModelInfo, Runtime, RuntimeConfig};
 
 /// Re-exported so that downstream crates build tensors with the exact candle version used here.

@@ -27,6 +27,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(routes::models::router())
         .merge(routes::classifier::router())
+        .merge(routes::embedder::router())
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(
             ServiceBuilder::new()

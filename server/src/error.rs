@@ -247,8 +247,8 @@ impl From<tandem_runtime::Error> for ApiError {
             E::WrongKind { model, kind, expected } => ApiError::new(
                 ErrorType::InvalidInput,
                 format!(
-                    "model {model} is a {kind} model, and this route serves {expected} models; \
-                     {model} serves {}",
+                    "model {model} is of kind `{kind}`, and this route serves kind `{expected}`; \
+                     {model} is served by {}",
                     crate::routes::routes_for_kind(&kind).join(", ")
                 ),
             ),

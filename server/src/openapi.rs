@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorType;
-use crate::routes::{classifier, docs, health, metrics, models};
+use crate::routes::{classifier, docs, embedder, health, metrics, models};
 use crate::wire::{ErrorBody, ErrorDetail};
 
 /// Name of the bearer-token security scheme in the document.
@@ -44,6 +44,11 @@ pub(crate) const API_ERRORS: &[ErrorType] = &[ErrorType::Unauthorized, ErrorType
         models::list_models,
         models::get_model,
         classifier::classify,
+        embedder::openai_embeddings,
+        embedder::compat_rerank,
+        embedder::embed,
+        embedder::rerank,
+        embedder::similarity,
         metrics::metrics,
         docs::openapi_spec,
         docs::swagger_ui,
@@ -65,6 +70,7 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
         "ready" => health::READY_ERRORS,
         "get_model" => models::GET_MODEL_ERRORS,
         "classify" => classifier::CLASSIFY_ERRORS,
+        "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => embedder::EMBEDDER_ERRORS,
         _ => &[],
     };
     let api: &[ErrorType] = if path.starts_with("/v1/") { API_ERRORS } else { &[] };

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::models::cnn::CnnConfig;
+use crate::models::sentence_encoder::{BertConfig, Pooling};
 
 /// The manifest schema this runtime writes; older ones are migrated on load.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -46,6 +47,15 @@ impl Manifest {
     pub fn classifier(&self) -> Option<&ClassifierSpec> {
         match &self.family {
             FamilySpec::Classifier(spec) => Some(spec),
+            _ => None,
+        }
+    }
+
+    /// The embedder section, if this bundle is an embedder.
+    pub fn embedder(&self) -> Option<&EmbedderSpec> {
+        match &self.family {
+            FamilySpec::Embedder(spec) => Some(spec),
+            _ => None,
         }
     }
 }
@@ -56,16 +66,19 @@ impl Manifest {
 pub enum FamilySpec {
     /// An image classifier.
     Classifier(ClassifierSpec),
+    /// A text embedder (sentence encoder).
+    Embedder(EmbedderSpec),
 }
 
 impl FamilySpec {
     /// Every kind this runtime serves, in a fixed order; docs and tidy tests walk it.
-    pub const KINDS: [&'static str; 1] = ["classifier"];
+    pub const KINDS: [&'static str; 2] = ["classifier", "embedder"];
 
     /// The wire name of the kind.
     pub fn kind(&self) -> &'static str {
         match self {
             FamilySpec::Classifier(_) => "classifier",
+            FamilySpec::Embedder(_) => "embedder",
         }
     }
 }
@@ -93,6 +106,22 @@ pub struct ClassifierSpec {
     /// How the head outputs become probabilities at inference.
     #[serde(default)]
     pub inference: InferenceSpec,
+}
+
+/// A text embedder: a BERT-family encoder, its tokenizer file and its pooling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderSpec {
+    /// The encoder's config, as read from the source model's `config.json`.
+    pub architecture: BertConfig,
+    /// The tokenizer file inside the bundle (HF `tokenizer.json` format); it must be listed in `files`.
+    pub tokenizer: String,
+    /// How token states become one vector.
+    pub pooling: Pooling,
+    /// Whether embeddings are L2-normalised unless a request says otherwise.
+    pub normalize: bool,
+    /// Longest input in tokens, special tokens included; longer inputs are truncated or refused.
+    pub max_seq_length: usize,
 }
 
 /// What the model expects: an image of `channels × height × width` on the 8-bit scale, normalised as

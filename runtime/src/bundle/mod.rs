@@ -15,7 +15,7 @@ use candle_nn::{VarBuilder, VarMap};
 use sha2::{Digest, Sha256};
 
 pub use manifest::{
-    ClassifierSpec, FamilySpec, FileEntry, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
+    ClassifierSpec, EmbedderSpec, FamilySpec, FileEntry, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
 };
 
 use crate::fs::atomic_write;
@@ -130,6 +130,7 @@ fn validate_manifest(m: &Manifest) -> Result<()> {
     validate_files(&m.files)?;
     let res = match &m.family {
         FamilySpec::Classifier(spec) => crate::families::classifier::validate_spec(spec),
+        FamilySpec::Embedder(spec) => crate::families::embedder::validate_spec(spec, &m.files),
     };
     if let Err((field, msg)) = res {
         return bad(&format!("family.{field}"), msg);
@@ -224,6 +225,7 @@ fn check_tensors(manifest: &Manifest, tensors: &HashMap<String, Tensor>) -> Resu
 fn expected_shapes(manifest: &Manifest) -> Result<BTreeMap<String, Vec<usize>>> {
     match &manifest.family {
         FamilySpec::Classifier(spec) => crate::families::classifier::expected_shapes(spec),
+        FamilySpec::Embedder(spec) => crate::families::embedder::expected_shapes(spec),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Model families, one module each, and the one place that turns a bundle into a served model.
 
 pub mod classifier;
+pub mod embedder;
 
 use std::sync::Arc;
 
@@ -15,5 +16,6 @@ use crate::Result;
 pub(crate) fn load(bundle: &Bundle, device: &Device, batch: BatchConfig) -> Result<Arc<dyn Served>> {
     match &bundle.manifest.family {
         FamilySpec::Classifier(spec) => classifier::load(bundle, spec, device, batch),
+        FamilySpec::Embedder(spec) => embedder::load(bundle, spec, device, batch),
     }
 }

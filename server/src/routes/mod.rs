@@ -7,6 +7,7 @@
 
 pub(crate) mod classifier;
 pub(crate) mod docs;
+pub(crate) mod embedder;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod models;
@@ -20,6 +21,7 @@ use crate::state::AppState;
 pub(crate) fn routes_for_kind(kind: &str) -> &'static [&'static str] {
     match kind {
         "classifier" => classifier::ROUTES,
+        "embedder" => embedder::ROUTES,
         _ => &[],
     }
 }

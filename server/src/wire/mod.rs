@@ -1,6 +1,8 @@
 //! JSON shapes on the wire. They live here, not in the runtime, so that the HTTP contract can
 //! evolve (and be documented) independently of the library's Rust types.
 
+pub mod embedder;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -79,6 +81,19 @@ pub struct InputSpec {
     pub resize_filter: String,
 }
 
+/// What an embedder produces and reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingSpec {
+    /// Width of the embeddings.
+    pub dimensions: usize,
+    /// Longest input in tokens, special tokens included; longer inputs are truncated or refused.
+    pub max_seq_length: usize,
+    /// How token vectors become one: `mean`, `cls` or `max`.
+    pub pooling: String,
+    /// Whether embeddings are scaled to unit length unless a request says otherwise.
+    pub normalize: bool,
+}
+
 /// One model in full: identity, provenance, quality and input contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelDetail {
@@ -108,6 +123,9 @@ pub struct ModelDetail {
     /// What the model expects as input (classifiers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputSpec>,
+    /// What an embedder produces (embedders only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingSpec>,
     /// The routes that serve this model, e.g. `POST /v1/models/{id}/classify`.
     pub routes: Vec<String>,
     /// Export time, RFC 3339.
@@ -284,6 +302,15 @@ impl From<&tandem_runtime::ModelInfo> for ModelDetail {
             metrics: manifest.metrics.clone(),
             labels: manifest.classifier().map(|spec| spec.labels.clone()),
             input: manifest.classifier().map(|spec| InputSpec::from(&spec.input)),
+            embedding: manifest.embedder().map(|spec| EmbeddingSpec {
+                dimensions: spec.architecture.hidden_size,
+                max_seq_length: spec.max_seq_length,
+                pooling: serde_json::to_value(spec.pooling)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                normalize: spec.normalize,
+            }),
             routes: crate::routes::routes_for_kind(&info.kind).iter().map(|r| (*r).to_owned()).collect(),
             created_at: manifest.created_at.clone(),
         }
