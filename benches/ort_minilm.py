@@ -326,12 +326,12 @@ def bench_texts(enc, length, n):
 
 def main():
     ap = argparse.ArgumentParser(description="ONNX Runtime timing of a sentence-transformers BERT model.")
-    ap.add_argument("model_dir")
+    ap.add_argument("model_dir", help="sentence-transformers model directory")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads")
-    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per (length, batch)")
     ap.add_argument("--optimizer", choices=["auto", "transformers", "none"], default="auto")
-    ap.add_argument("--texts-json", help="embed the JSON list of strings in FILE instead of timing")
+    ap.add_argument("--texts-json", metavar="FILE", help="embed the JSON list of strings in FILE instead of timing")
     args = ap.parse_args()
     try:
         import numpy as np
