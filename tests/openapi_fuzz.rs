@@ -85,7 +85,23 @@ fn schemathesis_finds_no_failures_in_the_served_api() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let bundle = train_bundle(dir.path(), "fuzzed");
-    let server = Server::start(&["--model", bundle.to_str().expect("UTF-8 path")]);
+    let texts = dir.path().join("texts");
+    tandem_runtime::testing_text::write_tiny_sentence_transformers_dir(
+        &dir.path().join("st"),
+        2,
+        tandem_runtime::models::sentence_encoder::Pooling::Mean,
+        true,
+    )
+    .expect("a tiny sentence-transformers directory");
+    run_ok(
+        tandem().args(["import", "hf"]).arg(dir.path().join("st")).arg("--out").arg(&texts).args(["--name", "texts"]),
+    );
+    let server = Server::start(&[
+        "--model",
+        bundle.to_str().expect("UTF-8 path"),
+        "--model",
+        texts.to_str().expect("UTF-8 path"),
+    ]);
 
     let workdir = dir.path().join("schemathesis");
     std::fs::create_dir(&workdir).expect("work dir");

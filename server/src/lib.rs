@@ -30,6 +30,7 @@ mod serve;
 mod shutdown;
 mod state;
 mod top_k;
+mod whole;
 pub mod wire;
 
 pub use app::app;

@@ -2,13 +2,15 @@
 //! compatible ones (OpenAI's `/v1/embeddings`, Cohere's and Jina's `/v1/rerank`).
 
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 /// `input` of an OpenAI embeddings request: one text or a list of texts.
 ///
 /// OpenAI also accepts token-id arrays; Tandem tokenizes itself, so those are refused with a
 /// message saying so rather than with a generic shape error.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EmbeddingsInput {
     /// One text.
@@ -38,6 +40,20 @@ impl<'de> Deserialize<'de> for EmbeddingsInput {
         }
     }
 }
+
+/// Written by hand so that the list form states its `minItems`, which the server enforces.
+impl PartialSchema for EmbeddingsInput {
+    fn schema() -> RefOr<Schema> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        OneOfBuilder::new()
+            .item(text().description(Some("One text.")))
+            .item(ArrayBuilder::new().items(text()).min_items(Some(1)).description(Some("Texts, answered in order.")))
+            .description(Some("One text or a non-empty list of texts."))
+            .into()
+    }
+}
+
+impl ToSchema for EmbeddingsInput {}
 
 impl EmbeddingsInput {
     /// The texts, whichever form they came in.
@@ -72,7 +88,7 @@ pub struct OpenAiEmbeddingsRequest {
     #[serde(default)]
     pub encoding_format: EncodingFormat,
     /// Keep only the first `dimensions` values, then re-normalise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::whole::optional_count", skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
     /// An end-user id, accepted for compatibility and ignored.
@@ -146,7 +162,7 @@ pub struct EmbedRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate: Option<bool>,
     /// Keep only the first `dimensions` values, then re-normalise when normalising.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::whole::optional_count", skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
 }
@@ -173,7 +189,7 @@ pub struct RerankRequest {
     #[schema(min_items = 1)]
     pub documents: Vec<String>,
     /// Return only the best `top_n`; default all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::whole::optional_count", skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub top_n: Option<usize>,
     /// Echo each document's text in its result (default false).
@@ -219,7 +235,7 @@ pub struct CompatRerankRequest {
     #[schema(min_items = 1)]
     pub documents: Vec<String>,
     /// Return only the best `top_n`; default all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::whole::optional_count", skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub top_n: Option<usize>,
     /// Echo each document as `{"text": ...}` in its result (default false).

@@ -3,5 +3,6 @@
 
 mod common;
 mod contract;
+mod embedder;
 mod router;
 mod socket;
