@@ -2,7 +2,7 @@
 """Times ONNX Runtime on a sentence-transformers BERT model (all-MiniLM-L6-v2) for the embedding benchmark.
 
 Usage: ort_minilm.py MODEL_DIR [--threads 2] [--batches 1,8,32] [--seconds 1.0]
-                     [--optimizer auto|transformers|none] [--texts-json FILE]
+                     [--optimizer auto|transformers|none] [--texts-json FILE] [--corpus-json FILE]
 
 MODEL_DIR is a sentence-transformers directory (config.json, model.safetensors, tokenizer.json,
 modules.json, 1_Pooling/config.json, sentence_bert_config.json). The ONNX graph is built here with
@@ -20,7 +20,9 @@ it, `none` skips it. Either way the session uses ORT_ENABLE_ALL graph optimisati
 Timing: texts come from a fixed English corpus in this script and are tokenized with the
 `tokenizers` package: "short" texts are single sentences (about 12 tokens with [CLS]/[SEP]),
 "long" texts are consecutive corpus sentences joined and truncated to 128 tokens. A batch is
-padded to its longest text. Only the ONNX Runtime run is timed (tokenization is not); each
+padded to its longest text. With --corpus-json FILE ({"short": [...], "long": [...]}, at least
+max(batches) texts each) those texts are timed instead, so a caller (`tandem bench embed`) times
+both runtimes on exactly the same texts. Only the ONNX Runtime run is timed (tokenization is not); each
 (length, batch) gets 3 warm-up runs and the best of 3 windows of --seconds/3.
 
 Prints one JSON object: sentences/s per length and batch, the mean token count per length, which
@@ -332,6 +334,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per (length, batch)")
     ap.add_argument("--optimizer", choices=["auto", "transformers", "none"], default="auto")
     ap.add_argument("--texts-json", metavar="FILE", help="embed the JSON list of strings in FILE instead of timing")
+    ap.add_argument("--corpus-json", metavar="FILE",
+                    help='time the texts of FILE, {"short": [...], "long": [...]}, instead of the built-in corpus')
     args = ap.parse_args()
     try:
         import numpy as np
@@ -372,9 +376,25 @@ def main():
         print(json.dumps({"embeddings": emb.astype(float).tolist(), "n_tokens": [len(i) for i in ids], **common}))
         return 0
 
+    corpus = None
+    if args.corpus_json:
+        try:
+            corpus = read_json(args.corpus_json)
+        except (OSError, json.JSONDecodeError) as e:
+            print(json.dumps({"error": f"cannot read --corpus-json {args.corpus_json}: {e}"}))
+            return 1
+        ok = isinstance(corpus, dict) and all(
+            isinstance(corpus.get(k), list) and len(corpus[k]) >= max(batches) for k in ("short", "long"))
+        if not ok:
+            print(json.dumps({"error": "--corpus-json must hold short and long lists of at least max(batches) texts"}))
+            return 1
+
     rates, tokens = {}, {}
     for length in ("short", "long"):
-        ids = bench_texts(enc, length, max(batches))
+        if corpus is not None:
+            ids = [enc.token_ids(t, enc.cfg["max_seq_length"]) for t in corpus[length][:max(batches)]]
+        else:
+            ids = bench_texts(enc, length, max(batches))
         tokens[length] = sum(len(i) for i in ids) / len(ids)
         rates[length] = {str(b): sentences_per_second(enc, enc.batch(ids[:b]), b, args.seconds) for b in batches}
     check = enc.run(enc.batch([enc.token_ids(t) for t in CHECK]))

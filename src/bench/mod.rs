@@ -1,7 +1,10 @@
 //! Benchmarks run by `tandem bench`.
 
 mod distill;
+mod embed;
 mod kernels;
+mod machine;
 
 pub use distill::{run_distill_bench, DistillBenchArgs};
+pub use embed::{run_embed_bench, EmbedBenchArgs};
 pub use kernels::run_kernels;

@@ -14,11 +14,16 @@ pub enum BenchCommand {
     /// The compact-student table: every method on every dataset over several seeds, with test
     /// accuracy, parameters and training time. Hours of CPU at the defaults; restartable.
     Distill(Box<crate::bench::DistillBenchArgs>),
+    /// Sentence-embedding speed (all-MiniLM-L6-v2 by default): Tandem in-process, raw
+    /// candle-transformers and ONNX Runtime at batch 1, 8 and 32 on short and long texts, and
+    /// served throughput over HTTP with 16 and 64 concurrent clients.
+    Embed(Box<crate::bench::EmbedBenchArgs>),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Kernels { json } => crate::bench::run_kernels(json),
         BenchCommand::Distill(args) => crate::bench::run_distill_bench(*args),
+        BenchCommand::Embed(args) => crate::bench::run_embed_bench(*args),
     }
 }
