@@ -382,7 +382,8 @@ async fn drive(
 
 fn print_tables(rows: &[Row], http: &[HttpRow], ort: Option<&Value>, max_abs_diff: Option<f64>) {
     if let Some(o) = ort {
-        println!("onnxruntime {} ({} threads, graph optimizer: {})", o["onnxruntime"], o["threads"], o["optimizer"]);
+        let optimizer = o["optimizer"].get("name").unwrap_or(&o["optimizer"]);
+        println!("onnxruntime {} ({} threads, graph optimizer: {optimizer})", o["onnxruntime"], o["threads"]);
     }
     println!();
     println!(

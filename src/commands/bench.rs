@@ -10,6 +10,9 @@ pub enum BenchCommand {
         /// Print the headline figures as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Skip ONNX Runtime (otherwise a missing Python package is an error naming the install command).
+        #[arg(long)]
+        no_ort: bool,
     },
     /// The compact-student table: every method on every dataset over several seeds, with test
     /// accuracy, parameters and training time. Hours of CPU at the defaults; restartable.
@@ -22,7 +25,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Kernels { json } => crate::bench::run_kernels(json),
+        BenchCommand::Kernels { json, no_ort } => crate::bench::run_kernels(json, no_ort),
         BenchCommand::Distill(args) => crate::bench::run_distill_bench(*args),
         BenchCommand::Embed(args) => crate::bench::run_embed_bench(*args),
     }
