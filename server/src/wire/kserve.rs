@@ -199,6 +199,7 @@ pub struct InferInput {
     /// The input's name from the model's metadata.
     pub name: String,
     /// Dimensions, the batch first.
+    #[serde(deserialize_with = "crate::whole::dimensions")]
     pub shape: Vec<u64>,
     /// Element type.
     pub datatype: Datatype,
@@ -214,7 +215,7 @@ pub struct InferInput {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InputParameters {
     /// Bytes of this input in the binary part of the body, inputs in request order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::whole::optional_size", skip_serializing_if = "Option::is_none")]
     pub binary_data_size: Option<u64>,
     /// Other parameters, accepted and ignored unless they ask for an unsupported extension.
     #[serde(flatten)]
