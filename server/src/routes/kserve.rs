@@ -209,7 +209,10 @@ pub(crate) async fn model_version_ready(
         status = 200,
         description = "the outputs, as JSON or as a JSON header followed by binary tensors",
         content((InferResponse = "application/json"), ("application/octet-stream")),
-        headers(("inference-header-content-length" = u64, description = "bytes of JSON before the binary outputs, when there are any"))
+        headers((
+            "inference-header-content-length" = u64,
+            description = "bytes of JSON before the binary outputs, when there are any"
+        ))
     ))
 )]
 pub(crate) async fn model_infer(
@@ -237,7 +240,10 @@ pub(crate) async fn model_infer(
         status = 200,
         description = "the outputs, as JSON or as a JSON header followed by binary tensors",
         content((InferResponse = "application/json"), ("application/octet-stream")),
-        headers(("inference-header-content-length" = u64, description = "bytes of JSON before the binary outputs, when there are any"))
+        headers((
+            "inference-header-content-length" = u64,
+            description = "bytes of JSON before the binary outputs, when there are any"
+        ))
     ))
 )]
 pub(crate) async fn model_version_infer(

@@ -271,7 +271,10 @@ impl ToSchema for TensorData {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "model_name": "digits-student", "model_version": "1", "id": "42",
-    "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 10], "data": [0.9, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.02, 0.01]}]
+    "outputs": [{
+        "name": "probabilities", "datatype": "FP32", "shape": [1, 10],
+        "data": [0.9, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.02, 0.01]
+    }]
 }))]
 pub struct InferResponse {
     /// The model's name.

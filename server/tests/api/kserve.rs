@@ -220,7 +220,9 @@ async fn classifier_binary_request_and_response_built_by_hand() {
     let pixels: Vec<f32> = flat.iter().map(|&v| v as f32).collect();
 
     let header = json!({
-        "inputs": [{"name": "images", "shape": [2, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": 2 * 64 * 4}}],
+        "inputs": [
+            {"name": "images", "shape": [2, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": 2 * 64 * 4}}
+        ],
         "outputs": [{"name": "probabilities", "parameters": {"binary_data": true}}]
     });
     let reply = post_binary(&app, "/v2/models/digits/infer", &header, &f32_bytes(&pixels)).await;
@@ -235,7 +237,9 @@ async fn classifier_binary_request_and_response_built_by_hand() {
 
     // UINT8 bytes in, every output binary by the request's default.
     let header = json!({
-        "inputs": [{"name": "images", "shape": [2, 1, 8, 8], "datatype": "UINT8", "parameters": {"binary_data_size": 128}}],
+        "inputs": [
+            {"name": "images", "shape": [2, 1, 8, 8], "datatype": "UINT8", "parameters": {"binary_data_size": 128}}
+        ],
         "parameters": {"binary_data_output": true, "priority": 3}
     });
     let bytes: Vec<u8> = flat.iter().map(|&v| v as u8).collect();
@@ -299,6 +303,32 @@ fn case(uri: &'static str, body: Value, status: u16, kind: &'static str, says: &
     Case { uri, body, status, kind, says }
 }
 
+/// A bad binary request: its JSON header in `case.body`, and the raw bytes after it.
+struct BinaryCase {
+    case: Case,
+    raw: Vec<u8>,
+}
+
+fn binary_case(
+    uri: &'static str,
+    header: Value,
+    raw: Vec<u8>,
+    status: u16,
+    kind: &'static str,
+    says: &'static str,
+) -> BinaryCase {
+    BinaryCase { case: case(uri, header, status, kind, says), raw }
+}
+
+/// `tensor` with the fields of `extra` added.
+fn with(tensor: &Value, extra: Value) -> Value {
+    let mut merged = tensor.clone();
+    for (key, value) in extra.as_object().expect("an object") {
+        merged[key] = value.clone();
+    }
+    merged
+}
+
 fn images_input(shape: Value, datatype: &str, data: Value) -> Value {
     json!({"inputs": [{"name": "images", "shape": shape, "datatype": datatype, "data": data}]})
 }
@@ -311,8 +341,9 @@ async fn bad_json_requests_answer_documented_errors_in_the_protocols_shape() {
     let ones = |n: usize| json!(vec![1.0; n]);
     let digits = "/v2/models/digits/infer";
     let texts = "/v2/models/texts/infer";
-    let mut with_nan_free_300 = vec![1.0; 64];
-    with_nan_free_300[5] = 300.0;
+    let good = json!({"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ones(64)});
+    let mut too_bright = vec![1.0; 64];
+    too_bright[5] = 300.0;
     let cases = [
         case(
             digits,
@@ -345,7 +376,7 @@ async fn bad_json_requests_answer_documented_errors_in_the_protocols_shape() {
         ),
         case(
             digits,
-            images_input(json!([1, 1, 8, 8]), "FP32", json!(with_nan_free_300)),
+            images_input(json!([1, 1, 8, 8]), "FP32", json!(too_bright)),
             422,
             "invalid_input",
             "image 0: pixel 5 = 300",
@@ -396,36 +427,30 @@ async fn bad_json_requests_answer_documented_errors_in_the_protocols_shape() {
         ),
         case(
             digits,
-            json!({"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ones(64), "parameters": {"binary_data_size": 256}}]}),
+            json!({"inputs": [with(&good, json!({"parameters": {"binary_data_size": 256}}))]}),
             422,
             "invalid_input",
             "not both",
         ),
         case(digits, json!({"input": []}), 422, "invalid_input", "unknown field `input`"),
+        case(digits, json!({"inputs": [good, good]}), 422, "invalid_input", "is sent twice"),
         case(
             digits,
-            json!({"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ones(64)}, {"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ones(64)}]}),
-            422,
-            "invalid_input",
-            "is sent twice",
-        ),
-        case(
-            digits,
-            json!({"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ones(64)}], "outputs": [{"name": "logits"}]}),
+            json!({"inputs": [good], "outputs": [{"name": "logits"}]}),
             422,
             "invalid_input",
             "output \"logits\" is not an output of this model, which answers \"probabilities\"",
         ),
         case(
             digits,
-            json!({"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ones(64)}], "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]}),
+            json!({"inputs": [good], "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]}),
             422,
             "invalid_input",
             "classification extension",
         ),
         case(
             digits,
-            json!({"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ones(64)}], "parameters": {"binary_data_output": "yes"}}),
+            json!({"inputs": [good], "parameters": {"binary_data_output": "yes"}}),
             422,
             "invalid_input",
             "invalid type",
@@ -491,33 +516,55 @@ async fn bad_binary_requests_answer_documented_errors() {
     let (fx, _dir) = fixture_with_embedder();
     let (app, _) = ready_app(&fx, &ServerConfig::default());
     let digits = "/v2/models/digits/infer";
-    let binary_images = |size: usize| json!({"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": size}}]});
+    let binary_images = |size: usize| {
+        let tensor = json!({"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32"});
+        json!({"inputs": [with(&tensor, json!({"parameters": {"binary_data_size": size}}))]})
+    };
     let mut nan = vec![1.0f32; 64];
     nan[9] = f32::NAN;
 
-    let cases: [(&str, Value, Vec<u8>, u16, &str, &str); 6] = [
-        (digits, binary_images(256), f32_bytes(&nan), 422, "invalid_input", "image 0: pixel 9 = NaN"),
-        (digits, binary_images(256), vec![0; 200], 400, "bad_request", "only 200 bytes of binary data are left"),
-        (digits, binary_images(256), vec![0; 260], 400, "bad_request", "4 bytes follow the last binary input"),
-        (digits, binary_images(252), vec![0; 252], 422, "invalid_input", "binary_data_size is 252 bytes"),
-        (
-            "/v2/models/texts/infer",
-            json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}),
+    let texts = "/v2/models/texts/infer";
+    let one_text = |size: usize| {
+        let tensor = json!({"name": "text", "shape": [1], "datatype": "BYTES"});
+        json!({"inputs": [with(&tensor, json!({"parameters": {"binary_data_size": size}}))]})
+    };
+    let cases = [
+        binary_case(digits, binary_images(256), f32_bytes(&nan), 422, "invalid_input", "image 0: pixel 9 = NaN"),
+        binary_case(
+            digits,
+            binary_images(256),
+            vec![0; 200],
+            400,
+            "bad_request",
+            "only 200 bytes of binary data are left",
+        ),
+        binary_case(
+            digits,
+            binary_images(256),
+            vec![0; 260],
+            400,
+            "bad_request",
+            "4 bytes follow the last binary input",
+        ),
+        binary_case(digits, binary_images(252), vec![0; 252], 422, "invalid_input", "binary_data_size is 252 bytes"),
+        binary_case(
+            texts,
+            one_text(6),
             byte_elements(&[&[0xff, 0xfe]]),
             422,
             "invalid_input",
             "element 0 is not UTF-8 text",
         ),
-        (
-            "/v2/models/texts/infer",
-            json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}),
+        binary_case(
+            texts,
+            one_text(6),
             vec![9, 0, 0, 0, b'a', b'b'],
             422,
             "invalid_input",
             "element 0 is 9 bytes long, but only 2 bytes are left",
         ),
     ];
-    for (uri, header, raw, status, kind, says) in cases {
+    for BinaryCase { case: Case { uri, body: header, status, kind, says }, raw } in cases {
         let reply = post_binary(&app, uri, &header, &raw).await;
         let message = reply.assert_inference_error(status, kind);
         assert!(message.contains(says), "{header}: {message:?} does not say {says:?}");
