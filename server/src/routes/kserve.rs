@@ -443,7 +443,8 @@ async fn classify(
 ) -> Result<(u64, Vec<f32>), ApiError> {
     let pixels = codec::numbers(input, raw)?;
     let images = pixels
-        .chunks(channels * height * width)
+        // A model's shape has no zero side; the guard keeps `chunks` from panicking all the same.
+        .chunks((channels * height * width).max(1))
         .enumerate()
         .map(|(i, image)| {
             GrayImage::from_pixels(height, width, image.to_vec())
