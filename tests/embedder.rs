@@ -5,7 +5,6 @@
 //! that layers, pooling and sizes come from the directory rather than from MiniLM's numbers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 use tandem_runtime::models::sentence_encoder::Pooling;
@@ -40,28 +39,6 @@ fn minilm_dir() -> PathBuf {
     run_ok(tandem().args(["data", "fetch", "minilm", "--data-dir"]).arg(&data_dir));
     tandem_training::data::installed_dir(tandem_training::data::ModelName::MiniLm, &data_dir)
         .expect("minilm is installed after fetching")
-}
-
-/// Runs a Python helper under `tests/python` with `input` on stdin and parses its JSON answer.
-#[track_caller]
-fn python(script: &str, args: &[&str], input: &Value) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let mut child = Command::new("python3")
-        .arg(&path)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (install the test dependencies: python3 -m pip install -r benches/requirements.txt)");
-    serde_json::to_writer(child.stdin.take().expect("stdin is piped"), input).expect("write the input");
-    let out = child.wait_with_output().expect("python3 finishes");
-    assert!(
-        out.status.success(),
-        "{script} failed (python3 -m pip install -r benches/requirements.txt installs its dependencies):\n{}",
-        show(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON: {e}\n{}", show(&out)))
 }
 
 fn vectors(value: &Value) -> Vec<Vec<f64>> {

@@ -5,6 +5,7 @@ mod common;
 mod embedder;
 mod errors;
 mod http;
+mod kserve;
 mod openapi_fuzz;
 mod resume;
 mod settings;

@@ -74,6 +74,24 @@ impl GrayImage {
         Ok(GrayImage { width, height, pixels })
     }
 
+    /// Builds an image from row-major pixel values on the 0–255 scale, as tensor protocols send
+    /// them; the same checks as [`GrayImage::from_rows`], naming the offending pixel by its index.
+    pub fn from_pixels(height: usize, width: usize, pixels: Vec<f32>) -> Result<GrayImage> {
+        if height == 0 || width == 0 {
+            return Err(Error::InvalidInput("an image needs at least one pixel".into()));
+        }
+        if height > MAX_SIDE as usize || width > MAX_SIDE as usize {
+            return Err(Error::InvalidInput(format!("{height}x{width} exceeds the {MAX_SIDE} pixel side limit")));
+        }
+        if pixels.len() != height * width {
+            return Err(Error::InvalidInput(format!("{} pixel values for a {height}x{width} image", pixels.len())));
+        }
+        if let Some((i, v)) = pixels.iter().enumerate().find(|(_, v)| !(v.is_finite() && (0.0..=255.0).contains(*v))) {
+            return Err(Error::InvalidInput(format!("pixel {i} = {v}: values must be finite and within 0..=255")));
+        }
+        Ok(GrayImage { width, height, pixels })
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> usize {
         self.width
@@ -128,6 +146,18 @@ mod tests {
             bytes
         };
         assert!(matches!(GrayImage::decode(&truncated), Err(Error::InvalidImage(_))));
+    }
+
+    #[test]
+    fn flat_pixels_are_validated_like_rows() {
+        let img = GrayImage::from_pixels(2, 3, vec![0.0, 1.0, 2.0, 3.0, 4.0, 255.0]).unwrap();
+        assert_eq!((img.width(), img.height()), (3, 2));
+        assert_eq!(img, GrayImage::from_rows(&[vec![0.0, 1.0, 2.0], vec![3.0, 4.0, 255.0]]).unwrap());
+        let err = GrayImage::from_pixels(1, 2, vec![0.0, f32::NAN]).unwrap_err().to_string();
+        assert!(err.contains("pixel 1 = NaN"), "{err}");
+        assert!(GrayImage::from_pixels(1, 2, vec![0.0, 256.0]).is_err());
+        assert!(GrayImage::from_pixels(1, 2, vec![0.0]).is_err());
+        assert!(GrayImage::from_pixels(0, 2, vec![]).is_err());
     }
 
     #[test]

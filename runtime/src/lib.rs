@@ -41,7 +41,7 @@ pub mod text;
 pub use batcher::BatchConfig;
 pub use cache::CacheStats;
 pub use error::{Error, Result};
-pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction};
+pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction, Probabilities};
 pub use families::embedder::{
     EmbedRequest, EmbedResponse, Ranked, RerankRequest, RerankResponse, SimilarityResponse, TextUsage,
 };

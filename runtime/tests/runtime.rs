@@ -1,4 +1,5 @@
-//! The runtime end to end on a real bundle: classify, batching equivalence, cache, registry.
+//! The runtime end to end on a real bundle: classify, full probabilities, batching equivalence,
+//! cache, registry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,25 @@ async fn probabilities_sum_to_one_and_top_k_is_capped() {
     let total: f32 = preds.iter().map(|p| p.score).sum();
     assert!((total - 1.0).abs() < 1e-4, "{total}");
     assert!(preds.windows(2).all(|w| w[0].score >= w[1].score));
+}
+
+#[tokio::test]
+async fn class_probabilities_are_every_score_in_label_order() {
+    let (_tmp, rt) = runtime(8, 0);
+    let images = vec![image(1), image(2)];
+    let full = rt.class_probabilities("digits", images.clone()).await.unwrap();
+    assert_eq!(full.model, "digits@1");
+    assert_eq!(full.probabilities.len(), 2);
+    let ranked = rt.classify("digits", ClassifyRequest { images, top_k: 10 }).await.unwrap();
+    for (probabilities, predictions) in full.probabilities.iter().zip(&ranked.predictions) {
+        assert_eq!(probabilities.len(), 10);
+        for p in predictions {
+            let index: usize = p.label.parse().unwrap();
+            assert_eq!(probabilities[index], p.score, "{}", p.label);
+        }
+    }
+    let empty = rt.class_probabilities("digits", vec![]).await;
+    assert!(matches!(empty, Err(Error::InvalidInput(_))));
 }
 
 #[tokio::test]

@@ -19,8 +19,8 @@ use crate::state::AppState;
 /// with `tower::ServiceExt::oneshot` in tests.
 ///
 /// Layers, outermost first: request id, trace span, error-shape guard, CORS, HTTP metrics,
-/// request timeout (503 `timeout`), body limit (413). `/v1` routes add API-key auth (401) and a
-/// concurrency limit that sheds load (429) instead of queueing it.
+/// request timeout (503 `timeout`), body limit (413). `/v1` and `/v2/models` routes add API-key
+/// auth (401) and a concurrency limit that sheds load (429) instead of queueing it.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
 
@@ -28,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::models::router())
         .merge(routes::classifier::router())
         .merge(routes::embedder::router())
+        .merge(routes::kserve::router())
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(
             ServiceBuilder::new()
@@ -37,8 +38,11 @@ pub fn app(state: AppState) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
 
-    let open =
-        Router::new().merge(routes::health::router()).merge(routes::metrics::router()).merge(routes::docs::router());
+    let open = Router::new()
+        .merge(routes::health::router())
+        .merge(routes::kserve::open_router())
+        .merge(routes::metrics::router())
+        .merge(routes::docs::router());
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let cors = cors_layer(&config.cors_origins, &request_id);
@@ -84,12 +88,14 @@ fn cors_layer(origins: &[String], request_id: &HeaderName) -> Option<CorsLayer> 
             .collect();
         AllowOrigin::list(list)
     };
+    // The binary tensor data extension's header, which browser clients must be allowed to send and read.
+    let inference_header = HeaderName::from_static(routes::kserve::HEADER_LENGTH);
     Some(
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, request_id.clone()])
-            .expose_headers([request_id.clone(), header::RETRY_AFTER]),
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, request_id.clone(), inference_header.clone()])
+            .expose_headers([request_id.clone(), header::RETRY_AFTER, inference_header]),
     )
 }
 

@@ -1,8 +1,11 @@
-//! The one error shape every failure answers with, and the single table mapping errors to statuses.
+//! The error shapes failures answer with, and the single table mapping errors to statuses.
 //!
-//! Handlers, extractor rejections, fallbacks and tower layers all end up here, so a client only
-//! ever has to parse `{"error":{"type":"...","message":"..."}}`. The OpenAPI document reads the
-//! same [`ErrorType::status`] table, which keeps the documented codes honest.
+//! Handlers, extractor rejections, fallbacks and tower layers all end up here, so a client of
+//! Tandem's own routes only ever has to parse `{"error":{"type":"...","message":"..."}}`. Routes of
+//! the Open Inference Protocol (`/v2`) answer `{"error":"...","type":"..."}` instead, because the
+//! protocol makes `error` a string and Triton's and KServe's clients read it as one; the status and
+//! the type come from the same table either way (see [`ErrorShape`]). The OpenAPI document reads
+//! the same [`ErrorType::status`] table, which keeps the documented codes honest.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
@@ -10,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
 
 /// Seconds a client is asked to wait after a 429, short because load is usually bursty.
@@ -135,6 +139,31 @@ impl ErrorType {
     }
 }
 
+/// Which body an error answers with, decided by the request's path.
+///
+/// One error value renders either way, so handlers, extractors and layers never need to know which
+/// protocol a path speaks: [`crate::middleware::enforce_error_shape`] re-renders errors of `/v2`
+/// paths on their way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    /// `{"error":{"type":"...","message":"..."}}`, Tandem's own.
+    Tandem,
+    /// `{"error":"...","type":"..."}`: the Open Inference Protocol's `{"error": string}` plus the
+    /// type, which its clients ignore.
+    OpenInference,
+}
+
+impl ErrorShape {
+    /// The shape of errors answered on `path`: the protocol's own under `/v2`.
+    pub(crate) fn for_path(path: &str) -> ErrorShape {
+        if path == "/v2" || path.starts_with("/v2/") {
+            ErrorShape::OpenInference
+        } else {
+            ErrorShape::Tandem
+        }
+    }
+}
+
 /// Every way a request can fail, as seen by an HTTP client: a type from the table above and a message.
 ///
 /// One struct rather than a second enum mirroring [`ErrorType`]: the type alone decides the status,
@@ -196,33 +225,29 @@ impl ApiError {
         ApiError::new(kind, message)
     }
 
-    /// The JSON body a client sees; 5xx details are replaced by a generic message.
-    pub fn body(&self) -> ErrorBody {
-        let kind = self.error_type();
-        let message = kind.public_message().map_or_else(|| client_message(&self.message), str::to_owned);
-        ErrorBody { error: ErrorDetail { kind, message } }
+    /// The message a client may see: 5xx details are replaced by a generic message.
+    fn public(&self) -> String {
+        self.kind.public_message().map_or_else(|| client_message(&self.message), str::to_owned)
     }
-}
 
-/// Messages often end with a library's own text (base64, JSON and image decoders), which may close
-/// with a period; stripping it here, where every client-facing message passes, keeps the house style
-/// without patching each call site.
-fn client_message(text: &str) -> String {
-    text.trim_end().trim_end_matches('.').trim_end().to_owned()
-}
+    /// The JSON body a client of Tandem's own routes sees.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { kind: self.error_type(), message: self.public() } }
+    }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    /// The JSON body a client of the Open Inference Protocol sees.
+    pub fn inference_body(&self) -> InferenceErrorBody {
+        InferenceErrorBody { error: self.public(), kind: self.error_type() }
+    }
+
+    /// A response in `shape`, with the headers the type calls for, without logging: used to
+    /// re-render an error that was logged when it first became a response.
+    pub(crate) fn render(&self, shape: ErrorShape) -> Response {
         let kind = self.error_type();
-        match kind {
-            ErrorType::Internal => tracing::error!(error = %self, "request failed"),
-            ErrorType::Unavailable => tracing::warn!(error = %self, "request failed"),
-            ErrorType::Timeout | ErrorType::Overloaded => {
-                tracing::warn!(error = %self, "request rejected")
-            }
-            _ => tracing::debug!(error = %self, error_type = kind.as_str(), "request rejected"),
-        }
-        let mut response = (kind.status(), axum::Json(self.body())).into_response();
+        let mut response = match shape {
+            ErrorShape::Tandem => (kind.status(), axum::Json(self.body())).into_response(),
+            ErrorShape::OpenInference => (kind.status(), axum::Json(self.inference_body())).into_response(),
+        };
         let headers = response.headers_mut();
         match kind {
             ErrorType::Overloaded => {
@@ -233,7 +258,54 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        // Carried along so that the shape guard can re-render it for paths of another protocol.
+        response.extensions_mut().insert(self.clone());
         response
+    }
+
+    /// The 422 for a model whose kind a route does not serve, naming the routes that serve it.
+    pub(crate) fn wrong_kind(model: &str, kind: &str, expected: &[&str]) -> ApiError {
+        let expected = match expected {
+            [one] => format!("kind `{one}`"),
+            many => format!("kinds {}", many.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")),
+        };
+        ApiError::new(
+            ErrorType::InvalidInput,
+            format!(
+                "model {model} is of kind `{kind}`, and this route serves {expected}; {model} is served by {}",
+                crate::routes::routes_for_kind(kind).join(", ")
+            ),
+        )
+    }
+}
+
+/// Messages often end with a library's own text (base64, JSON and image decoders), which may close
+/// with a period; stripping it here, where every client-facing message passes, keeps the house style
+/// without patching each call site.
+fn client_message(text: &str) -> String {
+    text.trim_end().trim_end_matches('.').trim_end().to_owned()
+}
+
+impl ApiError {
+    /// Logs the error at the level its type deserves: failures of the server louder than a
+    /// client's mistakes.
+    pub(crate) fn log(&self) {
+        let kind = self.error_type();
+        match kind {
+            ErrorType::Internal => tracing::error!(error = %self, "request failed"),
+            ErrorType::Unavailable => tracing::warn!(error = %self, "request failed"),
+            ErrorType::Timeout | ErrorType::Overloaded => {
+                tracing::warn!(error = %self, "request rejected")
+            }
+            _ => tracing::debug!(error = %self, error_type = kind.as_str(), "request rejected"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        self.render(ErrorShape::Tandem)
     }
 }
 
@@ -244,14 +316,7 @@ impl From<tandem_runtime::Error> for ApiError {
             E::InvalidInput(m) => ApiError::new(ErrorType::InvalidInput, m),
             E::InvalidImage(m) => ApiError::new(ErrorType::InvalidImage, m),
             E::NotFound(m) => ApiError::new(ErrorType::NotFound, m),
-            E::WrongKind { model, kind, expected } => ApiError::new(
-                ErrorType::InvalidInput,
-                format!(
-                    "model {model} is of kind `{kind}`, and this route serves kind `{expected}`; \
-                     {model} is served by {}",
-                    crate::routes::routes_for_kind(&kind).join(", ")
-                ),
-            ),
+            E::WrongKind { model, kind, expected } => ApiError::wrong_kind(&model, &kind, &[expected]),
             E::Overloaded => ApiError::of(ErrorType::Overloaded),
             E::Timeout => ApiError::of(ErrorType::Timeout),
             E::Unavailable(m) => ApiError::new(ErrorType::Unavailable, m),
@@ -371,6 +436,35 @@ mod tests {
         let body = ApiError::new(ErrorType::InvalidImage, "image is not valid base64: Invalid input length.").body();
         assert_eq!(body.error.message, "image is not valid base64: Invalid input length");
         assert_eq!(client_message("ends with dots... "), "ends with dots");
+    }
+
+    #[test]
+    fn one_error_renders_in_either_shape_with_one_status() {
+        let err = ApiError::new(ErrorType::InvalidInput, "input \"images\": shape [1] is not [-1, 1, 8, 8].");
+        let body = serde_json::to_value(err.inference_body()).expect("serializes");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "input \"images\": shape [1] is not [-1, 1, 8, 8]", "type": "invalid_input"})
+        );
+        let hidden = serde_json::to_value(ApiError::new(ErrorType::Internal, "secret").inference_body()).unwrap();
+        assert_eq!(hidden["error"], "internal server error");
+        for shape in [ErrorShape::Tandem, ErrorShape::OpenInference] {
+            let res = ApiError::of(ErrorType::Overloaded).render(shape);
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        }
+        assert_eq!(ErrorShape::for_path("/v2"), ErrorShape::OpenInference);
+        assert_eq!(ErrorShape::for_path("/v2/models/m/infer"), ErrorShape::OpenInference);
+        assert_eq!(ErrorShape::for_path("/v1/models"), ErrorShape::Tandem);
+        assert_eq!(ErrorShape::for_path("/v20"), ErrorShape::Tandem);
+    }
+
+    #[test]
+    fn wrong_kind_names_one_or_several_kinds() {
+        let one = ApiError::wrong_kind("m@1", "embedder", &["classifier"]).to_string();
+        assert!(one.contains("this route serves kind `classifier`;"), "{one}");
+        let two = ApiError::wrong_kind("m@1", "other", &["classifier", "embedder"]).to_string();
+        assert!(two.contains("serves kinds `classifier` and `embedder`;"), "{two}");
     }
 
     #[test]

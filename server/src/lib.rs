@@ -1,9 +1,13 @@
 //! Tandem's HTTP server: thin axum handlers that decode and validate a request, call the runtime,
 //! and encode its answer.
 //!
-//! Everything that can fail answers with one JSON error shape (see [`ApiError`]), and the OpenAPI
-//! document ([`openapi`]) is generated from the same handlers and status mapping that serve
-//! requests, so the two cannot drift apart silently.
+//! Next to Tandem's own `/v1` routes it speaks the Open Inference Protocol (KServe v2) under `/v2`,
+//! so that Triton's, KServe's and Seldon's clients work unchanged.
+//!
+//! Everything that can fail answers with one JSON error shape per protocol, from one table of
+//! types and statuses (see [`ApiError`]), and the OpenAPI document ([`openapi`]) is generated from
+//! the same handlers and status mapping that serve requests, so the two cannot drift apart
+//! silently.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

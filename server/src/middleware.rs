@@ -5,10 +5,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tracing::Span;
 
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, ErrorShape, ErrorType};
 use crate::state::AppState;
 
 /// Name of the request-id header, set when absent and echoed on the response.
@@ -63,17 +63,29 @@ pub(crate) fn request_span(req: &axum::http::Request<Body>) -> Span {
     )
 }
 
-/// Rewrites any error response that is not already JSON (from a layer or a nested service we do
-/// not control) into the error shape, keeping headers such as `Allow` and `Retry-After`.
+/// Gives every error response the shape of its path's protocol, keeping headers such as `Allow`
+/// and `Retry-After`: errors of `/v2` paths are re-rendered in the Open Inference Protocol's shape
+/// (wherever they arose: handler, extractor, fallback or layer), and any error that is not JSON
+/// (from a layer or a nested service we do not control) is rewritten into the error table's shape.
 pub(crate) async fn enforce_error_shape(req: Request, next: Next) -> Response {
+    let shape = ErrorShape::for_path(req.uri().path());
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+    if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let reason = status.canonical_reason().unwrap_or("request failed").to_ascii_lowercase();
+    let mut shaped = match response.extensions().get::<ApiError>() {
+        Some(_) if shape == ErrorShape::Tandem => return response,
+        Some(error) => error.render(shape),
+        None if is_json(response.headers()) => return response,
+        None => {
+            let reason = status.canonical_reason().unwrap_or("request failed").to_ascii_lowercase();
+            let error = ApiError::from_status(status, reason);
+            error.log();
+            error.render(shape)
+        }
+    };
     let (parts, _) = response.into_parts();
-    let mut shaped = ApiError::from_status(status, reason).into_response();
     for (name, value) in &parts.headers {
         if name == header::CONTENT_TYPE || name == header::CONTENT_LENGTH {
             continue;

@@ -15,8 +15,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::ErrorType;
-use crate::routes::{classifier, docs, embedder, health, metrics, models};
+use crate::error::{ErrorShape, ErrorType};
+use crate::routes::{classifier, docs, embedder, health, kserve, metrics, models};
+use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
 
 /// Name of the bearer-token security scheme in the document.
@@ -25,8 +26,13 @@ const BEARER_SCHEME: &str = "bearer_auth";
 /// Errors any route can answer with: produced by the layers every request passes through.
 pub(crate) const GLOBAL_ERRORS: &[ErrorType] = &[ErrorType::MethodNotAllowed, ErrorType::Timeout, ErrorType::Internal];
 
-/// Errors every `/v1` route can answer with: API-key auth and load shedding.
+/// Errors every `/v1` and `/v2/models` route can answer with: API-key auth and load shedding.
 pub(crate) const API_ERRORS: &[ErrorType] = &[ErrorType::Unauthorized, ErrorType::Overloaded];
+
+/// Whether `path` is served behind the API key and the concurrency limit (`app`'s `api` router).
+fn behind_api_layers(path: &str) -> bool {
+    path.starts_with("/v1/") || path.starts_with("/v2/models/")
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,8 +40,12 @@ pub(crate) const API_ERRORS: &[ErrorType] = &[ErrorType::Unauthorized, ErrorType
         title = "Tandem",
         description = "Serves compact student models distilled from bigger teachers.\n\n\
             Every failure answers with `{\"error\":{\"type\":\"...\",\"message\":\"...\"}}`; \
-            the `type` decides the status code. When the server has an API key, `/v1` routes \
-            need `Authorization: Bearer <key>`; health, metrics and docs stay open.",
+            the `type` decides the status code. The Open Inference Protocol's routes (`/v2`, \
+            KServe v2, as Triton's and KServe's clients speak it) answer failures with \
+            `{\"error\":\"...\",\"type\":\"...\"}` instead: the protocol makes `error` a string, \
+            and the `type` and status come from the same table. When the server has an API key, \
+            `/v1` and `/v2/models` routes need `Authorization: Bearer <key>`; health, metrics, \
+            docs and `/v2` server metadata stay open.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
     paths(
@@ -49,16 +59,26 @@ pub(crate) const API_ERRORS: &[ErrorType] = &[ErrorType::Unauthorized, ErrorType
         embedder::embed,
         embedder::rerank,
         embedder::similarity,
+        kserve::server_live,
+        kserve::server_ready,
+        kserve::server_metadata,
+        kserve::model_metadata,
+        kserve::model_version_metadata,
+        kserve::model_ready,
+        kserve::model_version_ready,
+        kserve::model_infer,
+        kserve::model_version_infer,
         metrics::metrics,
         docs::openapi_spec,
         docs::swagger_ui,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ErrorType)),
+    components(schemas(ErrorBody, ErrorDetail, ErrorType, InferenceErrorBody)),
     modifiers(&ErrorResponses, &BearerAuth),
     tags(
         (name = "health", description = "probes for orchestrators"),
         (name = "models", description = "what is loaded"),
         (name = "inference", description = "running models"),
+        (name = "open inference", description = "the Open Inference Protocol (KServe v2): Triton's, KServe's and Seldon's clients"),
         (name = "operations", description = "metrics and documentation"),
     )
 )]
@@ -71,9 +91,13 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
         "get_model" => models::GET_MODEL_ERRORS,
         "classify" => classifier::CLASSIFY_ERRORS,
         "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => embedder::EMBEDDER_ERRORS,
+        "server_ready" => kserve::SERVER_READY_ERRORS,
+        "model_metadata" | "model_version_metadata" => kserve::METADATA_ERRORS,
+        "model_ready" | "model_version_ready" => kserve::MODEL_READY_ERRORS,
+        "model_infer" | "model_version_infer" => kserve::INFER_ERRORS,
         _ => &[],
     };
-    let api: &[ErrorType] = if path.starts_with("/v1/") { API_ERRORS } else { &[] };
+    let api: &[ErrorType] = if behind_api_layers(path) { API_ERRORS } else { &[] };
     let mut errors: Vec<ErrorType> = Vec::new();
     for kind in GLOBAL_ERRORS.iter().chain(api).chain(specific) {
         if !errors.contains(kind) {
@@ -106,7 +130,11 @@ fn add_error_responses(path: &str, operation: &mut Operation) {
     for (status, kinds) in by_status {
         let description =
             kinds.iter().map(|k| format!("`{}`: {}", k.as_str(), k.description())).collect::<Vec<_>>().join("; ");
-        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        let body = match ErrorShape::for_path(path) {
+            ErrorShape::Tandem => "ErrorBody",
+            ErrorShape::OpenInference => "InferenceErrorBody",
+        };
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name(body))).build();
         let mut response = ResponseBuilder::new().description(description).content("application/json", content);
         if kinds.contains(&ErrorType::Overloaded) {
             response = response.header(
@@ -139,8 +167,8 @@ fn add_error_responses(path: &str, operation: &mut Operation) {
     }
 }
 
-/// Declares the optional bearer token on `/v1` operations: optional because auth is off unless the
-/// server is started with an API key.
+/// Declares the optional bearer token on the operations behind the API key: optional because auth
+/// is off unless the server is started with an API key.
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -148,7 +176,7 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(BEARER_SCHEME, SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") {
+            if !behind_api_layers(path) {
                 continue;
             }
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {

@@ -1,71 +1,98 @@
-//! Reading optional counts (`dimensions`, `top_n`) from JSON as the OpenAPI document states them:
-//! whole numbers of at least 1.
+//! Reading optional counts (`dimensions`, `top_n`) and tensor dimensions (`shape`) from JSON as
+//! the OpenAPI document states them: whole numbers of at least 1, and of at least 0.
 //!
-//! JSON Schema counts `2.0` as an integer, so whole-number floats are served. Values past `usize`
-//! saturate rather than fail: the bound that matters (a model's width, a document count) is
-//! checked later against the model, with a message that names it.
+//! JSON Schema counts `2.0` as an integer, so whole-number floats are served. Values past the
+//! Rust type saturate rather than fail: the bound that matters (a model's width, a document count,
+//! a model's input shape) is checked later against the model, with a message that names it.
 
 use std::fmt;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
+/// A whole number of at least 1.
 struct Count(usize);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(CountVisitor)
-    }
-}
-
-struct CountVisitor;
-
-fn too_small(shown: impl fmt::Display) -> String {
-    format!("must be a whole number of at least 1, got {shown}")
-}
-
-impl Visitor<'_> for CountVisitor {
-    type Value = Count;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a whole number of at least 1")
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Count, E> {
-        if value == 0 {
-            return Err(E::custom(too_small(value)));
-        }
+        let value = deserializer.deserialize_any(WholeVisitor { min: 1 })?;
         Ok(Count(usize::try_from(value).unwrap_or(usize::MAX)))
     }
+}
 
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Count, E> {
-        let unsigned = u64::try_from(value).map_err(|_| E::custom(too_small(value)))?;
+/// A whole number of at least 0.
+struct Dimension(u64);
+
+impl<'de> Deserialize<'de> for Dimension {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WholeVisitor { min: 0 }).map(Dimension)
+    }
+}
+
+/// Whole numbers of at least `min`, saturating at `u64::MAX`.
+struct WholeVisitor {
+    min: u64,
+}
+
+impl WholeVisitor {
+    fn too_small<E: de::Error>(&self, shown: impl fmt::Display) -> E {
+        E::custom(format!("must be a whole number of at least {}, got {shown}", self.min))
+    }
+}
+
+impl Visitor<'_> for WholeVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a whole number of at least {}", self.min)
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<u64, E> {
+        if value < self.min {
+            return Err(self.too_small(value));
+        }
+        Ok(value)
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<u64, E> {
+        let unsigned = u64::try_from(value).map_err(|_| self.too_small(value))?;
         self.visit_u64(unsigned)
     }
 
-    fn visit_u128<E: de::Error>(self, value: u128) -> Result<Count, E> {
+    fn visit_u128<E: de::Error>(self, value: u128) -> Result<u64, E> {
         self.visit_u64(u64::try_from(value).unwrap_or(u64::MAX))
     }
 
-    fn visit_i128<E: de::Error>(self, value: i128) -> Result<Count, E> {
-        if value < 1 {
-            return Err(E::custom(too_small(value)));
+    fn visit_i128<E: de::Error>(self, value: i128) -> Result<u64, E> {
+        if value < i128::from(self.min) {
+            return Err(self.too_small(value));
         }
         self.visit_u128(value.unsigned_abs())
     }
 
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Count, E> {
-        if value.fract() != 0.0 || value < 1.0 {
-            return Err(E::custom(too_small(value)));
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<u64, E> {
+        // Written so that NaN fails too.
+        if !(value.fract() == 0.0 && value >= self.min as f64) {
+            return Err(self.too_small(value));
         }
         // `as` saturates, which is the intent for huge values.
-        Ok(Count(value as usize))
+        Ok(value as u64)
     }
 }
 
 /// An optional count in a JSON body; `null` means the same as leaving it out.
 pub(crate) fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
     Ok(Option::<Count>::deserialize(deserializer)?.map(|c| c.0))
+}
+
+/// An optional size in bytes; `null` means the same as leaving it out.
+pub(crate) fn optional_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<Dimension>::deserialize(deserializer)?.map(|d| d.0))
+}
+
+/// A tensor's shape: whole numbers of at least 0.
+pub(crate) fn dimensions<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+    Ok(Vec::<Dimension>::deserialize(deserializer)?.into_iter().map(|d| d.0).collect())
 }
 
 #[cfg(test)]
@@ -93,5 +120,38 @@ mod tests {
         for bad in [json!(0), json!(-2), json!(2.5), json!("3"), json!(0.0)] {
             assert!(check(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Tensor {
+        #[serde(deserialize_with = "super::dimensions")]
+        shape: Vec<u64>,
+    }
+
+    #[test]
+    fn dimensions_are_whole_numbers_from_zero() {
+        let shape = |v: serde_json::Value| {
+            serde_json::from_value::<Tensor>(json!({ "shape": v })).map(|t| t.shape).map_err(|e| e.to_string())
+        };
+        assert_eq!(shape(json!([0, 2.0, 3])), Ok(vec![0, 2, 3]));
+        assert_eq!(shape(json!([1e30])), Ok(vec![u64::MAX]));
+        assert!(shape(json!([-1])).unwrap_err().contains("at least 0, got -1"));
+        assert!(shape(json!([0.5])).is_err());
+        assert!(shape(json!(3)).is_err());
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Sized {
+        #[serde(default, deserialize_with = "super::optional_size")]
+        size: Option<u64>,
+    }
+
+    #[test]
+    fn sizes_are_optional_whole_numbers_from_zero() {
+        let size = |v: serde_json::Value| serde_json::from_value::<Sized>(json!({ "size": v })).map(|s| s.size);
+        assert_eq!(size(json!(256.0)).unwrap(), Some(256));
+        assert_eq!(size(json!(0)).unwrap(), Some(0));
+        assert_eq!(size(json!(null)).unwrap(), None);
+        assert!(size(json!(-4)).is_err());
     }
 }

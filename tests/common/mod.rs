@@ -432,3 +432,25 @@ impl Reference {
 pub fn gray(ds: &Dataset, i: usize) -> GrayImage {
     GrayImage::decode(&png(ds.image(i), ds.width as u32, ds.height as u32)).expect("our PNG decodes")
 }
+
+/// Runs a Python helper under `tests/python` with `input` on stdin and parses its JSON answer.
+#[track_caller]
+pub fn python(script: &str, args: &[&str], input: &Value) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (install the test dependencies: python3 -m pip install -r benches/requirements.txt)");
+    serde_json::to_writer(child.stdin.take().expect("stdin is piped"), input).expect("write the input");
+    let out = child.wait_with_output().expect("python3 finishes");
+    assert!(
+        out.status.success(),
+        "{script} failed (python3 -m pip install -r benches/requirements.txt installs its dependencies):\n{}",
+        show(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON: {e}\n{}", show(&out)))
+}

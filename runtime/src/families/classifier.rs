@@ -43,6 +43,15 @@ pub struct ClassifyResponse {
     pub predictions: Vec<Vec<Prediction>>,
 }
 
+/// Class probabilities per image, in request order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probabilities {
+    /// `name@version` of the model that answered.
+    pub model: String,
+    /// One vector per image, in the order of the manifest's labels.
+    pub probabilities: Vec<Vec<f32>>,
+}
+
 /// One image resized to the model's grid, with its content hash.
 #[derive(Debug, Clone)]
 pub struct ImageItem {
@@ -81,12 +90,31 @@ impl Runtime {
         }
         let model = self.typed::<Classifier>(id)?;
         let k = request.top_k.min(model.family.labels().len());
-        let family = model.family.clone();
-        let items =
-            Runtime::prepare(move || Ok(request.images.iter().map(|img| family.prepare(img)).collect())).await?;
-        let probs = self.infer(&model, items).await?;
+        let probs = self.classifier_probabilities(&model, request.images).await?;
         let predictions = probs.iter().map(|p| top_k(model.family.labels(), p, k)).collect();
         Ok(ClassifyResponse { model: model.info.id.clone(), predictions })
+    }
+
+    /// Every class probability of each image, in label order: what tensor protocols answer, where
+    /// `classify`'s top-k would lose the order the model's output has.
+    pub async fn class_probabilities(&self, id: &str, images: Vec<crate::image::GrayImage>) -> Result<Probabilities> {
+        if images.is_empty() {
+            return Err(Error::InvalidInput("at least one image is required".into()));
+        }
+        let model = self.typed::<Classifier>(id)?;
+        let probs = self.classifier_probabilities(&model, images).await?;
+        Ok(Probabilities { model: model.info.id.clone(), probabilities: probs.iter().map(|p| p.to_vec()).collect() })
+    }
+
+    /// Resizing on the blocking pool, then the shared request path.
+    async fn classifier_probabilities(
+        &self,
+        model: &Loaded<Classifier>,
+        images: Vec<crate::image::GrayImage>,
+    ) -> Result<Vec<Arc<Vec<f32>>>> {
+        let family = model.family.clone();
+        let items = Runtime::prepare(move || Ok(images.iter().map(|img| family.prepare(img)).collect())).await?;
+        self.infer(model, items).await
     }
 }
 

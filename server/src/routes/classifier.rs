@@ -38,7 +38,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// The routes that serve classifiers, as named in 422 answers to other kinds' models.
-pub(crate) const ROUTES: &[&str] = &["POST /v1/models/{id}/classify"];
+pub(crate) const ROUTES: &[&str] = &["POST /v1/models/{id}/classify", super::kserve::INFER_ROUTE];
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/models/{id}/classify", post(classify))

@@ -23,6 +23,7 @@ pub(crate) const ROUTES: &[&str] = &[
     "POST /v1/models/{id}/embed",
     "POST /v1/models/{id}/rerank",
     "POST /v1/models/{id}/similarity",
+    super::kserve::INFER_ROUTE,
 ];
 
 /// Errors the embedder routes answer with besides the global and `/v1` ones.
@@ -221,7 +222,7 @@ async fn run_rerank(
 
 /// The limits every text route shares, checked before any tokenizing: at least one text, at most
 /// `max_inputs` (413), each at most `max_input_chars` characters (422).
-fn validate_texts(field: &str, texts: &[String], state: &AppState) -> Result<(), ApiError> {
+pub(crate) fn validate_texts(field: &str, texts: &[String], state: &AppState) -> Result<(), ApiError> {
     if texts.is_empty() {
         return Err(ApiError::new(ErrorType::InvalidInput, format!("{field} must hold at least one text")));
     }

@@ -3,16 +3,19 @@
 //! Inference routes come one module per model family, named after the family's `kind`
 //! (`classifier.rs`, ...), each with the list of routes it serves. Every inference handler goes
 //! through [`on_model`], so resolving the model, refusing other kinds and per-model metrics are
-//! written once.
+//! written once. `kserve.rs` speaks the Open Inference Protocol (`/v2`) for every family it maps.
 
 pub(crate) mod classifier;
 pub(crate) mod docs;
 pub(crate) mod embedder;
 pub(crate) mod health;
+pub(crate) mod kserve;
 pub(crate) mod metrics;
 pub(crate) mod models;
 
 use std::future::Future;
+
+use tandem_runtime::ModelInfo;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -40,6 +43,20 @@ pub(crate) async fn on_model<T, Fut>(
 where
     Fut: Future<Output = Result<T, ApiError>>,
 {
+    on_model_of(state, id, &[kind], |info| run(info.id)).await
+}
+
+/// [`on_model`] for routes that serve several kinds (the Open Inference Protocol's): `run` gets
+/// the model's whole info, to pick its family by `kind`.
+pub(crate) async fn on_model_of<T, Fut>(
+    state: &AppState,
+    id: &str,
+    kinds: &[&'static str],
+    run: impl FnOnce(ModelInfo) -> Fut,
+) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<T, ApiError>>,
+{
     let info = match state.runtime.model(id) {
         Ok(info) => info,
         Err(err) => {
@@ -48,17 +65,14 @@ where
             return Err(err);
         }
     };
-    let result = if info.kind == kind {
-        run(info.id.clone()).await
+    let model = info.id.clone();
+    let result = if kinds.contains(&info.kind.as_str()) {
+        run(info).await
     } else {
-        Err(ApiError::from(tandem_runtime::Error::WrongKind {
-            model: info.id.clone(),
-            kind: info.kind,
-            expected: kind,
-        }))
+        Err(ApiError::wrong_kind(&info.id, &info.kind, kinds))
     };
     let status = result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200);
-    crate::metrics::record_model_request(&info.id, status);
+    crate::metrics::record_model_request(&model, status);
     result
 }
 

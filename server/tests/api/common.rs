@@ -8,6 +8,9 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use base64::Engine;
 use serde_json::Value;
+use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
+use tandem_runtime::models::sentence_encoder::Pooling;
+use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
 use tandem_runtime::{Runtime, RuntimeConfig};
 use tandem_server::{app, AppState, ServerConfig};
 use tempfile::TempDir;
@@ -30,6 +33,17 @@ pub fn fixture() -> Fixture {
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()));
     let info = runtime.load(&bundle).expect("tiny bundle loads");
     Fixture { runtime, model_id: info.id, _dir: dir }
+}
+
+/// The classifier fixture plus an embedder `texts@1`.
+pub fn fixture_with_embedder() -> (Fixture, TempDir) {
+    let fx = fixture();
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_tiny_sentence_transformers_dir(&dir.path().join("st"), 2, Pooling::Mean, true).expect("tiny encoder");
+    let options = ImportOptions { name: "texts".into(), version: "1".into() };
+    import_sentence_transformers(&dir.path().join("st"), &dir.path().join("bundle"), &options).expect("imports");
+    fx.runtime.load(&dir.path().join("bundle")).expect("embedder loads");
+    (fx, dir)
 }
 
 /// The app over `fx`, marked ready as if warm-up had run.
@@ -66,6 +80,23 @@ impl Reply {
         assert_eq!(error["type"], kind, "{body}");
         let message = error["message"].as_str().expect("message string");
         assert!(!message.is_empty());
+        message.to_owned()
+    }
+}
+
+impl Reply {
+    /// Asserts the Open Inference Protocol's error shape, `{"error": "<message>", "type": ...}`
+    /// and nothing else, the status and the type, and returns the message.
+    pub fn assert_inference_error(&self, status: u16, kind: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        let content_type = self.headers["content-type"].to_str().expect("ascii");
+        assert!(content_type.starts_with("application/json"), "{content_type}");
+        let body = self.json();
+        let fields = body.as_object().expect("an object");
+        assert_eq!(fields.len(), 2, "{body}");
+        assert_eq!(fields["type"], kind, "{body}");
+        let message = fields["error"].as_str().expect("`error` is a string, as Triton's client reads it");
+        assert!(!message.is_empty() && !message.ends_with('.'), "{body}");
         message.to_owned()
     }
 }

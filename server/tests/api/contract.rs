@@ -58,6 +58,15 @@ fn spec_is_openapi_3_1_with_every_route() {
         "/metrics",
         "/openapi.json",
         "/docs",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/versions/{version}/infer",
     ]
     .into();
     assert_eq!(paths, expected);
@@ -122,6 +131,32 @@ fn classify_request_schema_states_the_server_rules() {
     assert_eq!(pixels["items"]["items"]["maximum"], 255);
 }
 
+/// The inference request schema states what the server enforces field by field; which names,
+/// datatypes and shapes a model takes is per model, in `GET /v2/models/{name}`.
+#[test]
+fn infer_schema_states_the_server_rules_and_both_body_forms() {
+    let spec = spec();
+    let schemas = &spec["components"]["schemas"];
+    let request = &schemas["InferRequest"];
+    assert_eq!(request["additionalProperties"], false);
+    assert_eq!(request["properties"]["inputs"]["minItems"], 1);
+    let input = &schemas["InferInput"];
+    assert_eq!(input["additionalProperties"], false);
+    assert_eq!(input["properties"]["shape"]["items"]["minimum"], 0);
+    let datatypes: BTreeSet<&str> =
+        schemas["Datatype"]["enum"].as_array().expect("enum").iter().map(|d| d.as_str().expect("name")).collect();
+    assert!(datatypes.is_superset(&["FP32", "UINT8", "BYTES"].into()), "{datatypes:?}");
+    for path in ["/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"] {
+        let op = &spec["paths"][path]["post"];
+        let types: BTreeSet<&str> =
+            op["requestBody"]["content"].as_object().expect("content").keys().map(String::as_str).collect();
+        assert_eq!(types, ["application/json", "application/octet-stream"].into(), "{path}");
+        let ok = &op["responses"]["200"];
+        assert!(ok["headers"]["inference-header-content-length"].is_object(), "{path}");
+        assert_eq!(ok["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/InferResponse");
+    }
+}
+
 /// Every `$ref` must point at something that exists, or code generators and Swagger UI break.
 #[test]
 fn every_reference_resolves() {
@@ -169,8 +204,11 @@ fn documented_error_codes_follow_the_status_mapping() {
                 continue;
             }
             seen.insert(code);
+            // The Open Inference Protocol's routes answer in its own shape, from the same table.
+            let body = if path.starts_with("/v2") { "InferenceErrorBody" } else { "ErrorBody" };
             assert_eq!(
-                response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                response["content"]["application/json"]["schema"]["$ref"],
+                format!("#/components/schemas/{body}"),
                 "{method} {path} {code}"
             );
             let description = response["description"].as_str().expect("description");
@@ -191,6 +229,10 @@ fn documented_error_codes_follow_the_status_mapping() {
     assert!(v1["responses"]["429"]["headers"]["retry-after"].is_object());
     assert!(v1["responses"]["401"].is_object());
     assert!(spec["paths"]["/health/live"]["get"]["responses"]["401"].is_null());
+    assert!(spec["paths"]["/v2/models/{name}/infer"]["post"]["responses"]["401"].is_object());
+    assert!(spec["paths"]["/v2/health/ready"]["get"]["responses"]["401"].is_null());
+    let inference_error = &spec["components"]["schemas"]["InferenceErrorBody"];
+    assert_eq!(inference_error["properties"]["error"]["type"], "string", "Triton's client reads a string");
     assert!(spec["components"]["securitySchemes"]["bearer_auth"].is_object());
 
     let types = spec["components"]["schemas"]["ErrorType"]["enum"].as_array().expect("error type enum");
@@ -203,7 +245,7 @@ async fn every_documented_operation_is_routed() {
     let fx = fixture();
     let (app, _) = ready_app(&fx, &ServerConfig::default());
     for (path, method, _) in operations(&spec()) {
-        let uri = path.replace("{id}", &fx.model_id);
+        let uri = path.replace("{id}", &fx.model_id).replace("{name}", MODEL_NAME).replace("{version}", MODEL_VERSION);
         let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
         let req = Request::builder()
             .method(method.clone())
@@ -214,7 +256,11 @@ async fn every_documented_operation_is_routed() {
         let reply = send(&app, req).await;
         assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
         if reply.status == StatusCode::NOT_FOUND {
-            let message = reply.assert_error(404, "not_found");
+            let message = if uri.starts_with("/v2") {
+                reply.assert_inference_error(404, "not_found")
+            } else {
+                reply.assert_error(404, "not_found")
+            };
             assert!(!message.starts_with("no route"), "{method} {uri} is not routed");
         }
     }

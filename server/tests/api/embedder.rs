@@ -4,23 +4,9 @@
 use axum::http::StatusCode;
 use base64::Engine;
 use serde_json::{json, Value};
-use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
-use tandem_runtime::models::sentence_encoder::Pooling;
-use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
 use tandem_server::ServerConfig;
 
 use crate::common::*;
-
-/// The classifier fixture plus an embedder `texts@1`.
-fn fixture_with_embedder() -> (Fixture, tempfile::TempDir) {
-    let fx = fixture();
-    let dir = tempfile::tempdir().expect("temp dir");
-    write_tiny_sentence_transformers_dir(&dir.path().join("st"), 2, Pooling::Mean, true).expect("tiny encoder");
-    let options = ImportOptions { name: "texts".into(), version: "1".into() };
-    import_sentence_transformers(&dir.path().join("st"), &dir.path().join("bundle"), &options).expect("imports");
-    fx.runtime.load(&dir.path().join("bundle")).expect("embedder loads");
-    (fx, dir)
-}
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array().expect("numbers").iter().map(|x| x.as_f64().expect("a number") as f32).collect()

@@ -4,5 +4,6 @@
 mod common;
 mod contract;
 mod embedder;
+mod kserve;
 mod router;
 mod socket;

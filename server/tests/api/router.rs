@@ -306,7 +306,7 @@ async fn unknown_models_and_routes_are_404() {
     let reply = post_json(&app, "/v1/models/ghost/classify", &body).await;
     reply.assert_error(404, "not_found");
     assert_documented(CLASSIFY, "POST", reply.status);
-    get(&app, "/v2/nothing").await.assert_error(404, "not_found");
+    get(&app, "/v3/nothing").await.assert_error(404, "not_found");
     get(&app, "/").await.assert_error(404, "not_found");
 }
 
