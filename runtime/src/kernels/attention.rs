@@ -52,7 +52,7 @@ pub(crate) fn self_attention_with(
     seqs: &[Range<usize>],
     ctx: &mut [f32],
 ) -> Result<()> {
-    if heads == 0 || hidden % heads != 0 {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
         bail!("attention: {heads} heads do not divide the width {hidden}")
     }
     let tokens = ctx.len() / hidden.max(1);
@@ -244,10 +244,11 @@ mod tests {
     fn attention_checks_its_operands() {
         let qkv = vec![0f32; 4 * 3 * 8];
         let mut ctx = vec![0f32; 4 * 8];
-        assert!(self_attention(&qkv, 8, 3, &[0..4], &mut ctx).is_err());
-        assert!(self_attention(&qkv, 8, 2, &[0..5], &mut ctx).is_err());
+        let (all, too_many) = ([Range { start: 0, end: 4 }], [Range { start: 0, end: 5 }]);
+        assert!(self_attention(&qkv, 8, 3, &all, &mut ctx).is_err());
+        assert!(self_attention(&qkv, 8, 2, &too_many, &mut ctx).is_err());
         assert!(self_attention(&qkv, 8, 2, &[0..3, 2..4], &mut ctx).is_err());
-        assert!(self_attention(&qkv[1..], 8, 2, &[0..4], &mut ctx).is_err());
+        assert!(self_attention(&qkv[1..], 8, 2, &all, &mut ctx).is_err());
         self_attention(&qkv, 8, 2, &[0..1, 1..4], &mut ctx).unwrap();
     }
 }

@@ -47,7 +47,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    p = p.mul_add(r, 0.5);
     let e_r = (p * r).mul_add(r, r) + 1.0;
     let n_int = t.to_bits() as i32 - ROUND_BITS;
     let scale = f32::from_bits(((n_int + 127) << 23) as u32);
@@ -167,7 +167,7 @@ const SPLIT_MIN_LEN: usize = 1 << 15;
 /// parallel over rows when there are many.
 pub fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> Result<()> {
     let width = gamma.len();
-    if width == 0 || beta.len() != width || x.len() % width != 0 {
+    if width == 0 || beta.len() != width || !x.len().is_multiple_of(width) {
         bail!("layer norm: {} floats in rows of {width}, with {} biases", x.len(), beta.len())
     }
     let kernel = Kernel::best();
