@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tandem_runtime::kernels::{self, Conv2dConfig};
+use tandem_runtime::kernels::{self, Activation, Conv2dConfig};
 
 fn random(rng: &mut StdRng, dims: &[usize]) -> Tensor {
     let len = dims.iter().product();
@@ -232,6 +232,38 @@ fn main() {
             gemm(&mut rng, n);
         }
     }
+    // The linear layers of all-MiniLM-L6-v2 at one short sentence (14 tokens) and at 32 texts
+    // of 128 tokens: packed once against candle's matmul with its per-call packing.
+    for (m, k, n, act) in [
+        (14, 384, 1152, Activation::Identity),
+        (14, 384, 1536, Activation::Gelu),
+        (14, 1536, 384, Activation::Identity),
+        (4096, 384, 1152, Activation::Identity),
+        (4096, 384, 1536, Activation::Gelu),
+        (4096, 1536, 384, Activation::Identity),
+    ] {
+        let name = format!("linear {m}x{k} * {n}x{k}T {act:?}");
+        if selected(&name) {
+            linear(&mut rng, &name, (m, k, n), act);
+        }
+    }
+}
+
+fn linear(rng: &mut StdRng, name: &str, (m, k, n): (usize, usize, usize), act: Activation) {
+    let (x, w, b) = (random(rng, &[m, k]), random(rng, &[n, k]), random(rng, &[n]));
+    let vec = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec");
+    let packed = kernels::PackedLinear::new(&vec(&w), Some(&vec(&b)), n, k).expect("pack");
+    let xv = vec(&x);
+    let mut y = vec![0f32; m * n];
+    let ours = best_secs(|| packed.forward(&xv, m, &mut y, act).expect("linear"));
+    let lin = candle_nn::Linear::new(w, Some(b));
+    let candle = baseline_secs(|| {
+        let y = candle_nn::Module::forward(&lin, &x).expect("linear");
+        if act == Activation::Gelu {
+            y.gelu_erf().expect("gelu");
+        }
+    });
+    report(name, ours, candle, 2.0 * (m * k * n) as f64);
 }
 
 fn max_pool(rng: &mut StdRng) {

@@ -21,6 +21,23 @@ fn detect() -> bool {
     false
 }
 
+/// Whether this CPU runs the AVX-512 code paths (AVX-512F on top of AVX2+FMA); detected once.
+#[inline]
+pub(crate) fn has_avx512f() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(detect_avx512)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_avx512() -> bool {
+    has_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_avx512() -> bool {
+    false
+}
+
 /// Compiles `$body` twice, once for AVX2+FMA and once for the baseline ISA, and runs the
 /// variant the CPU supports. Loops in the body are then vectorised eight wide where possible.
 ///
@@ -141,7 +158,8 @@ impl Isa for Avx2 {
     }
 }
 
-/// A zeroed, 32-byte aligned float buffer, so packed panels load without line splits.
+/// A zeroed, 64-byte (cache line) aligned float buffer, so packed panels load without line
+/// splits, also with 64-byte AVX-512 vectors.
 pub(crate) struct Aligned {
     raw: Vec<f32>,
     start: usize,
@@ -151,10 +169,15 @@ pub(crate) struct Aligned {
 impl Aligned {
     /// Allocates `len` zeroed floats.
     pub(crate) fn zeros(len: usize) -> Self {
-        let raw = vec![0f32; len + 8];
-        let misalign = (raw.as_ptr() as usize / 4) % 8;
-        let start = (8 - misalign) % 8;
+        let raw = vec![0f32; len + 16];
+        let misalign = (raw.as_ptr() as usize / 4) % 16;
+        let start = (16 - misalign) % 16;
         Self { raw, start, len }
+    }
+
+    /// The usable part, read-only.
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        &self.raw[self.start..self.start + self.len]
     }
 
     /// The usable part as a slice.

@@ -99,8 +99,11 @@ unsafe fn store_scalar(acc: &[[f32; NR]; MR], c: *mut f32, ldc: usize, rows: usi
 }
 
 /// Fallback for CPUs without AVX2/FMA; the compiler vectorises it with the baseline ISA.
+///
+/// # Safety
+/// As for [`tile`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn portable_tile(
+pub(crate) unsafe fn portable_tile(
     kc: usize,
     a: *const f32,
     b: Rows,

@@ -5,7 +5,13 @@
 //! the convolutional students. These kernels replace them for contiguous f32 tensors on the
 //! CPU and fall back to candle's own ops for every other device or dtype, so a CUDA build
 //! behaves exactly as before.
+//!
+//! Transformer inference takes a second route: [`PackedLinear`], [`self_attention`] and
+//! [`layer_norm_rows`] work on plain f32 slices, with weights packed once at load, because at
+//! one sentence per call the cost of a tensor operation (an allocation, a re-packed weight, a
+//! single-threaded element-wise pass) outweighs its arithmetic.
 
+mod attention;
 mod conv;
 mod cpu;
 mod depthwise;
@@ -17,12 +23,18 @@ mod im2col;
 mod microkernel;
 mod norm;
 mod ops;
+mod packed_gemm;
 mod pool;
+mod tile512;
+mod vmath;
 
 use candle_core::{DType, Result, Tensor};
 
+pub use attention::self_attention;
 pub use gemm::sgemm;
 pub use geometry::Conv2dConfig;
+pub use packed_gemm::{Activation, PackedLinear};
+pub use vmath::layer_norm_rows;
 
 /// Worker threads the kernels spread one call over (rayon's global pool).
 pub fn num_threads() -> usize {

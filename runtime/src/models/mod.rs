@@ -1,4 +1,5 @@
 //! Model architectures, each defined once and shared by training and serving.
 
+pub mod bert_inference;
 pub mod cnn;
 pub mod sentence_encoder;

@@ -263,8 +263,7 @@ impl SentenceEncoder {
     /// rather than a shape error deep in candle.
     pub fn new(cfg: &BertConfig, pooling: Pooling, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
-        let prefixed = format!("{BERT_PREFIX}.embeddings.word_embeddings.weight");
-        let vb = if vb.contains_tensor(&prefixed) { vb.pp(BERT_PREFIX) } else { vb };
+        let vb = bert_root(vb);
         let device = vb.device().clone();
         let bert = BertModel::load(vb, &cfg.to_candle())?;
         Ok(SentenceEncoder {
@@ -309,27 +308,10 @@ impl SentenceEncoder {
     /// changes no result beyond float rounding. Sequences must be non-empty, no longer than
     /// `max_position_embeddings` and hold ids below `vocab_size`.
     pub fn embed(&self, batch: &[&[u32]]) -> crate::Result<Vec<Vec<f32>>> {
+        check_batch(batch, self.vocab_size, self.max_position_embeddings)?;
         let Some(len) = batch.iter().map(|s| s.len()).max() else {
             return Ok(Vec::new());
         };
-        for (i, seq) in batch.iter().enumerate() {
-            if seq.is_empty() {
-                return Err(Error::InvalidInput(format!("sequence {i} is empty")));
-            }
-            if seq.len() > self.max_position_embeddings {
-                return Err(Error::InvalidInput(format!(
-                    "sequence {i} has {} tokens, more than the model's limit of {}",
-                    seq.len(),
-                    self.max_position_embeddings
-                )));
-            }
-            if let Some(&id) = seq.iter().find(|&&id| id as usize >= self.vocab_size) {
-                return Err(Error::InvalidInput(format!(
-                    "sequence {i} holds token id {id}, outside the vocabulary of {}",
-                    self.vocab_size
-                )));
-            }
-        }
         let n = batch.len();
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
@@ -344,6 +326,39 @@ impl SentenceEncoder {
         let pooled = self.forward(&ids, &mask)?;
         Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
+}
+
+/// `vb` moved under the `bert.` prefix when the checkpoint has one (it was saved from a task
+/// model), so that the encoder's tensor names resolve either way.
+pub(crate) fn bert_root(vb: VarBuilder) -> VarBuilder {
+    let prefixed = format!("{BERT_PREFIX}.embeddings.word_embeddings.weight");
+    if vb.contains_tensor(&prefixed) {
+        vb.pp(BERT_PREFIX)
+    } else {
+        vb
+    }
+}
+
+/// Checks token id sequences before encoding: each must be non-empty, no longer than
+/// `max_position_embeddings` and hold ids below `vocab_size`. The error names the sequence.
+pub(crate) fn check_batch(batch: &[&[u32]], vocab_size: usize, max_position_embeddings: usize) -> crate::Result<()> {
+    for (i, seq) in batch.iter().enumerate() {
+        if seq.is_empty() {
+            return Err(Error::InvalidInput(format!("sequence {i} is empty")));
+        }
+        if seq.len() > max_position_embeddings {
+            return Err(Error::InvalidInput(format!(
+                "sequence {i} has {} tokens, more than the model's limit of {max_position_embeddings}",
+                seq.len(),
+            )));
+        }
+        if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(Error::InvalidInput(format!(
+                "sequence {i} holds token id {id}, outside the vocabulary of {vocab_size}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Pools token vectors `hidden` `[n, len, h]` into `[n, h]`, ignoring positions where

@@ -1,0 +1,607 @@
+//! Linear layers on weights packed once, for inference: `y = act(x · Wᵀ + b)`.
+//!
+//! [`super::sgemm`] packs its right operand on every call, which is cheap next to a large
+//! product but dominates when the left operand is a handful of token vectors: one short sentence
+//! through a BERT layer multiplies 14 rows by weights of 384 x 1536, and re-packing those weights
+//! costs as much as using them. A [`PackedLinear`] lays the weight out at load time in exactly
+//! the panels the tile kernels stream (`NR` output columns by the full depth), so a call only
+//! reads it.
+//!
+//! The kernel is chosen once per process: the AVX-512 tile of `tile512.rs` where the CPU has
+//! AVX-512F, else the AVX2+FMA tile of `microkernel.rs`, else its portable version. The AVX-512
+//! tile reads activations in place; the other two read them from a small packed copy per call,
+//! as `microkernel::tile` requires. Bias and activation are applied to each finished tile while
+//! it is still in L1, so no extra pass over the output is made.
+//!
+//! Work is split over rayon's threads by column panels (every thread reads only its share of
+//! the weight, which is what matters for few rows) and, for many rows, by row blocks as well.
+
+use std::cell::RefCell;
+
+use candle_core::{bail, Result};
+use rayon::prelude::*;
+
+use super::cpu::{self, Aligned, SharedMut};
+use super::microkernel::{self, Epilogue, Rows};
+use super::tile512::{self, Strided};
+use super::vmath;
+
+/// The element-wise function applied to a product's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// None: the output is the affine map itself.
+    #[default]
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// Exact GELU with the error function (Hugging Face `gelu`).
+    Gelu,
+    /// GELU's tanh approximation (Hugging Face `gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// The tile kernel a packed operand is laid out for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// The AVX2 tile's portable version, for CPUs without AVX2+FMA.
+    Portable,
+    /// The AVX2+FMA tile of `microkernel.rs`: 4 x 24.
+    Avx2,
+    /// The AVX-512 tile of `tile512.rs`: 12 x 32.
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub(crate) fn best() -> Kernel {
+        if cpu::has_avx512f() {
+            Kernel::Avx512
+        } else if cpu::has_avx2_fma() {
+            Kernel::Avx2
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    /// Every kernel this CPU runs, so tests can check each against a reference.
+    #[cfg(test)]
+    pub(crate) fn supported() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Portable];
+        if cpu::has_avx2_fma() {
+            all.push(Kernel::Avx2);
+        }
+        if cpu::has_avx512f() {
+            all.push(Kernel::Avx512);
+        }
+        all
+    }
+
+    /// Columns of one tile, the width of a packed panel.
+    pub(crate) fn nr(self) -> usize {
+        match self {
+            Kernel::Avx512 => tile512::NR,
+            Kernel::Avx2 | Kernel::Portable => microkernel::NR,
+        }
+    }
+
+    /// Rows per task of a large product: enough to reuse each weight panel from L1 many times,
+    /// few enough that the activations of a depth block stay in L2.
+    fn row_block(self) -> usize {
+        match self {
+            Kernel::Avx512 => 8 * tile512::MR,
+            Kernel::Avx2 | Kernel::Portable => 32 * microkernel::MR,
+        }
+    }
+}
+
+/// Runs `$body` compiled for the instruction set of `$kernel` (a [`Kernel`]), so that the
+/// [`vmath`] loops inside it vectorise for that ISA. Each variant gets its own closure with a
+/// single call site, which the compiler inlines into the feature-enabled function.
+macro_rules! on_isa {
+    ($kernel:expr => $body:expr) => {{
+        match $kernel {
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::packed_gemm::Kernel::Avx512 => {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+                    f()
+                }
+                let f = || $body;
+                // SAFETY: `Kernel::Avx512` is only chosen on CPUs with AVX-512F, AVX2 and FMA.
+                unsafe { run(f) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::packed_gemm::Kernel::Avx2 => {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+                    f()
+                }
+                let f = || $body;
+                // SAFETY: `Kernel::Avx2` is only chosen on CPUs with AVX2 and FMA.
+                unsafe { run(f) }
+            }
+            _ => {
+                let f = || $body;
+                $crate::kernels::cpu::call(f)
+            }
+        }
+    }};
+}
+pub(crate) use on_isa;
+
+/// A right operand laid out in panels: row `l` (depth) of panel `j` is at `ptr + j * ps + l * ld`
+/// and holds the kernel's `NR` readable floats.
+#[derive(Clone, Copy)]
+pub(crate) struct Panels {
+    /// Row 0 of panel 0.
+    pub ptr: *const f32,
+    /// Floats between panels.
+    pub ps: usize,
+    /// Floats between rows of a panel.
+    pub ld: usize,
+}
+
+/// What happens to a finished output tile.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Finish<'a> {
+    /// Added per column, from the product's first column on; at least as long as the columns
+    /// rounded up to whole panels.
+    pub bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub act: Activation,
+}
+
+/// Depth of one block of the reduction: a `KC x NR` sliver of the right operand stays in L1
+/// while every row block of the left operand passes over it.
+const KC: usize = microkernel::KC;
+
+/// `c = A · B` (or `c += A · B` with `accumulate`), then `finish`, for `m` rows and `n` columns
+/// over depth `k`, on the calling thread. `scratch` holds the packed left operand of the
+/// kernels that need one.
+///
+/// # Safety
+/// `a` must be readable at every `(i, l)` with `i < m`, `l < k`; `b` must hold
+/// `ceil(n / NR)` panels of `k` rows for `kernel`'s `NR`; `c` must be valid for `m` rows of `n`
+/// floats spaced `ldc` apart, and no other thread may touch them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product(
+    kernel: Kernel,
+    (m, n, k): (usize, usize, usize),
+    a: Strided,
+    b: Panels,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    finish: Finish,
+    scratch: &mut Vec<f32>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => {
+            // SAFETY: the caller's contract; the kernel is only chosen where AVX-512F runs.
+            unsafe { product_avx512(m, n, k, a, b, c, ldc, accumulate, finish) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => {
+            // SAFETY: as above, for AVX2+FMA.
+            unsafe { product_avx2(m, n, k, a, b, c, ldc, accumulate, finish, scratch) }
+        }
+        _ => {
+            // SAFETY: the caller's contract.
+            unsafe { product_packed_a::<false>(m, n, k, a, b, c, ldc, accumulate, finish, scratch) }
+        }
+    }
+}
+
+/// The reduction split into blocks of at most [`KC`], of near-equal depth (384 becomes two
+/// blocks of 192, not 256 and 128); a zero depth still gives one (empty) block so that the
+/// output is written.
+fn depth_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = k.div_ceil(KC).max(1);
+    let per = k.div_ceil(blocks);
+    (0..blocks).map(move |i| (i * per, per.min(k.saturating_sub(i * per))))
+}
+
+/// [`product`] with the AVX-512 tile.
+///
+/// # Safety
+/// As for [`product`], and the CPU must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn product_avx512(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Strided,
+    b: Panels,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    finish: Finish,
+) {
+    use tile512::{MR, NR};
+    let last = k.div_ceil(KC).max(1) - 1;
+    for (blk, (k0, kc)) in depth_blocks(k).enumerate() {
+        let acc = accumulate || k0 > 0;
+        for j in 0..n.div_ceil(NR) {
+            let (col, cols) = (j * NR, NR.min(n - j * NR));
+            let bp = b.ptr.wrapping_add(j * b.ps + k0 * b.ld);
+            for i in (0..m).step_by(MR) {
+                let rows = MR.min(m - i);
+                let ap = Strided { ptr: a.ptr.wrapping_add(i * a.rs + k0 * a.cs), ..a };
+                // SAFETY: the caller's contract covers these rows, columns and depths.
+                unsafe {
+                    let ct = c.add(i * ldc + col);
+                    tile512::tile(kc, ap, bp, b.ld, ct, ldc, rows, cols, acc);
+                    if blk == last {
+                        finish_tile(ct, ldc, rows, cols, col, finish);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`product`] with the AVX2 tile, compiled for AVX2 so that the finishing loops vectorise.
+///
+/// # Safety
+/// As for [`product`], and the CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_avx2(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Strided,
+    b: Panels,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    finish: Finish,
+    scratch: &mut Vec<f32>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { product_packed_a::<true>(m, n, k, a, b, c, ldc, accumulate, finish, scratch) }
+}
+
+/// [`product`] with the tile of `microkernel.rs`, which reads its left operand packed as groups
+/// of `MR` rows: the dispatching `tile` when `DISPATCHED`, else its portable version.
+///
+/// # Safety
+/// As for [`product`]; with `DISPATCHED`, the tile picks its ISA itself.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn product_packed_a<const DISPATCHED: bool>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Strided,
+    b: Panels,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    finish: Finish,
+    scratch: &mut Vec<f32>,
+) {
+    use microkernel::{MR, NR};
+    let groups = m.div_ceil(MR);
+    let last = k.div_ceil(KC).max(1) - 1;
+    for (blk, (k0, kc)) in depth_blocks(k).enumerate() {
+        let need = groups * kc * MR;
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
+        }
+        let packed = &mut scratch[..need];
+        for (g, group) in packed.chunks_exact_mut((kc * MR).max(1)).enumerate().take(groups) {
+            for (l, dst) in group.chunks_exact_mut(MR).enumerate() {
+                for (r, d) in dst.iter_mut().enumerate() {
+                    let i = g * MR + r;
+                    // SAFETY: row i < m and depth k0 + l < k are readable by the contract.
+                    *d = if i < m { unsafe { *a.ptr.add(i * a.rs + (k0 + l) * a.cs) } } else { 0.0 };
+                }
+            }
+        }
+        let ep = Epilogue { accumulate: accumulate || k0 > 0, ..Epilogue::default() };
+        for j in 0..n.div_ceil(NR) {
+            let (col, cols) = (j * NR, NR.min(n - j * NR));
+            let rows_b = Rows::Strided { ptr: b.ptr.wrapping_add(j * b.ps + k0 * b.ld), ld: b.ld };
+            for g in 0..groups {
+                let rows = MR.min(m - g * MR);
+                // SAFETY: the packed group holds kc * MR floats, the panel rows are readable by
+                // the contract, and the tile covers rows and columns inside `c`.
+                unsafe {
+                    let ct = c.add(g * MR * ldc + col);
+                    let ap = scratch.as_ptr().add(g * kc * MR);
+                    if DISPATCHED {
+                        microkernel::tile(kc, ap, rows_b, ct, ldc, rows, cols, &ep);
+                    } else {
+                        microkernel::portable_tile(kc, ap, rows_b, ct, ldc, rows, cols, &ep);
+                    }
+                    if blk == last {
+                        finish_tile(ct, ldc, rows, cols, col, finish);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the bias of columns `col ..` to a finished tile and applies the activation.
+///
+/// # Safety
+/// `c` must be valid for `rows` rows of `cols` floats spaced `ldc` apart.
+#[inline(always)]
+unsafe fn finish_tile(c: *mut f32, ldc: usize, rows: usize, cols: usize, col: usize, finish: Finish) {
+    if finish.bias.is_none() && finish.act == Activation::Identity {
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: the caller's contract.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
+        if let Some(bias) = finish.bias {
+            for (v, b) in row.iter_mut().zip(&bias[col..col + cols]) {
+                *v += b;
+            }
+        }
+        apply(row, finish.act);
+    }
+}
+
+/// Applies `act` to every element of `x`.
+#[inline(always)]
+pub(crate) fn apply(x: &mut [f32], act: Activation) {
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => x.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v }),
+        Activation::Gelu => x.iter_mut().for_each(|v| *v = vmath::gelu(*v)),
+        Activation::GeluTanh => x.iter_mut().for_each(|v| *v = vmath::gelu_tanh(*v)),
+    }
+}
+
+thread_local! {
+    /// The packed left operand of the AVX2 and portable tiles, reused across calls so that a
+    /// product allocates nothing once the thread has seen its largest shape.
+    static PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's packing scratch.
+pub(crate) fn with_pack_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    PACKED_A.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Below this many multiply-adds a product runs on the calling thread. Much lower than the
+/// convolutions' threshold: a transformer calls products back to back, so rayon's workers are
+/// still spinning from the previous one and a split costs a few microseconds.
+const SPLIT_MIN_WORK: usize = 1 << 17;
+
+/// A linear layer's weight (and bias) packed once for the fastest tile kernel of this CPU.
+///
+/// The weight has PyTorch's `Linear` layout, `[out_features, in_features]`, and the layer
+/// computes `y = x · Wᵀ + b` for row-major `x` of `[m, in_features]`.
+pub struct PackedLinear {
+    kernel: Kernel,
+    n: usize,
+    k: usize,
+    /// `ceil(n / NR)` panels of `k` rows of `NR` floats, zero padded past `n`.
+    panels: Aligned,
+    /// The bias, zero padded to whole panels (zeros without a bias).
+    bias: Vec<f32>,
+}
+
+impl std::fmt::Debug for PackedLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedLinear")
+            .field("in_features", &self.k)
+            .field("out_features", &self.n)
+            .field("kernel", &self.kernel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedLinear {
+    /// Packs `weight` (`out_features` rows of `in_features` floats) and the optional `bias`
+    /// (`out_features` floats).
+    pub fn new(weight: &[f32], bias: Option<&[f32]>, out_features: usize, in_features: usize) -> Result<Self> {
+        Self::with_kernel(Kernel::best(), weight, bias, out_features, in_features)
+    }
+
+    /// [`PackedLinear::new`] for a given kernel, which the CPU must support.
+    pub(crate) fn with_kernel(
+        kernel: Kernel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+    ) -> Result<Self> {
+        if weight.len() != n * k {
+            bail!("linear weight holds {} floats, expected {n} x {k} = {}", weight.len(), n * k)
+        }
+        if let Some(b) = bias {
+            if b.len() != n {
+                bail!("linear bias holds {} floats, expected {n}", b.len())
+            }
+        }
+        let nr = kernel.nr();
+        let panels = n.div_ceil(nr);
+        let mut packed = Aligned::zeros(panels * k * nr);
+        let dst = packed.as_mut_slice();
+        for (row, w) in weight.chunks_exact(k.max(1)).enumerate().take(n) {
+            let (j, jj) = (row / nr, row % nr);
+            for (l, &v) in w.iter().enumerate() {
+                dst[(j * k + l) * nr + jj] = v;
+            }
+        }
+        let mut padded = vec![0f32; panels * nr];
+        if let Some(b) = bias {
+            padded[..n].copy_from_slice(b);
+        }
+        Ok(PackedLinear { kernel, n, k, panels: packed, bias: padded })
+    }
+
+    /// Floats per input row.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// Floats per output row.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// `y = act(x · Wᵀ + b)` for the `m` rows of `x` (`[m, in_features]`) into `y`
+    /// (`[m, out_features]`), both row-major.
+    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32], act: Activation) -> Result<()> {
+        self.run(x, m, y, false, act)
+    }
+
+    /// `y += x · Wᵀ + b`: a linear layer feeding a residual connection, without a separate pass
+    /// to add the residual.
+    pub fn forward_add(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+        self.run(x, m, y, true, Activation::Identity)
+    }
+
+    fn run(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, act: Activation) -> Result<()> {
+        let (n, k) = (self.n, self.k);
+        if x.len() != m * k || y.len() != m * n {
+            bail!(
+                "linear operands hold {} and {} floats, expected {m} x {k} = {} and {m} x {n} = {}",
+                x.len(),
+                y.len(),
+                m * k,
+                m * n
+            )
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let (kernel, nr) = (self.kernel, self.kernel.nr());
+        let panels = n.div_ceil(nr);
+        let mc = kernel.row_block();
+        let row_blocks = m.div_ceil(mc);
+        let threads = cpu::threads();
+        let split = threads > 1 && m * n * k >= SPLIT_MIN_WORK;
+        // A few tasks per thread so that a thread slowed by others still finishes in time; a
+        // single row block is split only by columns, so each thread reads only its panels.
+        let col_chunks = if split { (4 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
+        let per = panels.div_ceil(col_chunks);
+        let col_chunks = panels.div_ceil(per);
+        let (xp, wp, yp) = (x.as_ptr() as usize, self.panels.as_slice().as_ptr() as usize, SharedMut(y.as_mut_ptr()));
+        let task = |t: usize| {
+            let (rb, cc) = (t / col_chunks, t % col_chunks);
+            let (r0, p0) = (rb * mc, cc * per);
+            let rows = mc.min(m - r0);
+            let col0 = p0 * nr;
+            let cols = ((p0 + per) * nr).min(n) - col0;
+            let a = Strided { ptr: (xp as *const f32).wrapping_add(r0 * k), rs: k, cs: 1 };
+            let b = Panels { ptr: (wp as *const f32).wrapping_add(p0 * k * nr), ps: k * nr, ld: nr };
+            let finish = Finish { bias: Some(&self.bias[col0..]), act };
+            with_pack_scratch(|scratch| {
+                // SAFETY: `x` holds m rows of k floats and the weight `panels` panels of k rows;
+                // task t writes only rows r0.. and columns col0.. of `y`, which no other task
+                // touches.
+                unsafe { product(kernel, (rows, cols, k), a, b, yp.at(r0 * n + col0), n, accumulate, finish, scratch) }
+            });
+        };
+        let tasks = row_blocks * col_chunks;
+        if split {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// `act(x · Wᵀ + b) (+ y0)` by nested loops in f64.
+    fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize, act: Activation) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum();
+                let v = (dot + b[j] as f64) as f32;
+                let mut one = [v];
+                apply(&mut one, act);
+                y[i * n + j] = one[0];
+            }
+        }
+        y
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], k: usize, what: &str) {
+        let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}: element {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn packed_linear_matches_nested_loops_for_odd_sizes_on_every_kernel() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut shapes = vec![(1, 1, 1), (14, 384, 384), (3, 0, 5), (13, 300, 97), (200, 45, 33), (5, 517, 61)];
+        for _ in 0..20 {
+            shapes.push((rng.random_range(1..60), rng.random_range(1..300), rng.random_range(1..80)));
+        }
+        for kernel in Kernel::supported() {
+            for &(m, k, n) in &shapes {
+                let (x, w, b) = (random(&mut rng, m * k), random(&mut rng, n * k), random(&mut rng, n));
+                let lin = PackedLinear::with_kernel(kernel, &w, Some(&b), n, k).unwrap();
+                for act in [Activation::Identity, Activation::Relu, Activation::Gelu, Activation::GeluTanh] {
+                    let mut y = vec![f32::NAN; m * n];
+                    lin.forward(&x, m, &mut y, act).unwrap();
+                    let want = reference(&x, &w, &b, m, n, k, act);
+                    assert_close(&y, &want, k, &format!("{kernel:?} {m}x{k}x{n} {act:?}"));
+                }
+                let y0 = random(&mut rng, m * n);
+                let mut y = y0.clone();
+                lin.forward_add(&x, m, &mut y).unwrap();
+                let want: Vec<f32> =
+                    reference(&x, &w, &b, m, n, k, Activation::Identity).iter().zip(&y0).map(|(a, b)| a + b).collect();
+                assert_close(&y, &want, k, &format!("{kernel:?} {m}x{k}x{n} accumulate"));
+            }
+        }
+    }
+
+    #[test]
+    fn packed_linear_splits_large_products_over_threads_without_changing_results() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (m, k, n) = (301, 129, 259);
+        let (x, w) = (random(&mut rng, m * k), random(&mut rng, n * k));
+        let lin = PackedLinear::new(&w, None, n, k).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut y = vec![0f32; m * n];
+        pool.install(|| lin.forward(&x, m, &mut y, Activation::Identity)).unwrap();
+        assert_close(&y, &reference(&x, &w, &vec![0.0; n], m, n, k, Activation::Identity), k, "threads");
+        // Row by row, as a single sentence would go through, gives the same rows.
+        for i in [0, 150, 300] {
+            let mut row = vec![0f32; n];
+            lin.forward(&x[i * k..(i + 1) * k], 1, &mut row, Activation::Identity).unwrap();
+            assert_close(&row, &y[i * n..(i + 1) * n], k, "one row");
+        }
+    }
+
+    #[test]
+    fn packed_linear_checks_its_operands() {
+        assert!(PackedLinear::new(&[0.0; 6], None, 2, 4).is_err());
+        assert!(PackedLinear::new(&[0.0; 8], Some(&[0.0; 3]), 2, 4).is_err());
+        let lin = PackedLinear::new(&[0.0; 8], None, 2, 4).unwrap();
+        assert_eq!((lin.in_features(), lin.out_features()), (4, 2));
+        let mut y = [0f32; 2];
+        assert!(lin.forward(&[0.0; 3], 1, &mut y, Activation::Identity).is_err());
+        assert!(lin.forward(&[0.0; 4], 1, &mut [0f32; 3], Activation::Identity).is_err());
+    }
+}
