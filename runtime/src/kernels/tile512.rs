@@ -140,6 +140,12 @@ unsafe fn tile_rows<const R: usize>(
     }
 }
 
+/// How many depth steps ahead the unrolled tile loop prefetches the right operand into L1. Weight
+/// panels come from L2 (many rows: each tile streams its own panel) or L3 (a few rows: the whole
+/// model's weights pass once per call), and the hardware prefetchers start each panel too late.
+/// Prefetches never fault, so running past the end of a panel is harmless.
+const PREFETCH_STEPS: usize = 16;
+
 /// One depth step of the 12 x 32 tile in assembly: two right-operand vectors at `[b + $b]`, then
 /// each row's value at displacement `$a` broadcast and multiplied into its two accumulators.
 #[cfg(target_arch = "x86_64")]
@@ -242,6 +248,15 @@ unsafe fn reduce_full(kc: usize, a: Strided, b: *const f32, ld: usize) -> [[__m5
             "test {quads}, {quads}",
             "jz 4f",
             "3:",
+            "prefetcht0 byte ptr [{pf}]",
+            "prefetcht0 byte ptr [{pf} + 64]",
+            "prefetcht0 byte ptr [{pf} + {ld}]",
+            "prefetcht0 byte ptr [{pf} + {ld} + 64]",
+            "prefetcht0 byte ptr [{pf} + 2 * {ld}]",
+            "prefetcht0 byte ptr [{pf} + 2 * {ld} + 64]",
+            "prefetcht0 byte ptr [{pf} + {ld3}]",
+            "prefetcht0 byte ptr [{pf} + {ld3} + 64]",
+            "lea {pf}, [{pf} + 4 * {ld}]",
             step!("0", ""),
             step!("4", " + {ld}"),
             step!("8", " + 2 * {ld}"),
@@ -273,6 +288,7 @@ unsafe fn reduce_full(kc: usize, a: Strided, b: *const f32, ld: usize) -> [[__m5
             rs = in(reg) a.rs * 4,
             cs = in(reg) a.cs * 4,
             b = inout(reg) b => _,
+            pf = inout(reg) b.wrapping_add(PREFETCH_STEPS * ld) => _,
             ld = in(reg) ld * 4,
             ld3 = in(reg) ld * 12,
             quads = inout(reg) quads => _,
