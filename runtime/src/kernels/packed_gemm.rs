@@ -225,22 +225,33 @@ unsafe fn product_avx512(
 ) {
     use tile512::{MR, NR};
     let last = k.div_ceil(KC).max(1) - 1;
+    let panels = n.div_ceil(NR);
+    // Each tile: rows i.., panel j, depth block (k0, kc).
+    let tile_at = |i: usize, j: usize, blk: usize, k0: usize, kc: usize| {
+        let (rows, col, cols) = (MR.min(m - i), j * NR, NR.min(n - j * NR));
+        let ap = Strided { ptr: a.ptr.wrapping_add(i * a.rs + k0 * a.cs), ..a };
+        let bp = b.ptr.wrapping_add(j * b.ps + k0 * b.ld);
+        // SAFETY: the caller's contract covers these rows, columns and depths.
+        unsafe {
+            let ct = c.add(i * ldc + col);
+            tile512::tile(kc, ap, bp, b.ld, ct, ldc, rows, cols, accumulate || k0 > 0);
+            if blk == last {
+                finish_tile(ct, ldc, rows, cols, col, finish);
+            }
+        }
+    };
     for (blk, (k0, kc)) in depth_blocks(k).enumerate() {
-        let acc = accumulate || k0 > 0;
-        for j in 0..n.div_ceil(NR) {
-            let (col, cols) = (j * NR, NR.min(n - j * NR));
-            let bp = b.ptr.wrapping_add(j * b.ps + k0 * b.ld);
+        if m > 2 * MR {
+            // Many rows: a 12-row sliver of the activations stays in L1 while the weight panels
+            // of this depth block stream past it from L2, in order, which the prefetchers follow.
+            // (Panel-major order re-reads the twelve strided activation rows from L2 instead.)
             for i in (0..m).step_by(MR) {
-                let rows = MR.min(m - i);
-                let ap = Strided { ptr: a.ptr.wrapping_add(i * a.rs + k0 * a.cs), ..a };
-                // SAFETY: the caller's contract covers these rows, columns and depths.
-                unsafe {
-                    let ct = c.add(i * ldc + col);
-                    tile512::tile(kc, ap, bp, b.ld, ct, ldc, rows, cols, acc);
-                    if blk == last {
-                        finish_tile(ct, ldc, rows, cols, col, finish);
-                    }
-                }
+                (0..panels).for_each(|j| tile_at(i, j, blk, k0, kc));
+            }
+        } else {
+            // A row or two of tiles: panel-major, so the weights are read once.
+            for j in 0..panels {
+                (0..m).step_by(MR).for_each(|i| tile_at(i, j, blk, k0, kc));
             }
         }
     }
