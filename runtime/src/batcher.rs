@@ -57,7 +57,7 @@ struct Job<F: Family> {
 
 /// A handle to one model's queue and worker. Dropping it stops the worker after the queue drains.
 pub struct Batcher<F: Family> {
-    tx: Option<SyncSender<Job<F>>>,
+    tx: Option<SyncSender<Vec<Job<F>>>>,
     depth: Arc<AtomicUsize>,
     worker: Option<JoinHandle<()>>,
     config: BatchConfig,
@@ -91,18 +91,47 @@ impl<F: Family> Batcher<F> {
 
     /// Queues `item` with an explicit deadline and returns the receiver of its result.
     pub fn enqueue(&self, item: F::Item, deadline: Instant) -> Result<oneshot::Receiver<Result<F::Output>>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job { item, deadline, enqueued: Instant::now(), reply };
+        let mut receivers = self.enqueue_all(vec![item], deadline)?;
+        Ok(receivers.pop().expect("one item gives one receiver. This is a bug."))
+    }
+
+    /// Queues a request's items together and returns their receivers, in item order.
+    ///
+    /// The worker receives them in one message, so a batch never closes between two items of one
+    /// request: with a short batching delay, items sent one by one could be split over several
+    /// small batches. Either every item is queued or none is.
+    pub fn enqueue_all(
+        &self,
+        items: Vec<F::Item>,
+        deadline: Instant,
+    ) -> Result<Vec<oneshot::Receiver<Result<F::Output>>>> {
+        let n = items.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let enqueued = Instant::now();
+        let (jobs, receivers): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .map(|item| {
+                let (reply, rx) = oneshot::channel();
+                (Job { item, deadline, enqueued, reply }, rx)
+            })
+            .unzip();
         let tx = self.tx.as_ref().expect("sender lives until drop. This is a bug.");
-        // Count before sending so that the worker's decrement can never run first.
-        let depth = self.depth.fetch_add(1, Ordering::SeqCst) + 1;
-        match tx.try_send(job) {
+        // Count before sending so that the worker's decrement can never run first; the count, not
+        // the channel, bounds the items waiting.
+        let depth = self.depth.fetch_add(n, Ordering::SeqCst) + n;
+        if depth > self.config.queue_capacity.max(1) {
+            self.depth.fetch_sub(n, Ordering::SeqCst);
+            return Err(Error::Overloaded);
+        }
+        match tx.try_send(jobs) {
             Ok(()) => {
                 metrics::gauge!("tandem_queue_depth", "model" => self.label.clone()).set(depth as f64);
-                Ok(rx)
+                Ok(receivers)
             }
             Err(e) => {
-                self.depth.fetch_sub(1, Ordering::SeqCst);
+                self.depth.fetch_sub(n, Ordering::SeqCst);
                 match e {
                     TrySendError::Full(_) => Err(Error::Overloaded),
                     TrySendError::Disconnected(_) => Err(Error::Unavailable(format!("model {} stopped", self.label))),
@@ -142,7 +171,7 @@ impl Budget {
 
 struct Worker<F: Family> {
     family: Arc<F>,
-    rx: Receiver<Job<F>>,
+    rx: Receiver<Vec<Job<F>>>,
     depth: Arc<AtomicUsize>,
     config: BatchConfig,
     label: String,
@@ -156,7 +185,7 @@ impl<F: Family> Worker<F> {
         while open || !self.pending.is_empty() {
             if self.pending.is_empty() {
                 match self.rx.recv() {
-                    Ok(job) => self.pending.push_back(job),
+                    Ok(jobs) => self.pending.extend(jobs),
                     Err(_) => break,
                 }
             }
@@ -189,7 +218,7 @@ impl<F: Family> Worker<F> {
                 return true;
             }
             match self.rx.recv_timeout(close_at - now) {
-                Ok(job) => self.pending.push_back(job),
+                Ok(jobs) => self.pending.extend(jobs),
                 Err(RecvTimeoutError::Timeout) => return true,
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
@@ -394,6 +423,20 @@ mod tests {
         let (_family, b) = batcher(config(1, 0, 8), Duration::ZERO);
         assert!(matches!(b.submit((0, -1)).await, Err(Error::Internal(_))));
         assert_eq!(b.submit((0, 4)).await.unwrap(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_requests_items_share_a_batch_even_without_delay() {
+        let (family, b) = batcher(config(64, 0, 64), Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let rxs = b.enqueue_all((0..32).map(|i| (0, i)).collect(), deadline).unwrap();
+        for (i, rx) in rxs.into_iter().enumerate() {
+            assert_eq!(rx.await.unwrap().unwrap(), 2 * i as i64);
+        }
+        assert_eq!(family.batches.lock().unwrap().clone(), vec![32]);
+        let too_many = b.enqueue_all((0..65).map(|i| (0, i)).collect(), deadline);
+        assert!(matches!(too_many, Err(Error::Overloaded)));
+        assert_eq!(b.queue_depth(), 0, "a refused request leaves nothing queued");
     }
 
     /// Charges every item the longest item's cost, like padded text.

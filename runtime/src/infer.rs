@@ -6,8 +6,6 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use crate::cache::ResultCache;
 use crate::family::Family;
 use crate::registry::Loaded;
@@ -19,17 +17,19 @@ pub(crate) type CachedOutput = Arc<dyn Any + Send + Sync>;
 
 enum Slot<F: Family> {
     Ready(F::Output),
-    Waiting(Option<u64>, oneshot::Receiver<Result<F::Output>>),
+    /// A miss, queued with the request's other misses; its cache key, if it may be cached.
+    Miss(Option<u64>),
 }
 
 impl Runtime {
     /// Runs prepared items on `model`, answering from the cache where it can; outputs are in item order.
     ///
-    /// Everything is looked up first and every miss is enqueued at once, so that one request's items
-    /// can share a batch.
+    /// Everything is looked up first and every miss is enqueued in one message, so that one
+    /// request's items share batches however short the batching delay.
     pub(crate) async fn infer<F: Family>(&self, model: &Loaded<F>, items: Vec<F::Item>) -> Result<Vec<F::Output>> {
         let deadline = Instant::now() + self.config().batch.request_timeout;
         let mut slots: Vec<Slot<F>> = Vec::with_capacity(items.len());
+        let mut misses = Vec::new();
         for item in items {
             let key = model.family.cache_key(&item).map(|k| ResultCache::<CachedOutput>::key(&model.info.bundle_id, k));
             let hit = key
@@ -37,14 +37,19 @@ impl Runtime {
                 .and_then(|value| value.downcast_ref::<F::Output>().cloned());
             match hit {
                 Some(output) => slots.push(Slot::Ready(output)),
-                None => slots.push(Slot::Waiting(key, model.batcher.enqueue(item, deadline)?)),
+                None => {
+                    slots.push(Slot::Miss(key));
+                    misses.push(item);
+                }
             }
         }
+        let mut receivers = model.batcher.enqueue_all(misses, deadline)?.into_iter();
         let mut outputs = Vec::with_capacity(slots.len());
         for slot in slots {
             let output = match slot {
                 Slot::Ready(output) => output,
-                Slot::Waiting(key, rx) => {
+                Slot::Miss(key) => {
+                    let rx = receivers.next().expect("one receiver per miss. This is a bug.");
                     let output = match tokio::time::timeout_at(deadline.into(), rx).await {
                         Ok(Ok(res)) => res?,
                         Ok(Err(_)) => return Err(Error::Unavailable(format!("model {} stopped", model.info.id))),
