@@ -19,35 +19,8 @@ use candle_nn::VarBuilder;
 use tandem_runtime::hf::read_sentence_transformers_dir;
 use tandem_runtime::models::bert_inference::FastBertEncoder;
 use tandem_runtime::models::sentence_encoder::SentenceEncoder;
+use tandem_runtime::testing_text::benchmark_texts;
 use tandem_runtime::text::TextTokenizer;
-
-/// Everyday English sentences of 10 to 14 tokens with the special tokens.
-const CORPUS: [&str; 24] = [
-    "The cat slept on the warm windowsill all afternoon.",
-    "Stock markets fell sharply after the surprise rate decision.",
-    "She planted tomatoes and basil in the small garden.",
-    "The train to the coast leaves every hour on weekdays.",
-    "Researchers found a new species of frog in the rainforest.",
-    "He forgot his umbrella and got soaked on the way home.",
-    "The museum opens a photography exhibition next month.",
-    "Our team finally fixed the bug in the payment service.",
-    "Fresh bread from the corner bakery sells out by noon.",
-    "The children built a sandcastle before the tide came in.",
-    "A strong wind knocked down several trees in the park.",
-    "The library extended its opening hours during exams.",
-    "My neighbour walks her two dogs along the river.",
-    "The concert was cancelled because of the heavy storm.",
-    "Doctors recommend drinking water throughout the day.",
-    "The company hired twenty engineers for the new office.",
-    "He learned to play the guitar by watching online videos.",
-    "The new bridge shortened the commute for many drivers.",
-    "Farmers expect a good harvest after the spring rains.",
-    "The old castle attracts thousands of tourists every summer.",
-    "She finished the marathon in just under four hours.",
-    "The recipe calls for two eggs and a cup of flour.",
-    "Astronomers observed a bright comet near the horizon.",
-    "The city council approved a plan for more bike lanes.",
-];
 
 /// Long texts stop growing before they pass this many tokens.
 const LONG_TOKENS: usize = 128;
@@ -92,22 +65,9 @@ fn parse_args() -> Result<Args, Error> {
     Ok(parsed)
 }
 
-/// `n` short and `n` long texts.
+/// `n` short and `n` long texts, the same ones `tandem bench embed` times.
 fn corpus(tokenizer: &TextTokenizer, n: usize) -> Result<(Vec<String>, Vec<String>), Error> {
-    let short = (0..n).map(|i| CORPUS[i % CORPUS.len()].to_owned()).collect();
-    let mut long = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut text = String::new();
-        for j in i.. {
-            let candidate = format!("{text} {}", CORPUS[j % CORPUS.len()]).trim().to_owned();
-            if tokenizer.encode(&candidate, true)?.ids.len() > LONG_TOKENS {
-                break;
-            }
-            text = candidate;
-        }
-        long.push(text);
-    }
-    Ok((short, long))
+    Ok(benchmark_texts(tokenizer, n, LONG_TOKENS)?)
 }
 
 /// Sentences per second of `call` on `batch` texts: warm-up, then the best of three windows.

@@ -288,6 +288,59 @@ impl SplitMix64 {
     }
 }
 
+/// Sentences of everyday English for the embedding benchmarks: one is a short text (10 to 14
+/// tokens with the special tokens), consecutive ones joined make a long text.
+pub const EVERYDAY_SENTENCES: [&str; 24] = [
+    "The cat slept on the warm windowsill all afternoon.",
+    "Stock markets fell sharply after the surprise rate decision.",
+    "She planted tomatoes and basil in the small garden.",
+    "The train to the coast leaves every hour on weekdays.",
+    "Researchers found a new species of frog in the rainforest.",
+    "He forgot his umbrella and got soaked on the way home.",
+    "The museum opens a photography exhibition next month.",
+    "Our team finally fixed the bug in the payment service.",
+    "Fresh bread from the corner bakery sells out by noon.",
+    "The children built a sandcastle before the tide came in.",
+    "A strong wind knocked down several trees in the park.",
+    "The library extended its opening hours during exams.",
+    "My neighbour walks her two dogs along the river.",
+    "The concert was cancelled because of the heavy storm.",
+    "Doctors recommend drinking water throughout the day.",
+    "The company hired twenty engineers for the new office.",
+    "He learned to play the guitar by watching online videos.",
+    "The new bridge shortened the commute for many drivers.",
+    "Farmers expect a good harvest after the spring rains.",
+    "The old castle attracts thousands of tourists every summer.",
+    "She finished the marathon in just under four hours.",
+    "The recipe calls for two eggs and a cup of flour.",
+    "Astronomers observed a bright comet near the horizon.",
+    "The city council approved a plan for more bike lanes.",
+];
+
+/// `n` short texts (single sentences) and `n` long ones (consecutive sentences joined while they
+/// stay within `long_tokens` tokens), deterministic, so that runtimes timed apart see the same texts.
+pub fn benchmark_texts(
+    tokenizer: &crate::text::TextTokenizer,
+    n: usize,
+    long_tokens: usize,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let pick = |i: usize| EVERYDAY_SENTENCES[i % EVERYDAY_SENTENCES.len()];
+    let short = (0..n).map(|i| pick(i).to_owned()).collect();
+    let mut long = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut text = String::new();
+        for j in i.. {
+            let candidate = format!("{text} {}", pick(j)).trim().to_owned();
+            if tokenizer.encode(&candidate, true)?.ids.len() > long_tokens || j >= i + EVERYDAY_SENTENCES.len() {
+                break;
+            }
+            text = candidate;
+        }
+        long.push(text);
+    }
+    Ok((short, long))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tandem_runtime::candle_core::Device;
 use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
 use tandem_runtime::models::sentence_encoder::SentenceEncoder;
+use tandem_runtime::testing_text::benchmark_texts;
 use tandem_runtime::text::TextTokenizer;
 use tandem_runtime::{BatchConfig, EmbedRequest, Runtime, RuntimeConfig};
 
@@ -45,35 +46,6 @@ pub struct EmbedBenchArgs {
     #[arg(long)]
     pub json: bool,
 }
-
-/// Sentences of everyday English: short texts are single sentences (about 12 tokens with the
-/// special tokens), long ones consecutive sentences joined up to about 128 tokens.
-const CORPUS: [&str; 24] = [
-    "The cat slept on the warm windowsill all afternoon.",
-    "Stock markets fell sharply after the surprise rate decision.",
-    "She planted tomatoes and basil in the small garden.",
-    "The train to the coast leaves every hour on weekdays.",
-    "Researchers found a new species of frog in the rainforest.",
-    "He forgot his umbrella and got soaked on the way home.",
-    "The museum opens a photography exhibition next month.",
-    "Our team finally fixed the bug in the payment service.",
-    "Fresh bread from the corner bakery sells out by noon.",
-    "The children built a sandcastle before the tide came in.",
-    "A strong wind knocked down several trees in the park.",
-    "The library extended its opening hours during exams.",
-    "My neighbour walks her two dogs along the river.",
-    "The concert was cancelled because of the heavy storm.",
-    "Doctors recommend drinking water throughout the day.",
-    "The company hired twenty engineers for the new office.",
-    "He learned to play the guitar by watching online videos.",
-    "The new bridge shortened the commute for many drivers.",
-    "Farmers expect a good harvest after the spring rains.",
-    "The old castle attracts thousands of tourists every summer.",
-    "She finished the marathon in just under four hours.",
-    "The recipe calls for two eggs and a cup of flour.",
-    "Astronomers observed a bright comet near the horizon.",
-    "The city council approved a plan for more bike lanes.",
-];
 
 /// Long texts stop growing before they pass this many tokens.
 const LONG_TOKENS: usize = 128;
@@ -202,19 +174,7 @@ struct Corpus {
 
 impl Corpus {
     fn build(tokenizer: &TextTokenizer, n: usize) -> Result<Corpus> {
-        let short = (0..n).map(|i| CORPUS[i % CORPUS.len()].to_owned()).collect();
-        let mut long = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut text = String::new();
-            for j in i.. {
-                let candidate = format!("{text} {}", CORPUS[j % CORPUS.len()]).trim().to_owned();
-                if tokenizer.encode(&candidate, true)?.ids.len() > LONG_TOKENS {
-                    break;
-                }
-                text = candidate;
-            }
-            long.push(text);
-        }
+        let (short, long) = benchmark_texts(tokenizer, n, LONG_TOKENS)?;
         Ok(Corpus { short, long })
     }
 
