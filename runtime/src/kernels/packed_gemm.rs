@@ -503,10 +503,14 @@ impl PackedLinear {
         // Row blocks of near-equal numbers of whole tiles (121 rows become 60 and 61, not 96 and
         // 25), so that tasks are of similar size and no tile is needlessly short.
         let (mr, groups) = (kernel.mr(), m.div_ceil(kernel.mr()));
-        let row_blocks = groups.div_ceil(kernel.row_block_groups());
-        let block = |rb: usize| ((rb * groups / row_blocks) * mr).min(m);
         let threads = cpu::threads();
         let split = threads > 1 && m * n * k >= SPLIT_MIN_WORK;
+        let mut row_blocks = groups.div_ceil(kernel.row_block_groups());
+        if split && row_blocks > 1 {
+            // A multiple of the threads: 11 equal tasks on 2 threads take as long as 12.
+            row_blocks = row_blocks.div_ceil(threads).saturating_mul(threads).min(groups);
+        }
+        let block = |rb: usize| ((rb * groups / row_blocks) * mr).min(m);
         // A few tasks per thread so that a thread slowed by others still finishes in time; a
         // single row block is split only by columns, so each thread reads only its panels.
         let col_chunks = if split { (4 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
