@@ -159,8 +159,8 @@ pub(crate) struct Finish<'a> {
     pub act: Activation,
 }
 
-/// Depth of one block of the reduction: a `KC x NR` sliver of the right operand stays in L1
-/// while every row block of the left operand passes over it.
+/// Depth of one block of the reduction: it bounds what a tile streams (a `KC x NR` sliver of the
+/// weights, `MR x KC` of the activations) to what stays in L1 while it is reused.
 const KC: usize = microkernel::KC;
 
 /// `c = A · B` (or `c += A · B` with `accumulate`), then `finish`, for `m` rows and `n` columns
