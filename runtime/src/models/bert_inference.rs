@@ -10,8 +10,9 @@
 //!
 //! Sequences are never padded: a batch is its sequences' tokens back to back, every row-wise
 //! operation treats them alike, and attention and pooling see one sequence at a time. So a
-//! sequence costs the same alone or next to a long one, and its embedding does not depend on
-//! the batch beyond float rounding.
+//! sequence costs the same alone or next to a long one, and its embedding is the same bit for
+//! bit whatever it is batched with: every reduction runs in an order fixed by the model's
+//! widths, never by the number of rows or how they are split over threads.
 
 use std::sync::Mutex;
 
@@ -200,7 +201,7 @@ impl FastBertEncoder {
     /// The contract of [`SentenceEncoder::embed`](super::sentence_encoder::SentenceEncoder::embed):
     /// sequences must be non-empty, no longer than `max_position_embeddings` and hold ids below
     /// `vocab_size`, else the error names the offending sequence. Each sequence is encoded over
-    /// its own tokens only, so the batch's composition changes nothing beyond float rounding.
+    /// its own tokens only, so the batch's composition changes nothing, not even the rounding.
     pub fn embed(&self, batch: &[&[u32]]) -> crate::Result<Vec<Vec<f32>>> {
         check_batch(batch, self.vocab_size, self.max_position_embeddings)?;
         if batch.is_empty() {
