@@ -31,8 +31,10 @@ mod vmath;
 use candle_core::{DType, Result, Tensor};
 
 pub use attention::self_attention;
+pub(crate) use attention::self_attention_with;
 pub use gemm::sgemm;
 pub use geometry::Conv2dConfig;
+pub(crate) use packed_gemm::Kernel;
 pub use packed_gemm::{Activation, PackedLinear};
 pub use vmath::layer_norm_rows;
 

@@ -84,12 +84,20 @@ impl Kernel {
         }
     }
 
-    /// Rows per task of a large product: enough to reuse each weight panel from L1 many times,
-    /// few enough that the activations of a depth block stay in L2.
-    fn row_block(self) -> usize {
+    /// Rows of one tile.
+    pub(crate) fn mr(self) -> usize {
         match self {
-            Kernel::Avx512 => 8 * tile512::MR,
-            Kernel::Avx2 | Kernel::Portable => 32 * microkernel::MR,
+            Kernel::Avx512 => tile512::MR,
+            Kernel::Avx2 | Kernel::Portable => microkernel::MR,
+        }
+    }
+
+    /// The most tiles of rows per task of a large product: enough to reuse each weight panel
+    /// from L1 many times, few enough that the activations of a depth block stay in L2.
+    fn row_block_groups(self) -> usize {
+        match self {
+            Kernel::Avx512 => 8,
+            Kernel::Avx2 | Kernel::Portable => 32,
         }
     }
 }
@@ -151,8 +159,8 @@ pub(crate) struct Finish<'a> {
     pub act: Activation,
 }
 
-/// Depth of one block of the reduction: a `KC x NR` sliver of the right operand stays in L1
-/// while every row block of the left operand passes over it.
+/// Depth of one block of the reduction: it bounds what a tile streams (a `KC x NR` sliver of the
+/// weights, `MR x KC` of the activations) to what stays in L1 while it is reused.
 const KC: usize = microkernel::KC;
 
 /// `c = A · B` (or `c += A · B` with `accumulate`), then `finish`, for `m` rows and `n` columns
@@ -492,10 +500,17 @@ impl PackedLinear {
         }
         let (kernel, nr) = (self.kernel, self.kernel.nr());
         let panels = n.div_ceil(nr);
-        let mc = kernel.row_block();
-        let row_blocks = m.div_ceil(mc);
+        // Row blocks of near-equal numbers of whole tiles (121 rows become 60 and 61, not 96 and
+        // 25), so that tasks are of similar size and no tile is needlessly short.
+        let (mr, groups) = (kernel.mr(), m.div_ceil(kernel.mr()));
         let threads = cpu::threads();
         let split = threads > 1 && m * n * k >= SPLIT_MIN_WORK;
+        let mut row_blocks = groups.div_ceil(kernel.row_block_groups());
+        if split && row_blocks > 1 {
+            // A multiple of the threads: 11 equal tasks on 2 threads take as long as 12.
+            row_blocks = row_blocks.div_ceil(threads).saturating_mul(threads).min(groups);
+        }
+        let block = |rb: usize| ((rb * groups / row_blocks) * mr).min(m);
         // A few tasks per thread so that a thread slowed by others still finishes in time; a
         // single row block is split only by columns, so each thread reads only its panels.
         let col_chunks = if split { (4 * threads).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
@@ -504,8 +519,8 @@ impl PackedLinear {
         let (xp, wp, yp) = (x.as_ptr() as usize, self.panels.as_slice().as_ptr() as usize, SharedMut(y.as_mut_ptr()));
         let task = |t: usize| {
             let (rb, cc) = (t / col_chunks, t % col_chunks);
-            let (r0, p0) = (rb * mc, cc * per);
-            let rows = mc.min(m - r0);
+            let (r0, p0) = (block(rb), cc * per);
+            let rows = block(rb + 1) - r0;
             let col0 = p0 * nr;
             let cols = ((p0 + per) * nr).min(n) - col0;
             let a = Strided { ptr: (xp as *const f32).wrapping_add(r0 * k), rs: k, cs: 1 };

@@ -10,8 +10,9 @@
 //!
 //! Sequences are never padded: a batch is its sequences' tokens back to back, every row-wise
 //! operation treats them alike, and attention and pooling see one sequence at a time. So a
-//! sequence costs the same alone or next to a long one, and its embedding does not depend on
-//! the batch beyond float rounding.
+//! sequence costs the same alone or next to a long one, and its embedding is the same bit for
+//! bit whatever it is batched with: every reduction runs in an order fixed by the model's
+//! widths, never by the number of rows or how they are split over threads.
 
 use std::sync::Mutex;
 
@@ -20,7 +21,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::HiddenAct;
 
 use super::sentence_encoder::{bert_root, check_batch, BertConfig, Pooling};
-use crate::kernels::{layer_norm_rows, self_attention, Activation, PackedLinear};
+use crate::kernels::{layer_norm_rows, self_attention_with, Activation, Kernel, PackedLinear};
 
 /// A layer norm's scale and shift.
 struct Norm {
@@ -58,6 +59,8 @@ pub struct FastBertEncoder {
     eps: f32,
     /// The feed-forward activation.
     act: Activation,
+    /// The tile kernel the weights are packed for.
+    kernel: Kernel,
     /// `[vocab_size, hidden]`.
     word: Vec<f32>,
     /// `[max_position_embeddings, hidden]`.
@@ -106,10 +109,10 @@ fn linear_parts(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<(Vec<f3
     Ok((values(lin.weight())?, bias))
 }
 
-/// A linear layer, packed.
-fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<PackedLinear> {
+/// A linear layer, packed for `kernel`.
+fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder, kernel: Kernel) -> Result<PackedLinear> {
     let (w, b) = linear_parts(in_dim, out_dim, vb)?;
-    PackedLinear::new(&w, Some(&b), out_dim, in_dim)
+    PackedLinear::with_kernel(kernel, &w, Some(&b), out_dim, in_dim)
 }
 
 /// Reads the embedding table `[rows, hidden]` under `vb`.
@@ -122,6 +125,11 @@ impl FastBertEncoder {
     /// prefix, exactly as [`SentenceEncoder::new`](super::sentence_encoder::SentenceEncoder::new)
     /// reads them. The weights are copied out as f32 and packed; `vb` can be dropped afterwards.
     pub fn new(cfg: &BertConfig, pooling: Pooling, vb: VarBuilder) -> Result<Self> {
+        Self::with_kernel(cfg, pooling, vb, Kernel::best())
+    }
+
+    /// [`FastBertEncoder::new`] on a given tile kernel, which the CPU must support.
+    pub(crate) fn with_kernel(cfg: &BertConfig, pooling: Pooling, vb: VarBuilder, kernel: Kernel) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let vb = bert_root(vb);
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
@@ -147,15 +155,15 @@ impl FastBertEncoder {
                 qkv_w.extend_from_slice(&w);
                 qkv_b.extend_from_slice(&b);
             }
-            let qkv = PackedLinear::new(&qkv_w, Some(&qkv_b), 3 * h, h)?;
+            let qkv = PackedLinear::with_kernel(kernel, &qkv_w, Some(&qkv_b), 3 * h, h)?;
             let up_vb = vb.pp("intermediate");
-            let up = linear(h, i, up_vb.pp("dense"))?;
+            let up = linear(h, i, up_vb.pp("dense"), kernel)?;
             layers.push(Layer {
                 qkv,
-                out: linear(h, h, attention.pp("output").pp("dense"))?,
+                out: linear(h, h, attention.pp("output").pp("dense"), kernel)?,
                 attention_norm: norm(h, cfg.layer_norm_eps, attention.pp("output").pp("LayerNorm"))?,
                 up,
-                down: linear(i, h, vb.pp("output").pp("dense"))?,
+                down: linear(i, h, vb.pp("output").pp("dense"), kernel)?,
                 output_norm: norm(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
             });
         }
@@ -173,6 +181,7 @@ impl FastBertEncoder {
             embedding_norm,
             layers,
             act,
+            kernel,
             spare: Mutex::new(None),
         })
     }
@@ -192,7 +201,7 @@ impl FastBertEncoder {
     /// The contract of [`SentenceEncoder::embed`](super::sentence_encoder::SentenceEncoder::embed):
     /// sequences must be non-empty, no longer than `max_position_embeddings` and hold ids below
     /// `vocab_size`, else the error names the offending sequence. Each sequence is encoded over
-    /// its own tokens only, so the batch's composition changes nothing beyond float rounding.
+    /// its own tokens only, so the batch's composition changes nothing, not even the rounding.
     pub fn embed(&self, batch: &[&[u32]]) -> crate::Result<Vec<Vec<f32>>> {
         check_batch(batch, self.vocab_size, self.max_position_embeddings)?;
         if batch.is_empty() {
@@ -243,7 +252,7 @@ impl FastBertEncoder {
 
         for layer in &self.layers {
             layer.qkv.forward(x, tokens, qkv, Activation::Identity)?;
-            self_attention(qkv, h, self.heads, &seqs, ctx)?;
+            self_attention_with(self.kernel, qkv, h, self.heads, &seqs, ctx)?;
             layer.out.forward_add(ctx, tokens, x)?;
             layer_norm_rows(x, &layer.attention_norm.gamma, &layer.attention_norm.beta, self.eps)?;
             layer.up.forward(x, tokens, inter, self.act)?;
@@ -356,8 +365,18 @@ mod tests {
         pooling: Pooling,
         tensors: HashMap<String, Tensor>,
     ) -> (SentenceEncoder, FastBertEncoder) {
+        both_on(Kernel::best(), cfg, pooling, tensors)
+    }
+
+    fn both_on(
+        kernel: Kernel,
+        cfg: &BertConfig,
+        pooling: Pooling,
+        tensors: HashMap<String, Tensor>,
+    ) -> (SentenceEncoder, FastBertEncoder) {
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        (SentenceEncoder::new(cfg, pooling, vb.clone()).unwrap(), FastBertEncoder::new(cfg, pooling, vb).unwrap())
+        let candle = SentenceEncoder::new(cfg, pooling, vb.clone()).unwrap();
+        (candle, FastBertEncoder::with_kernel(cfg, pooling, vb, kernel).unwrap())
     }
 
     fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -384,19 +403,19 @@ mod tests {
     }
 
     #[test]
-    fn matches_the_candle_encoder_for_every_pooling_activation_and_width() {
+    fn matches_the_candle_encoder_for_every_pooling_activation_width_and_kernel() {
         let configs = [config(16, 4, 24, "gelu"), config(48, 3, 100, "gelu_new"), config(36, 6, 37, "relu")];
-        for cfg in configs {
-            let tensors = random_weights(&cfg);
+        for (cfg, kernel) in configs.iter().flat_map(|c| Kernel::supported().into_iter().map(move |k| (c, k))) {
+            let tensors = random_weights(cfg);
             for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Max] {
-                let (candle, fast) = both(&cfg, pooling, tensors.clone());
+                let (candle, fast) = both_on(kernel, cfg, pooling, tensors.clone());
                 for batch in batches(50) {
                     let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
                     let (want, got) = (candle.embed(&refs).unwrap(), fast.embed(&refs).unwrap());
                     let diff = max_abs_diff(&want, &got);
                     assert!(
                         diff < 1e-4,
-                        "{} {pooling:?} lengths {:?}: differs by {diff}",
+                        "{kernel:?} {} {pooling:?} lengths {:?}: differs by {diff}",
                         cfg.hidden_act,
                         refs.iter().map(|s| s.len()).collect::<Vec<_>>()
                     );
