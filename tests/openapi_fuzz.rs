@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// Longest a whole schemathesis run may take; it normally needs well under a minute.
-const BOUND: Duration = Duration::from_secs(120);
+/// Longest a whole schemathesis run may take: a guard against a hang, not a timing check. It
+/// needs well under a minute for the 21 operations on an idle 2-core machine, and several times that
+/// when the machine is busy.
+const BOUND: Duration = Duration::from_secs(480);
 
 /// The hooks that keep generated classify inputs decodable; see the file for why.
 const HOOKS: &str = include_str!("schemathesis_hooks.py");
