@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::*;
 
 /// Longest a whole schemathesis run may take: a guard against a hang, not a timing check. It
-/// needs well under a minute for the 21 operations on an idle 2-core machine, and several times that
+/// needs about a minute for the 21 operations on an idle 2-core machine, and several times that
 /// when the machine is busy.
 const BOUND: Duration = Duration::from_secs(480);
 
