@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorShape, ErrorType};
-use crate::routes::{classifier, docs, embedder, health, kserve, metrics, models};
+use crate::routes::{self, classifier, docs, embedder, health, kserve, metrics, models};
 use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
 
@@ -90,11 +90,11 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
         "ready" => health::READY_ERRORS,
         "get_model" => models::GET_MODEL_ERRORS,
         "classify" => classifier::CLASSIFY_ERRORS,
-        "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => embedder::EMBEDDER_ERRORS,
+        "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => routes::INFERENCE_ERRORS,
         "server_ready" => kserve::SERVER_READY_ERRORS,
         "model_metadata" | "model_version_metadata" => kserve::METADATA_ERRORS,
         "model_ready" | "model_version_ready" => kserve::MODEL_READY_ERRORS,
-        "model_infer" | "model_version_infer" => kserve::INFER_ERRORS,
+        "model_infer" | "model_version_infer" => routes::INFERENCE_ERRORS,
         _ => &[],
     };
     let api: &[ErrorType] = if behind_api_layers(path) { API_ERRORS } else { &[] };

@@ -26,19 +26,6 @@ pub(crate) const ROUTES: &[&str] = &[
     super::kserve::INFER_ROUTE,
 ];
 
-/// Errors the embedder routes answer with besides the global and `/v1` ones.
-pub(crate) const EMBEDDER_ERRORS: &[ErrorType] = &[
-    ErrorType::BadRequest,
-    ErrorType::InvalidJson,
-    ErrorType::NotFound,
-    ErrorType::PayloadTooLarge,
-    ErrorType::TooManyInputs,
-    ErrorType::UnsupportedMediaType,
-    ErrorType::InvalidInput,
-    ErrorType::Overloaded,
-    ErrorType::Unavailable,
-];
-
 const KIND: &str = "embedder";
 
 pub(crate) fn router() -> Router<AppState> {

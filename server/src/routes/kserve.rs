@@ -48,19 +48,6 @@ pub(crate) const METADATA_ERRORS: &[ErrorType] = &[ErrorType::BadRequest, ErrorT
 pub(crate) const MODEL_READY_ERRORS: &[ErrorType] =
     &[ErrorType::BadRequest, ErrorType::NotFound, ErrorType::InvalidInput, ErrorType::Unavailable];
 
-/// Errors of the inference routes besides the global and API ones.
-pub(crate) const INFER_ERRORS: &[ErrorType] = &[
-    ErrorType::BadRequest,
-    ErrorType::InvalidJson,
-    ErrorType::NotFound,
-    ErrorType::PayloadTooLarge,
-    ErrorType::TooManyInputs,
-    ErrorType::UnsupportedMediaType,
-    ErrorType::InvalidInput,
-    ErrorType::Overloaded,
-    ErrorType::Unavailable,
-];
-
 /// Probes and server metadata, open like `/health`: orchestrators need no secret.
 pub(crate) fn open_router() -> Router<AppState> {
     Router::new()

@@ -17,8 +17,22 @@ use std::future::Future;
 
 use tandem_runtime::ModelInfo;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorType};
 use crate::state::AppState;
+
+/// Errors a JSON inference route (the embedder routes, `/v2` infer) answers with besides the
+/// global and API ones; the classify route adds `invalid_image`.
+pub(crate) const INFERENCE_ERRORS: &[ErrorType] = &[
+    ErrorType::BadRequest,
+    ErrorType::InvalidJson,
+    ErrorType::NotFound,
+    ErrorType::PayloadTooLarge,
+    ErrorType::TooManyInputs,
+    ErrorType::UnsupportedMediaType,
+    ErrorType::InvalidInput,
+    ErrorType::Overloaded,
+    ErrorType::Unavailable,
+];
 
 /// The routes that serve models of `kind`: one line per family.
 pub(crate) fn routes_for_kind(kind: &str) -> &'static [&'static str] {
