@@ -6,7 +6,7 @@ mod bench;
 mod commands;
 mod settings;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -15,8 +15,30 @@ use clap::{Parser, Subcommand};
     about = "Train compact student models from bigger teachers and serve them over HTTP"
 )]
 struct Cli {
+    /// Log lines as human-readable text or as one JSON object per line.
+    #[arg(long, global = true, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What `tandem --version` prints after the name: the version, the git revision it was built
+/// from, the compiled features, and the kernel instruction set this CPU will run.
+fn long_version() -> String {
+    let cuda = if cfg!(feature = "cuda") { "cuda" } else { "none (CPU only)" };
+    format!(
+        "{}\nrevision: {}\nfeatures: {cuda}\nkernel isa: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("TANDEM_GIT_REVISION"),
+        tandem_runtime::kernels::isa_name()
+    )
 }
 
 #[derive(Subcommand)]
@@ -49,12 +71,10 @@ fn main() -> anyhow::Result<()> {
     // Training frees and reallocates activation-sized buffers every step; keeping them mapped
     // removes a page fault per 4 KiB of fresh memory (15-20% of a small CNN's step).
     tandem_runtime::kernels::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+    let version: &'static str = Box::leak(long_version().into_boxed_str());
+    let cli = Cli::from_arg_matches(&Cli::command().long_version(version).get_matches())?;
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Train(args) => commands::train::run_train(args),
@@ -67,6 +87,16 @@ fn main() -> anyhow::Result<()> {
             println!("{}", tandem_server::openapi_json());
             Ok(())
         }
+    }
+}
+
+/// Logs to stderr at the level of `TANDEM_LOG` (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
 }
 

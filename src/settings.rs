@@ -59,12 +59,70 @@ pub struct ServeSettings {
     #[arg(long = "cors-origin", env = "TANDEM_CORS_ORIGINS", value_delimiter = ',')]
     #[serde(default)]
     pub cors_origins: Vec<String>,
-    /// Require `Authorization: Bearer <key>` on /v1 routes.
+    /// Require `Authorization: Bearer <key>` on /v1 and /v2/models routes. Prefer the
+    /// `TANDEM_API_KEY` variable or `--api-keys-file`: a flag shows in the process list.
     #[arg(long, env = "TANDEM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// A file of API keys, one per line (`#` comments), re-read on SIGHUP.
+    #[arg(long, env = "TANDEM_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Serve /metrics without the API key (it names models and their traffic) [default: false].
+    #[arg(long, env = "TANDEM_PUBLIC_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    pub public_metrics: Option<bool>,
     /// How long in-flight requests may finish after a shutdown signal, in milliseconds [default: 10000].
     #[arg(long, env = "TANDEM_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// After a shutdown signal, keep accepting this long while readiness answers 503, e.g. `5s`,
+    /// `500ms`; a bare number is seconds [default: 0s].
+    #[arg(long, env = "TANDEM_DRAIN_GRACE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub drain_grace: Option<Duration>,
+    /// Most pixels one image may declare; larger ones get 413 before decoding [default: 4194304].
+    #[arg(long, env = "TANDEM_MAX_IMAGE_PIXELS")]
+    pub max_image_pixels: Option<u64>,
+    /// Most decoded pixels of all images of one request together [default: 16777216].
+    #[arg(long, env = "TANDEM_MAX_REQUEST_PIXELS")]
+    pub max_request_pixels: Option<u64>,
+    /// How long a request body may take to arrive, in milliseconds; past it, 408 [default: 10000].
+    #[arg(long, env = "TANDEM_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// How long a request head may take to arrive, in milliseconds [default: 10000].
+    #[arg(long, env = "TANDEM_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// How long a keep-alive connection may sit idle, in milliseconds [default: 75000].
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Connections open at once; lowered to fit the open-file limit [default: 4096].
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest total size of a request's headers in bytes; larger get 431 [default: 32768].
+    #[arg(long, env = "TANDEM_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+}
+
+/// Reads a duration such as `5s`, `500ms` or `1m 30s` (humantime's syntax), or a bare number of
+/// seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration such as 5s or 500ms: {e}"))
+}
+
+/// A duration in the settings file: a string such as `"5s"`, or a number of seconds.
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Seconds(f64),
+        Text(String),
+    }
+    let text = match Text::deserialize(deserializer)? {
+        Text::Seconds(s) => s.to_string(),
+        Text::Text(t) => t,
+    };
+    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl ServeSettings {
@@ -93,6 +151,16 @@ impl ServeSettings {
             cors_origins: if self.cors_origins.is_empty() { base.cors_origins } else { self.cors_origins },
             api_key: self.api_key.or(base.api_key),
             drain_timeout_ms: self.drain_timeout_ms.or(base.drain_timeout_ms),
+            api_keys_file: self.api_keys_file.or(base.api_keys_file),
+            public_metrics: self.public_metrics.or(base.public_metrics),
+            drain_grace: self.drain_grace.or(base.drain_grace),
+            max_image_pixels: self.max_image_pixels.or(base.max_image_pixels),
+            max_request_pixels: self.max_request_pixels.or(base.max_request_pixels),
+            body_read_timeout_ms: self.body_read_timeout_ms.or(base.body_read_timeout_ms),
+            header_read_timeout_ms: self.header_read_timeout_ms.or(base.header_read_timeout_ms),
+            idle_timeout_ms: self.idle_timeout_ms.or(base.idle_timeout_ms),
+            max_connections: self.max_connections.or(base.max_connections),
+            max_header_bytes: self.max_header_bytes.or(base.max_header_bytes),
         }
     }
 
@@ -126,6 +194,17 @@ impl ServeSettings {
             cors_origins: if self.cors_origins.is_empty() { d.cors_origins } else { self.cors_origins.clone() },
             api_key: self.api_key.clone().or(d.api_key),
             drain_timeout: self.drain_timeout_ms.map_or(d.drain_timeout, Duration::from_millis),
+            drain_grace: self.drain_grace.unwrap_or(d.drain_grace),
+            max_image_pixels: self.max_image_pixels.unwrap_or(d.max_image_pixels),
+            max_request_pixels: self.max_request_pixels.unwrap_or(d.max_request_pixels),
+            body_read_timeout: self.body_read_timeout_ms.map_or(d.body_read_timeout, Duration::from_millis),
+            header_read_timeout: self.header_read_timeout_ms.map_or(d.header_read_timeout, Duration::from_millis),
+            idle_timeout: self.idle_timeout_ms.map_or(d.idle_timeout, Duration::from_millis),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_uri_bytes: d.max_uri_bytes,
+            max_header_bytes: self.max_header_bytes.unwrap_or(d.max_header_bytes),
+            api_keys_file: self.api_keys_file.clone().or(d.api_keys_file),
+            public_metrics: self.public_metrics.unwrap_or(d.public_metrics),
         }
     }
 }
@@ -157,5 +236,19 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_rejected() {
         assert!(toml::from_str::<ServeSettings>("prot = 1").is_err());
+    }
+
+    #[test]
+    fn durations_read_with_units_in_flags_and_files() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        let file: ServeSettings = toml::from_str("drain_grace = \"3s\"").unwrap();
+        assert_eq!(file.server_config().drain_grace, Duration::from_secs(3));
+        let file: ServeSettings = toml::from_str("drain_grace = 4").unwrap();
+        assert_eq!(file.server_config().drain_grace, Duration::from_secs(4));
     }
 }

@@ -16,7 +16,20 @@ fn client_errors_have_their_status_and_the_error_shape() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bundle = train_bundle(dir.path(), "guarded");
     let path = bundle.to_str().expect("UTF-8 path");
-    let server = Server::start(&["--model", path, "--api-key", KEY, "--body-limit-bytes", "1000", "--max-inputs", "2"]);
+    let server = Server::start(&[
+        "--model",
+        path,
+        "--api-key",
+        KEY,
+        "--body-limit-bytes",
+        "1000",
+        "--max-inputs",
+        "2",
+        "--max-image-pixels",
+        "4096",
+        "--body-read-timeout-ms",
+        "500",
+    ]);
     let http = Http::new();
     let c = http.client();
     let classify = server.url("/v1/models/guarded/classify");
@@ -24,12 +37,14 @@ fn client_errors_have_their_status_and_the_error_shape() {
     let json_body =
         |text: &str| authed(c.post(&classify)).header("content-type", "application/json").body(text.to_owned());
 
-    // The key works, and the probes, metrics and docs stay open without it.
+    // The key works, and the probes and docs stay open without it; metrics need it.
     let ok = http.ok(authed(c.post(&classify)).json(&json!({"inputs": [pixels(7)]})));
     assert_eq!(ok.status, 200, "{}", ok.text());
-    for open in ["/health/live", "/health/ready", "/metrics", "/openapi.json"] {
+    for open in ["/health/live", "/health/ready", "/openapi.json"] {
         assert_eq!(http.ok(c.get(server.url(open))).status, 200, "{open} needs no key");
     }
+    assert_error(&http.ok(c.get(server.url("/metrics"))), 401, "unauthorized");
+    assert_eq!(http.ok(authed(c.get(server.url("/metrics")))).status, 200);
 
     // 400
     assert_error(&http.ok(json_body(r#"{"inputs": [{"pixels": [[1, 2]"#)), 400, "invalid_json");
@@ -61,6 +76,34 @@ fn client_errors_have_their_status_and_the_error_shape() {
     assert_error(&http.ok(big_png), 413, "payload_too_large");
     let three = json!({"inputs": [pixels(1), pixels(2), pixels(3)]});
     assert_error(&http.ok(authed(c.post(&classify)).json(&three)), 413, "too_many_inputs");
+    let wide = png(&[0; 128 * 64], 128, 64);
+    assert!(wide.len() < 1000, "a blank image compresses to a small body: {}", wide.len());
+    let wide = authed(c.post(&classify)).header("content-type", "image/png").body(wide);
+    assert_error(&http.ok(wide), 413, "image_too_large");
+
+    // 408: a body that stops arriving.
+    let mut upload = std::net::TcpStream::connect(server.url("").trim_start_matches("http://")).expect("connect");
+    let head = format!(
+        "POST /v1/models/guarded/classify HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"inputs\""
+    );
+    std::io::Write::write_all(&mut upload, head.as_bytes()).expect("send a head and part of a body");
+    upload.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("read timeout");
+    let mut answer = String::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.contains("request_timeout") {
+        let n = std::io::Read::read(&mut upload, &mut chunk).expect("the server answers");
+        assert!(n > 0, "closed without an answer: {answer}");
+        answer.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""type":"request_timeout""#), "{answer}");
+
+    // 414 and 431, still in the JSON shape.
+    let long = server.url(&format!("/v1/models/{}", "a".repeat(9000)));
+    assert_error(&http.ok(authed(c.get(long))), 414, "uri_too_long");
+    let stuffed = c.get(server.url("/health/live")).header("x-padding", "p".repeat(40_000));
+    assert_error(&http.ok(stuffed), 431, "headers_too_large");
 
     // 415
     let text = authed(c.post(&classify)).header("content-type", "text/plain").body("seven");

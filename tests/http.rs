@@ -67,6 +67,7 @@ fn served_predictions_equal_the_in_process_runtime() {
     let text = metrics.text();
     assert!(text.contains("tandem_http_requests_total"), "{text}");
     assert!(text.contains("tandem_batch_size"), "{text}");
+    check_with_promtool(&text);
 
     stop_cleanly(server, &http, Duration::from_secs(5));
 }
@@ -126,4 +127,34 @@ fn stop_cleanly(mut server: Server, http: &Http, drain: Duration) {
     let log = server.log();
     let status = status.unwrap_or_else(|| panic!("the server did not exit after SIGTERM:\n{log}"));
     assert!(status.success(), "the server exited with {status} after SIGTERM:\n{log}");
+}
+
+/// Runs `promtool check metrics` (from the Debian package `prometheus`) over a scrape: every
+/// series needs HELP and TYPE lines and valid names. Without promtool on `PATH` (or at
+/// `TANDEM_PROMTOOL`) the check is skipped with a note, unless `TANDEM_REQUIRE_PROMTOOL=1`, which
+/// CI sets, makes that a failure.
+fn check_with_promtool(scrape: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let promtool = std::env::var("TANDEM_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(err) => {
+            let required = std::env::var("TANDEM_REQUIRE_PROMTOOL").is_ok_and(|v| v == "1");
+            assert!(!required, "promtool is required but cannot run ({promtool}): {err}");
+            eprintln!("note: skipping the promtool check, {promtool} cannot run: {err}");
+            return;
+        }
+    };
+    child.stdin.take().expect("stdin").write_all(scrape.as_bytes()).expect("write the scrape");
+    let out = child.wait_with_output().expect("promtool runs");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics failed ({}):\n{report}\n{scrape}", out.status);
+    assert!(report.trim().is_empty(), "promtool has lint findings:\n{report}");
 }

@@ -233,12 +233,17 @@ impl<F: Family> Worker<F> {
         let mut group = None;
         let mut budget = Budget::default();
         for job in self.pending.drain(..) {
+            // Work nobody waits for any more is dropped here, before it costs any compute.
             if job.reply.is_closed() {
                 self.depth.fetch_sub(1, Ordering::SeqCst);
+                metrics::counter!("tandem_dropped_items_total", "model" => self.label.clone(), "reason" => "abandoned")
+                    .increment(1);
                 continue;
             }
             if job.deadline <= now {
                 self.depth.fetch_sub(1, Ordering::SeqCst);
+                metrics::counter!("tandem_dropped_items_total", "model" => self.label.clone(), "reason" => "expired")
+                    .increment(1);
                 let _ = job.reply.send(Err(Error::Timeout));
                 continue;
             }

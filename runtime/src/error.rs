@@ -10,6 +10,9 @@ pub enum Error {
     /// Image bytes could not be decoded.
     #[error("invalid image: {0}")]
     InvalidImage(String),
+    /// An image's header declares more pixels than the caller allows; nothing was decoded.
+    #[error("image too large: {0}")]
+    ImageTooLarge(String),
     /// No model answers to this id.
     #[error("not found: {0}")]
     NotFound(String),

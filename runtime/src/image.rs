@@ -23,19 +23,77 @@ pub struct GrayImage {
     pixels: Vec<f32>,
 }
 
-impl GrayImage {
-    /// Decodes PNG or JPEG bytes; colour images are converted to grayscale (ITU-R BT.601 luma).
-    pub fn decode(bytes: &[u8]) -> Result<GrayImage> {
+/// What an image's header says, read without decoding any pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// PNG or JPEG; other formats are refused when the header is read.
+    pub format: ImageFormat,
+    /// Width in pixels, as declared.
+    pub width: u32,
+    /// Height in pixels, as declared.
+    pub height: u32,
+}
+
+impl ImageHeader {
+    /// Reads the format and declared size of PNG or JPEG bytes.
+    pub fn read(bytes: &[u8]) -> Result<ImageHeader> {
         let format = image::guess_format(bytes)
             .map_err(|_| Error::InvalidImage("unrecognised image format: send PNG or JPEG".into()))?;
         if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
             return Err(Error::InvalidImage(format!("unsupported image format {format:?}: send PNG or JPEG")));
         }
-        let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(MAX_SIDE);
-        limits.max_image_height = Some(MAX_SIDE);
-        reader.limits(limits);
+        let (width, height) = image::ImageReader::with_format(Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(|e| Error::InvalidImage(e.to_string()))?;
+        Ok(ImageHeader { format, width, height })
+    }
+
+    /// Pixels the decoded image will hold.
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// Refuses a declared size past [`MAX_SIDE`] per side or `max_pixels` in all.
+    pub fn check(&self, max_pixels: u64) -> Result<()> {
+        let (w, h) = (self.width, self.height);
+        if w > MAX_SIDE || h > MAX_SIDE {
+            return Err(Error::ImageTooLarge(format!("{w}x{h} exceeds the {MAX_SIDE} pixel side limit")));
+        }
+        if self.pixels() > max_pixels {
+            return Err(Error::ImageTooLarge(format!(
+                "{w}x{h} is {} pixels, more than the {max_pixels} allowed",
+                self.pixels()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The decoder's own allocation bounds: the header check has passed, so these only stop a file
+/// whose body disagrees with its header. 16 bytes a pixel covers 16-bit RGBA plus a conversion copy.
+fn decode_limits(max_pixels: u64) -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+    limits
+}
+
+impl GrayImage {
+    /// Decodes PNG or JPEG bytes; colour images are converted to grayscale (ITU-R BT.601 luma).
+    /// Any size up to [`MAX_SIDE`] per side is accepted; servers use [`GrayImage::decode_within`].
+    pub fn decode(bytes: &[u8]) -> Result<GrayImage> {
+        GrayImage::decode_within(bytes, u64::from(MAX_SIDE) * u64::from(MAX_SIDE))
+    }
+
+    /// Decodes like [`GrayImage::decode`], but first reads the header and refuses an image of more
+    /// than `max_pixels` pixels with [`Error::ImageTooLarge`], before any pixel is decoded: a
+    /// 2 KB PNG can declare 4096×4096 and would otherwise cost 64 MB of floats.
+    pub fn decode_within(bytes: &[u8], max_pixels: u64) -> Result<GrayImage> {
+        let header = ImageHeader::read(bytes)?;
+        header.check(max_pixels)?;
+        let mut reader = image::ImageReader::with_format(Cursor::new(bytes), header.format);
+        reader.limits(decode_limits(max_pixels));
         let img = reader.decode().map_err(|e| Error::InvalidImage(e.to_string()))?;
         let luma = img.to_luma8();
         let (width, height) = (luma.width() as usize, luma.height() as usize);
@@ -146,6 +204,18 @@ mod tests {
             bytes
         };
         assert!(matches!(GrayImage::decode(&truncated), Err(Error::InvalidImage(_))));
+    }
+
+    #[test]
+    fn oversized_headers_are_refused_before_decoding() {
+        let img = image::GrayImage::new(2048, 1024);
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+        let header = ImageHeader::read(&bytes).unwrap();
+        assert_eq!((header.width, header.height, header.pixels()), (2048, 1024, 2048 * 1024));
+        let err = GrayImage::decode_within(&bytes, 1 << 20).unwrap_err();
+        assert!(matches!(&err, Error::ImageTooLarge(m) if m.contains("2048x1024")), "{err}");
+        assert_eq!(GrayImage::decode_within(&bytes, 2048 * 1024).unwrap().pixels().len(), 2048 * 1024);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod layers;
 pub mod models;
 pub mod registry;
 mod runtime;
+pub mod telemetry;
 pub mod testing;
 pub mod testing_text;
 pub mod text;
@@ -46,6 +47,7 @@ pub use families::embedder::{
     EmbedRequest, EmbedResponse, Ranked, RerankRequest, RerankResponse, SimilarityResponse, TextUsage,
 };
 pub use runtime::{ModelInfo, Runtime, RuntimeConfig};
+pub use telemetry::describe_metrics;
 
 /// Re-exported so that downstream crates build tensors with the exact candle version used here.
 pub use candle_core;

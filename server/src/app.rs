@@ -10,8 +10,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::require_api_key;
 use crate::error::{self, ApiError, ErrorType};
-use crate::middleware::{enforce_error_shape, request_span, require_api_key, REQUEST_ID_HEADER};
+use crate::middleware::{enforce_error_shape, limit_request_size, read_body_first, request_span, REQUEST_ID_HEADER};
 use crate::routes;
 use crate::state::AppState;
 
@@ -19,8 +20,11 @@ use crate::state::AppState;
 /// with `tower::ServiceExt::oneshot` in tests.
 ///
 /// Layers, outermost first: request id, trace span, error-shape guard, CORS, HTTP metrics,
-/// request timeout (503 `timeout`), body limit (413). `/v1` and `/v2/models` routes add API-key
-/// auth (401) and a concurrency limit that sheds load (429) instead of queueing it.
+/// request size limits (414, 431), request timeout (503 `timeout`), body limit (413). `/v1` and
+/// `/v2/models` routes add API-key auth (401), then read the whole body under the body-read
+/// timeout (408), then a concurrency limit that sheds load (429) instead of queueing it: in that
+/// order, so that neither unauthenticated nor slow clients hold a permit. `/metrics` needs the API
+/// key unless `public_metrics` is set.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
 
@@ -36,12 +40,18 @@ pub fn app(state: AppState) -> Router {
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit.max(1))),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body_first))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+
+    let mut metrics = routes::metrics::router();
+    if !config.public_metrics {
+        metrics = metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    }
 
     let open = Router::new()
         .merge(routes::health::router())
         .merge(routes::kserve::open_router())
-        .merge(routes::metrics::router())
+        .merge(metrics)
         .merge(routes::docs::router());
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -61,6 +71,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::from_fn(enforce_error_shape))
                 .option_layer(cors)
                 .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track_http))
+                .layer(middleware::from_fn_with_state(state.clone(), limit_request_size))
                 .layer(HandleErrorLayer::new(timeout_error))
                 .timeout(config.request_timeout),
         )

@@ -1,5 +1,6 @@
 //! Server settings, kept apart from the runtime's so that the runtime stays free of HTTP concerns.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the HTTP server listens, limits and protects itself.
@@ -25,8 +26,37 @@ pub struct ServerConfig {
     /// When set, `/v1` routes need `Authorization: Bearer <key>`; health, metrics and docs stay
     /// open so that probes and scrapers need no secret.
     pub api_key: Option<String>,
-    /// How long in-flight requests may run after shutdown starts before they are abandoned.
+    /// How long in-flight requests may run after shutdown starts before they are abandoned: a
+    /// hard bound on the time from the end of the grace period to exit.
     pub drain_timeout: Duration,
+    /// After a shutdown signal, how long the server keeps accepting while `/health/ready` answers
+    /// 503, so that a load balancer sees the pod leave before its connections are refused.
+    pub drain_grace: Duration,
+    /// Most pixels one image may declare in its header; larger ones get 413 `image_too_large`
+    /// before any decoding.
+    pub max_image_pixels: u64,
+    /// Most decoded pixels of all images of one request together (each costs 4 bytes as floats).
+    pub max_request_pixels: u64,
+    /// How long a request body may take to arrive. Bodies are read before a concurrency permit is
+    /// taken, so slow uploads cannot hold the API's permits; past this they get 408.
+    pub body_read_timeout: Duration,
+    /// How long a request head may take to arrive, from its first byte.
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests before it is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once; past it new ones wait in the kernel's backlog. Lowered at start to
+    /// fit the open-file limit.
+    pub max_connections: usize,
+    /// Longest request target accepted; longer ones get 414 `uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// Largest total size of the request headers accepted; larger ones get 431 `headers_too_large`.
+    pub max_header_bytes: usize,
+    /// A file of API keys, one per line (`#` starts a comment), re-read on SIGHUP; keys in it are
+    /// accepted next to `api_key`. Keeps keys out of the process's command line.
+    pub api_keys_file: Option<PathBuf>,
+    /// Serve `/metrics` without the API key. Off by default, because metrics name the models and
+    /// their traffic; health probes stay open either way.
+    pub public_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +72,17 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             api_key: None,
             drain_timeout: Duration::from_secs(10),
+            drain_grace: Duration::ZERO,
+            max_image_pixels: 2048 * 2048,
+            max_request_pixels: 16 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 4096,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            api_keys_file: None,
+            public_metrics: false,
         }
     }
 }
@@ -63,6 +104,29 @@ impl ServerConfig {
         }
         if self.request_timeout.is_zero() {
             return Err("request_timeout must be positive".to_owned());
+        }
+        for (name, value) in [
+            ("max_image_pixels", self.max_image_pixels as usize),
+            ("max_request_pixels", self.max_request_pixels as usize),
+            ("max_connections", self.max_connections),
+            ("max_uri_bytes", self.max_uri_bytes),
+            ("max_header_bytes", self.max_header_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        for (name, value) in [
+            ("body_read_timeout", self.body_read_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if let Some(path) = &self.api_keys_file {
+            crate::auth::read_keys_file(path).map_err(|e| format!("api_keys_file {}: {e}", path.display()))?;
         }
         if self.api_key.as_deref().is_some_and(str::is_empty) {
             return Err("api_key must not be empty when set".to_owned());

@@ -13,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use std::time::Duration;
+
+use crate::log_limit::LogLimiter;
 use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
 
@@ -39,6 +42,15 @@ pub enum ErrorType {
     PayloadTooLarge,
     /// More inputs in one request than the configured limit.
     TooManyInputs,
+    /// An image declares more pixels than `max_image_pixels`, or a request's images together more
+    /// than `max_request_pixels`; refused from the headers, before decoding.
+    ImageTooLarge,
+    /// The body did not arrive within the body-read timeout.
+    RequestTimeout,
+    /// The request target is longer than the server accepts.
+    UriTooLong,
+    /// The request headers are larger than the server accepts.
+    HeadersTooLarge,
     /// The body's content type is not one the route accepts.
     UnsupportedMediaType,
     /// Well-formed JSON of the wrong shape, or values the model cannot use.
@@ -55,7 +67,7 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// Every error type, so that documentation and tests can walk the whole table.
-    pub const ALL: [ErrorType; 14] = [
+    pub const ALL: [ErrorType; 18] = [
         ErrorType::BadRequest,
         ErrorType::InvalidJson,
         ErrorType::InvalidImage,
@@ -64,6 +76,10 @@ impl ErrorType {
         ErrorType::MethodNotAllowed,
         ErrorType::PayloadTooLarge,
         ErrorType::TooManyInputs,
+        ErrorType::ImageTooLarge,
+        ErrorType::RequestTimeout,
+        ErrorType::UriTooLong,
+        ErrorType::HeadersTooLarge,
         ErrorType::UnsupportedMediaType,
         ErrorType::InvalidInput,
         ErrorType::Overloaded,
@@ -79,7 +95,12 @@ impl ErrorType {
             ErrorType::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorType::NotFound => StatusCode::NOT_FOUND,
             ErrorType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorType::PayloadTooLarge | ErrorType::TooManyInputs => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::PayloadTooLarge | ErrorType::TooManyInputs | ErrorType::ImageTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ErrorType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorType::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorType::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorType::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorType::Overloaded => StatusCode::TOO_MANY_REQUESTS,
@@ -99,6 +120,10 @@ impl ErrorType {
             ErrorType::MethodNotAllowed => "method_not_allowed",
             ErrorType::PayloadTooLarge => "payload_too_large",
             ErrorType::TooManyInputs => "too_many_inputs",
+            ErrorType::ImageTooLarge => "image_too_large",
+            ErrorType::RequestTimeout => "request_timeout",
+            ErrorType::UriTooLong => "uri_too_long",
+            ErrorType::HeadersTooLarge => "headers_too_large",
             ErrorType::UnsupportedMediaType => "unsupported_media_type",
             ErrorType::InvalidInput => "invalid_input",
             ErrorType::Overloaded => "overloaded",
@@ -119,6 +144,12 @@ impl ErrorType {
             ErrorType::MethodNotAllowed => "the path exists but not for this method",
             ErrorType::PayloadTooLarge => "the body exceeds the configured size limit",
             ErrorType::TooManyInputs => "more inputs than the configured `max_inputs`",
+            ErrorType::ImageTooLarge => {
+                "an image declares more pixels than `max_image_pixels`, or the request's images more than `max_request_pixels`"
+            }
+            ErrorType::RequestTimeout => "the body did not arrive within the server's body-read timeout",
+            ErrorType::UriTooLong => "the request target exceeds the server's length limit",
+            ErrorType::HeadersTooLarge => "the request headers exceed the server's size limit",
             ErrorType::UnsupportedMediaType => "the content type is not accepted by this route",
             ErrorType::InvalidInput => "well-formed JSON of the wrong shape, or unusable values",
             ErrorType::Overloaded => "too many requests in flight; retry after `Retry-After` seconds",
@@ -212,7 +243,10 @@ impl ApiError {
         let kind = match status {
             StatusCode::UNAUTHORIZED => return ApiError::of(ErrorType::Unauthorized),
             StatusCode::TOO_MANY_REQUESTS => return ApiError::of(ErrorType::Overloaded),
-            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => return ApiError::of(ErrorType::Timeout),
+            StatusCode::GATEWAY_TIMEOUT => return ApiError::of(ErrorType::Timeout),
+            StatusCode::REQUEST_TIMEOUT => ErrorType::RequestTimeout,
+            StatusCode::URI_TOO_LONG => ErrorType::UriTooLong,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorType::HeadersTooLarge,
             StatusCode::NOT_FOUND => ErrorType::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ErrorType::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorType::PayloadTooLarge,
@@ -295,7 +329,12 @@ impl ApiError {
             ErrorType::Internal => tracing::error!(error = %self, "request failed"),
             ErrorType::Unavailable => tracing::warn!(error = %self, "request failed"),
             ErrorType::Timeout | ErrorType::Overloaded => {
-                tracing::warn!(error = %self, "request rejected")
+                // Overload makes these by the thousand a second: count every one, log a sample.
+                static SAMPLE: LogLimiter = LogLimiter::new(Duration::from_secs(10));
+                metrics::counter!("tandem_shed_requests_total", "reason" => kind.as_str()).increment(1);
+                if let Some(suppressed) = SAMPLE.allow() {
+                    tracing::warn!(error = %self, suppressed, "request rejected (sampled: one line per 10 s)");
+                }
             }
             _ => tracing::debug!(error = %self, error_type = kind.as_str(), "request rejected"),
         }
@@ -315,6 +354,7 @@ impl From<tandem_runtime::Error> for ApiError {
         match err {
             E::InvalidInput(m) => ApiError::new(ErrorType::InvalidInput, m),
             E::InvalidImage(m) => ApiError::new(ErrorType::InvalidImage, m),
+            E::ImageTooLarge(m) => ApiError::new(ErrorType::ImageTooLarge, m),
             E::NotFound(m) => ApiError::new(ErrorType::NotFound, m),
             E::WrongKind { model, kind, expected } => ApiError::wrong_kind(&model, &kind, &[expected]),
             E::Overloaded => ApiError::of(ErrorType::Overloaded),
@@ -406,6 +446,7 @@ mod tests {
         let cases = [
             (E::InvalidInput("x".into()), 422),
             (E::InvalidImage("x".into()), 400),
+            (E::ImageTooLarge("x".into()), 413),
             (E::NotFound("x".into()), 404),
             (E::Overloaded, 429),
             (E::Timeout, 503),

@@ -23,9 +23,12 @@
 #![deny(missing_docs)]
 
 mod app;
+mod auth;
 mod config;
+mod connections;
 mod error;
 mod extract;
+mod log_limit;
 mod metrics;
 mod middleware;
 mod openapi;
@@ -38,6 +41,7 @@ mod whole;
 pub mod wire;
 
 pub use app::app;
+pub use auth::{read_keys_file, ApiKeys};
 pub use config::ServerConfig;
 pub use error::{ApiError, ErrorType};
 pub use metrics::install_metrics;

@@ -58,6 +58,15 @@ fn describe() {
         "HTTP request latency by matched route and method"
     );
     metrics::describe_counter!("tandem_model_requests_total", "inference requests by resolved model and status");
+    metrics::describe_counter!(
+        "tandem_shed_requests_total",
+        "requests refused under load: `overloaded` (429, concurrency limit or a full model queue) or `timeout` (503, past the deadline)"
+    );
+    metrics::describe_counter!(
+        "tandem_accept_errors_total",
+        "errors accepting connections, such as running out of file descriptors"
+    );
+    tandem_runtime::describe_metrics();
 }
 
 /// Renders the text exposition; runs upkeep first because no background task does it for us.

@@ -1,5 +1,6 @@
-//! Request-level middleware that is not about metrics: API-key auth, request spans, and the last
-//! line of defence for the error shape.
+//! Request-level middleware that is not about metrics or auth: request spans, request size
+//! limits, reading bodies before the concurrency limit, and the last line of defence for the error
+//! shape.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,41 +15,70 @@ use crate::state::AppState;
 /// Name of the request-id header, set when absent and echoed on the response.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Rejects `/v1` requests without the configured bearer token; a no-op when no key is set.
-pub(crate) async fn require_api_key(
+/// Answers 414 or 431 in the JSON error shape for request targets and headers past the configured
+/// limits. hyper's own bounds (100 headers, a head of about 400 KiB) sit well above these and answer
+/// with an empty body, which the HTTP library does not let a server change.
+pub(crate) async fn limit_request_size(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(expected) = state.config.api_key.as_deref() else {
-        return Ok(next.run(req).await);
-    };
-    let Some(token) = bearer_token(req.headers()) else {
-        return Err(ApiError::of(ErrorType::Unauthorized));
-    };
-    if !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
-        return Err(ApiError::of(ErrorType::Unauthorized));
+    let config = &state.config;
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > config.max_uri_bytes {
+        return Err(ApiError::new(
+            ErrorType::UriTooLong,
+            format!("the request target is {target} bytes, more than the {} accepted", config.max_uri_bytes),
+        ));
+    }
+    let headers: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if headers > config.max_header_bytes {
+        return Err(ApiError::new(
+            ErrorType::HeadersTooLarge,
+            format!("the request headers are {headers} bytes, more than the {} accepted", config.max_header_bytes),
+        ));
     }
     Ok(next.run(req).await)
 }
 
-/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+/// Reads the whole body, under the body-read timeout and the body limit, before the request goes
+/// on to the concurrency limit: otherwise clients uploading at a byte a second hold every permit
+/// and the API answers 429 to everyone else.
+pub(crate) async fn read_body_first(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let config = &state.config;
+    let (parts, body) = req.into_parts();
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > config.body_limit_bytes as u64) {
+        return Err(body_too_large());
     }
-    Some(token.trim())
+    let bytes =
+        match tokio::time::timeout(config.body_read_timeout, axum::body::to_bytes(body, config.body_limit_bytes)).await
+        {
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorType::RequestTimeout,
+                    format!("the request body did not arrive within {} ms", config.body_read_timeout.as_millis()),
+                ))
+            }
+            Ok(Err(err)) => {
+                let err = err.into_inner();
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(body_too_large());
+                }
+                return Err(ApiError::new(ErrorType::BadRequest, format!("could not read the request body: {err}")));
+            }
+            Ok(Ok(bytes)) => bytes,
+        };
+    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
 }
 
-/// Compares without an early exit on the first differing byte, so that response timing does not
-/// reveal how much of a guessed key was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn body_too_large() -> ApiError {
+    ApiError::new(ErrorType::PayloadTooLarge, "the request body exceeds the server's size limit")
 }
 
 /// One span per request carrying its id, so that every log line of a request can be correlated
@@ -99,27 +129,4 @@ pub(crate) async fn enforce_error_shape(req: Request, next: Next) -> Response {
 
 fn is_json(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn bearer_tokens_are_parsed_case_insensitively() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(bearer_token(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
-        assert_eq!(bearer_token(&headers), Some("abc"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer_token(&headers), None);
-    }
-
-    #[test]
-    fn keys_compare_exactly() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-    }
 }

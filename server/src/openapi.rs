@@ -24,10 +24,18 @@ use crate::wire::{ErrorBody, ErrorDetail};
 const BEARER_SCHEME: &str = "bearer_auth";
 
 /// Errors any route can answer with: produced by the layers every request passes through.
-pub(crate) const GLOBAL_ERRORS: &[ErrorType] = &[ErrorType::MethodNotAllowed, ErrorType::Timeout, ErrorType::Internal];
+pub(crate) const GLOBAL_ERRORS: &[ErrorType] = &[
+    ErrorType::MethodNotAllowed,
+    ErrorType::UriTooLong,
+    ErrorType::HeadersTooLarge,
+    ErrorType::Timeout,
+    ErrorType::Internal,
+];
 
-/// Errors every `/v1` and `/v2/models` route can answer with: API-key auth and load shedding.
-pub(crate) const API_ERRORS: &[ErrorType] = &[ErrorType::Unauthorized, ErrorType::Overloaded];
+/// Errors every `/v1` and `/v2/models` route can answer with: API-key auth, the body read before
+/// the concurrency limit (its size and timeout), and load shedding.
+pub(crate) const API_ERRORS: &[ErrorType] =
+    &[ErrorType::Unauthorized, ErrorType::PayloadTooLarge, ErrorType::RequestTimeout, ErrorType::Overloaded];
 
 /// Whether `path` is served behind the API key and the concurrency limit (`app`'s `api` router).
 fn behind_api_layers(path: &str) -> bool {
@@ -88,6 +96,7 @@ struct ApiDoc;
 pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType> {
     let specific: &[ErrorType] = match operation_id {
         "ready" => health::READY_ERRORS,
+        "metrics" => metrics::METRICS_ERRORS,
         "get_model" => models::GET_MODEL_ERRORS,
         "classify" => classifier::CLASSIFY_ERRORS,
         "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => routes::INFERENCE_ERRORS,
@@ -176,7 +185,7 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(BEARER_SCHEME, SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !behind_api_layers(path) {
+            if !behind_api_layers(path) && path != metrics::PATH {
                 continue;
             }
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_runtime::Runtime;
 
+use crate::auth::ApiKeys;
 use crate::config::ServerConfig;
 
 /// Everything a handler needs; cheap to clone (all behind `Arc`s).
@@ -14,6 +15,7 @@ pub struct AppState {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) metrics: PrometheusHandle,
+    pub(crate) keys: Arc<ApiKeys>,
     ready: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -27,6 +29,7 @@ impl AppState {
             runtime,
             config: Arc::new(config.clone()),
             metrics: crate::metrics::install_metrics(),
+            keys: Arc::new(ApiKeys::new(config)),
             ready: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
@@ -45,6 +48,11 @@ impl AppState {
     /// Requests currently being handled, so that shutdown can report what it is waiting for.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The accepted API keys; [`ApiKeys::reload`] re-reads the keys file (the server does on SIGHUP).
+    pub fn keys(&self) -> &Arc<ApiKeys> {
+        &self.keys
     }
 
     /// The runtime behind the handlers.

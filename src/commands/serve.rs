@@ -37,6 +37,11 @@ pub fn serve(settings: &ServeSettings) -> anyhow::Result<()> {
     server.validate().map_err(|e| anyhow::anyhow!(e))?;
     eprintln!("serving on http://{}:{} (docs at /docs)", server.host, server.port);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(tandem_server::serve(runtime, server, tandem_server::shutdown_signal()))?;
+    let served = rt.block_on(tandem_server::serve(runtime.clone(), server, tandem_server::shutdown_signal()));
+    // The drain timeout is a hard bound on exit: do not wait for blocking tasks or model workers
+    // still running work the drain abandoned (dropping the runtime joins the workers).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::mem::forget(runtime);
+    served?;
     Ok(())
 }

@@ -38,6 +38,17 @@ fn detect_avx512() -> bool {
     false
 }
 
+/// The instruction set the kernels dispatch to on this CPU: `avx512`, `avx2+fma` or `portable`.
+pub fn isa_name() -> &'static str {
+    if has_avx512f() {
+        "avx512"
+    } else if has_avx2_fma() {
+        "avx2+fma"
+    } else {
+        "portable"
+    }
+}
+
 /// Compiles `$body` twice, once for AVX2+FMA and once for the baseline ISA, and runs the
 /// variant the CPU supports. Loops in the body are then vectorised eight wide where possible.
 ///

@@ -32,6 +32,7 @@ use candle_core::{DType, Result, Tensor};
 
 pub use attention::self_attention;
 pub(crate) use attention::self_attention_with;
+pub use cpu::isa_name;
 pub use gemm::sgemm;
 pub use geometry::Conv2dConfig;
 pub(crate) use packed_gemm::Kernel;

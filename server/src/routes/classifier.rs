@@ -7,7 +7,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
-use tandem_runtime::image::GrayImage;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tandem_runtime::image::{GrayImage, ImageHeader};
 
 use crate::error::{ApiError, ErrorType};
 use crate::extract::{Json as ApiJson, Path, Query};
@@ -25,6 +28,7 @@ pub(crate) const CLASSIFY_ERRORS: &[ErrorType] = &[
     ErrorType::NotFound,
     ErrorType::PayloadTooLarge,
     ErrorType::TooManyInputs,
+    ErrorType::ImageTooLarge,
     ErrorType::UnsupportedMediaType,
     ErrorType::InvalidInput,
     ErrorType::Overloaded,
@@ -91,14 +95,16 @@ async fn run(
     let (images, top_k) = match body_kind(&request)? {
         BodyKind::RawImage => {
             let bytes = Bytes::from_request(request, state).await?;
-            let images = blocking(move || decode_raw(&bytes)).await?;
+            let budget = ImageBudget::of(state);
+            let images = blocking(move |_| decode_raw(&bytes, budget)).await?;
             (images, query.top_k)
         }
         BodyKind::Json => {
             let ApiJson(body) = ApiJson::<ClassifyRequest>::from_request(request, state).await?;
             validate(&body.inputs, state.config.max_inputs)?;
             let top_k = body.top_k.or(query.top_k);
-            let images = blocking(move || decode_inputs(&body.inputs)).await?;
+            let budget = ImageBudget::of(state);
+            let images = blocking(move |cancelled| decode_inputs(&body.inputs, budget, cancelled)).await?;
             (images, top_k)
         }
     };
@@ -143,33 +149,91 @@ fn validate(inputs: &[ClassifyInput], max_inputs: usize) -> Result<(), ApiError>
     Ok(())
 }
 
-fn decode_raw(bytes: &[u8]) -> Result<Vec<GrayImage>, ApiError> {
+/// How many pixels a request's images may decode to: per image, and all together.
+#[derive(Debug, Clone, Copy)]
+struct ImageBudget {
+    per_image: u64,
+    per_request: u64,
+}
+
+impl ImageBudget {
+    fn of(state: &AppState) -> ImageBudget {
+        ImageBudget { per_image: state.config.max_image_pixels, per_request: state.config.max_request_pixels }
+    }
+
+    #[cfg(test)]
+    fn unlimited() -> ImageBudget {
+        ImageBudget { per_image: u64::MAX, per_request: u64::MAX }
+    }
+}
+
+fn decode_raw(bytes: &[u8], budget: ImageBudget) -> Result<Vec<GrayImage>, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::new(ErrorType::InvalidImage, "the request body is empty".to_owned()));
     }
-    Ok(vec![GrayImage::decode(bytes)?])
+    Ok(vec![GrayImage::decode_within(bytes, budget.per_image.min(budget.per_request))?])
 }
 
-/// Decodes every input, naming the offending one in errors.
-fn decode_inputs(inputs: &[ClassifyInput]) -> Result<Vec<GrayImage>, ApiError> {
-    inputs.iter().enumerate().map(|(i, input)| decode_input(input).map_err(|e| at_index(i, e))).collect()
+/// One input after the cheap first pass: encoded bytes whose header has been read, or pixels.
+enum Undecoded<'a> {
+    Encoded(Vec<u8>),
+    Pixels(&'a [Vec<f64>]),
 }
 
-fn decode_input(input: &ClassifyInput) -> Result<GrayImage, ApiError> {
-    match input {
-        ClassifyInput::Image(encoded) => {
-            let bytes = BASE64
-                .decode(encoded.trim())
-                .map_err(|e| ApiError::new(ErrorType::InvalidImage, format!("image is not valid base64: {e}")))?;
-            Ok(GrayImage::decode(&bytes)?)
+/// Decodes every input, naming the offending one in errors. A first pass reads only base64 and
+/// image headers, so that a request whose images declare more pixels than the budget is refused
+/// before any is decoded; the second pass decodes, and stops early once `cancelled` is set (the
+/// request timed out or the client went away).
+fn decode_inputs(
+    inputs: &[ClassifyInput],
+    budget: ImageBudget,
+    cancelled: &AtomicBool,
+) -> Result<Vec<GrayImage>, ApiError> {
+    let mut total: u64 = 0;
+    let mut pending = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let (item, pixels) = match input {
+            ClassifyInput::Image(encoded) => {
+                let bytes = BASE64.decode(encoded.trim()).map_err(|e| {
+                    at_index(i, ApiError::new(ErrorType::InvalidImage, format!("image is not valid base64: {e}")))
+                })?;
+                let header = ImageHeader::read(&bytes).map_err(|e| at_index(i, e.into()))?;
+                header.check(budget.per_image).map_err(|e| at_index(i, e.into()))?;
+                (Undecoded::Encoded(bytes), header.pixels())
+            }
+            ClassifyInput::Pixels(rows) => {
+                (Undecoded::Pixels(rows), rows.len() as u64 * rows.first().map_or(0, Vec::len) as u64)
+            }
+        };
+        total = total.saturating_add(pixels);
+        if total > budget.per_request {
+            return Err(ApiError::new(
+                ErrorType::ImageTooLarge,
+                format!(
+                    "inputs[0..={i}] hold {total} pixels, more than the {} accepted per request",
+                    budget.per_request
+                ),
+            ));
         }
-        ClassifyInput::Pixels(rows) => Ok(GrayImage::from_rows(rows)?),
+        pending.push(item);
     }
+    let mut images = Vec::with_capacity(pending.len());
+    for (i, item) in pending.into_iter().enumerate() {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(ApiError::of(ErrorType::Timeout));
+        }
+        let image = match item {
+            Undecoded::Encoded(bytes) => GrayImage::decode_within(&bytes, budget.per_image),
+            Undecoded::Pixels(rows) => GrayImage::from_rows(rows),
+        };
+        images.push(image.map_err(|e| at_index(i, e.into()))?);
+    }
+    Ok(images)
 }
 
 fn at_index(i: usize, err: ApiError) -> ApiError {
     match err.error_type() {
-        kind @ (ErrorType::InvalidImage | ErrorType::InvalidInput) => {
+        kind @ (ErrorType::InvalidImage | ErrorType::InvalidInput | ErrorType::ImageTooLarge) => {
             ApiError::new(kind, format!("inputs[{i}]: {}", err.message()))
         }
         _ => err,
@@ -177,15 +241,27 @@ fn at_index(i: usize, err: ApiError) -> ApiError {
 }
 
 /// Runs CPU-bound decoding off the async workers, so that a large batch of JPEGs does not stall
-/// other connections.
+/// other connections. `f` is handed a flag that turns true when the request is dropped (its
+/// deadline passed, or the client left), so that it can stop instead of decoding for nobody.
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&AtomicBool) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
+    tokio::task::spawn_blocking(move || f(&cancelled))
         .await
         .map_err(|e| ApiError::new(ErrorType::Internal, format!("decode task failed: {e}")))?
+}
+
+/// Sets its flag when dropped, including when the request's future is dropped mid-await.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -206,11 +282,35 @@ mod tests {
     #[test]
     fn bad_base64_is_an_invalid_image_naming_its_index() {
         let inputs = vec![pixels(), ClassifyInput::Image("***".into())];
-        let err = decode_inputs(&inputs).unwrap_err();
+        let err = decode_inputs(&inputs, ImageBudget::unlimited(), &AtomicBool::new(false)).unwrap_err();
         assert_eq!(err.error_type(), ErrorType::InvalidImage);
         assert!(err.to_string().starts_with("inputs[1]: "), "{err}");
         let message = err.body().error.message;
         assert!(!message.ends_with('.'), "{message}");
+    }
+
+    fn png_input(width: u32, height: u32) -> ClassifyInput {
+        let mut bytes = Vec::new();
+        image::GrayImage::new(width, height)
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .expect("encodes");
+        ClassifyInput::Image(BASE64.encode(bytes))
+    }
+
+    #[test]
+    fn image_budgets_are_checked_from_headers_per_image_and_per_request() {
+        let budget = ImageBudget { per_image: 100 * 100, per_request: 3 * 64 * 64 };
+        let fresh = AtomicBool::new(false);
+        let big = decode_inputs(&[pixels(), png_input(200, 100)], budget, &fresh).unwrap_err();
+        assert_eq!(big.error_type(), ErrorType::ImageTooLarge);
+        assert!(big.to_string().starts_with("inputs[1]: 200x100"), "{big}");
+        let many = vec![png_input(64, 64); 4];
+        let sum = decode_inputs(&many, budget, &fresh).unwrap_err();
+        assert_eq!(sum.error_type(), ErrorType::ImageTooLarge);
+        assert!(sum.to_string().contains("inputs[0..=3] hold 16384 pixels"), "{sum}");
+        assert_eq!(decode_inputs(&many[..3], budget, &fresh).expect("within budget").len(), 3);
+        let cancelled = decode_inputs(&many[..3], budget, &AtomicBool::new(true)).unwrap_err();
+        assert_eq!(cancelled.error_type(), ErrorType::Timeout);
     }
 
     #[test]

@@ -6,16 +6,24 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::error::ErrorType;
 use crate::state::AppState;
+
+/// Where Prometheus scrapes.
+pub(crate) const PATH: &str = "/metrics";
+
+/// `/metrics` needs the API key unless the server runs with `public_metrics`.
+pub(crate) const METRICS_ERRORS: &[ErrorType] = &[ErrorType::Unauthorized];
 
 /// Content type of the Prometheus text exposition format.
 pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new().route(PATH, get(metrics))
 }
 
-/// Server and runtime metrics in the Prometheus text format.
+/// Server and runtime metrics in the Prometheus text format. Needs the API key when one is set,
+/// unless the server runs with `public_metrics`: metrics name the models and their traffic.
 #[utoipa::path(
     get,
     path = "/metrics",

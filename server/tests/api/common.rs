@@ -27,10 +27,15 @@ pub const MODEL_NAME: &str = "digits";
 pub const MODEL_VERSION: &str = "1.0.0";
 
 pub fn fixture() -> Fixture {
+    fixture_with(RuntimeConfig::default())
+}
+
+/// The tiny classifier in a runtime configured by `config`.
+pub fn fixture_with(config: RuntimeConfig) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let bundle = tandem_runtime::testing::write_tiny_classifier_bundle(dir.path(), MODEL_NAME, MODEL_VERSION)
         .expect("tiny bundle is written");
-    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()));
+    let runtime = Arc::new(Runtime::new(config));
     let info = runtime.load(&bundle).expect("tiny bundle loads");
     Fixture { runtime, model_id: info.id, _dir: dir }
 }

@@ -223,7 +223,7 @@ fn documented_error_codes_follow_the_status_mapping() {
     }
     let mapped: BTreeSet<u16> = ErrorType::ALL.iter().map(|k| k.status().as_u16()).collect();
     assert_eq!(seen, mapped);
-    assert_eq!(mapped, [400, 401, 404, 405, 413, 415, 422, 429, 500, 503].into());
+    assert_eq!(mapped, [400, 401, 404, 405, 408, 413, 414, 415, 422, 429, 431, 500, 503].into());
 
     let v1 = &spec["paths"]["/v1/models"]["get"];
     assert!(v1["responses"]["429"]["headers"]["retry-after"].is_object());

@@ -330,7 +330,7 @@ async fn wrong_methods_are_405_in_the_error_shape() {
 }
 
 #[tokio::test]
-async fn api_key_guards_v1_but_not_probes_metrics_or_docs() {
+async fn api_key_guards_v1_and_metrics_but_not_probes_or_docs() {
     let fx = fixture();
     let config = ServerConfig { api_key: Some("s3cret".to_owned()), ..ServerConfig::default() };
     let (app, _) = ready_app(&fx, &config);
@@ -352,9 +352,39 @@ async fn api_key_guards_v1_but_not_probes_metrics_or_docs() {
         Request::get("/v1/models").header("authorization", "Bearer s3cret").body(Body::empty()).expect("request");
     assert_eq!(send(&app, right).await.status, StatusCode::OK);
 
-    for open in ["/health/live", "/health/ready", "/metrics", "/openapi.json"] {
+    for open in ["/health/live", "/health/ready", "/openapi.json"] {
         assert_eq!(get(&app, open).await.status, StatusCode::OK, "{open}");
     }
+    // Metrics name the models and their traffic: behind the key unless made public.
+    let metrics = get(&app, "/metrics").await;
+    metrics.assert_error(401, "unauthorized");
+    assert_documented("/metrics", "GET", metrics.status);
+    let scrape =
+        Request::get("/metrics").header("authorization", "Bearer s3cret").body(Body::empty()).expect("request");
+    assert_eq!(send(&app, scrape).await.status, StatusCode::OK);
+    let public = ServerConfig { public_metrics: true, ..config };
+    let (app, _) = ready_app(&fx, &public);
+    assert_eq!(get(&app, "/metrics").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn images_past_the_pixel_limits_are_refused_from_their_headers() {
+    let fx = fixture();
+    let config = ServerConfig { max_image_pixels: 64 * 64, max_request_pixels: 3 * 32 * 32, ..ServerConfig::default() };
+    let (app, _) = ready_app(&fx, &config);
+    let big = png(512, 512, 0);
+    let reply = post_bytes(&app, &classify_uri(&fx), "image/png", big.clone()).await;
+    let message = reply.assert_error(413, "image_too_large");
+    assert!(message.contains("512x512"), "{message}");
+    assert_documented(CLASSIFY, "POST", reply.status);
+    let body = json!({"inputs": [{"image": b64(&big)}]});
+    let message = post_json(&app, &classify_uri(&fx), &body).await.assert_error(413, "image_too_large");
+    assert!(message.starts_with("inputs[0]: 512x512"), "{message}");
+    let many = json!({"inputs": vec![json!({"image": b64(&png(32, 32, 1))}); 4]});
+    let message = post_json(&app, &classify_uri(&fx), &many).await.assert_error(413, "image_too_large");
+    assert!(message.contains("per request"), "{message}");
+    let fits = json!({"inputs": vec![json!({"image": b64(&png(32, 32, 1))}); 3]});
+    assert_eq!(post_json(&app, &classify_uri(&fx), &fits).await.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -107,13 +107,6 @@ impl SlowRequest {
     async fn response(mut self) -> (u16, Value) {
         read_response(&mut self.stream).await
     }
-
-    /// Whether the server has already answered (or closed) this request, without consuming
-    /// anything: a request that arrives while the limit is full is shed before its body is read.
-    async fn was_answered(&self) -> bool {
-        let mut byte = [0u8; 1];
-        tokio::time::timeout(Duration::from_millis(1), self.stream.peek(&mut byte)).await.is_ok()
-    }
 }
 
 /// Reads one HTTP/1.1 response with a `content-length` body.
@@ -189,32 +182,44 @@ async fn invalid_config_is_refused_before_serving() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
 
+/// A fixture whose model waits `delay` for its batch to fill, so that each inference request
+/// holds its concurrency permit that long.
+fn slow_batching_fixture(delay: Duration) -> Fixture {
+    let mut config = tandem_runtime::RuntimeConfig::default();
+    config.batch.max_batch_delay = delay;
+    config.batch.max_batch_size = 1024;
+    config.cache_capacity = 0;
+    fixture_with(config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_concurrency_sheds_load_with_429() {
-    let fx = fixture();
+    let fx = slow_batching_fixture(Duration::from_secs(2));
     let config = ServerConfig { concurrency_limit: 1, ..ServerConfig::default() };
     let state = AppState::new(fx.runtime.clone(), &config);
     let server = start_with_state(state.clone()).await;
     let client = reqwest::Client::new();
     wait_ready(&client, server.addr).await;
 
-    let mut slow = SlowRequest::open(server.addr, &classify_uri(&fx), &classify_body()).await;
-    // The slow request holds the only permit until its body completes, so a 429 must come.
+    // Each classify request waits for its batch to fill and holds the only permit meanwhile.
+    let classify = format!("http://{}{}", server.addr, classify_uri(&fx));
     let url = format!("http://{}/v1/models", server.addr);
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    let shed = loop {
-        let res = client.get(&url).send().await.expect("request");
-        if res.status() == 429 {
-            break res;
-        }
-        assert_eq!(res.status(), 200);
-        if slow.was_answered().await {
-            // A probe held the permit when the slow request's head was parsed, so the slow one
-            // was shed instead; open it again.
-            slow = SlowRequest::open(server.addr, &classify_uri(&fx), &classify_body()).await;
+    let shed = 'outer: loop {
+        let busy = tokio::spawn(
+            client.post(&classify).body(classify_body()).header("content-type", "application/json").send(),
+        );
+        while !busy.is_finished() {
+            let res = client.get(&url).send().await.expect("request");
+            if res.status() == 429 {
+                let done = busy.await.expect("no panic").expect("classify answers");
+                assert_eq!(done.status(), 200);
+                break 'outer res;
+            }
+            assert_eq!(res.status(), 200);
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(tokio::time::Instant::now() < deadline, "never shed load");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert_eq!(shed.headers()["retry-after"], "1");
     assert_documented("/v1/models", "GET", shed.status());
@@ -224,11 +229,127 @@ async fn full_concurrency_sheds_load_with_429() {
     // Probes are not behind the limit.
     let live = client.get(format!("http://{}/health/live", server.addr)).send().await.expect("live");
     assert_eq!(live.status(), 200);
-
-    let (status, body) = slow.finish().await;
-    assert_eq!(status, 200, "{body}");
     let after = client.get(&url).send().await.expect("request");
     assert_eq!(after.status(), 200);
+    server.stopped().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_hold_no_permit_and_time_out_with_408() {
+    let fx = fixture();
+    let config =
+        ServerConfig { concurrency_limit: 1, body_read_timeout: Duration::from_secs(2), ..ServerConfig::default() };
+    let state = AppState::new(fx.runtime.clone(), &config);
+    let server = start_with_state(state.clone()).await;
+    let client = reqwest::Client::new();
+    wait_ready(&client, server.addr).await;
+
+    // Many half-sent uploads, as clients at a byte a second would leave them.
+    let mut uploads = Vec::new();
+    for _ in 0..8 {
+        uploads.push(SlowRequest::open(server.addr, &classify_uri(&fx), &classify_body()).await);
+    }
+    wait_until("the uploads to be in flight", || state.in_flight() == 8).await;
+    for _ in 0..5 {
+        let res = client.get(format!("http://{}/v1/models", server.addr)).send().await.expect("request");
+        assert_eq!(res.status(), 200, "slow uploads must not hold the API's permits");
+    }
+    for upload in uploads {
+        let (status, body) = upload.response().await;
+        assert_eq!(status, 408, "{body}");
+        assert_eq!(body["error"]["type"], "request_timeout");
+    }
+    assert_documented("/v1/models/{id}/classify", "POST", axum::http::StatusCode::REQUEST_TIMEOUT);
+    server.stopped().await.expect("clean stop");
+}
+
+/// Whether the server closes `stream` (reads end of file) before `PATIENCE` runs out.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed_and_keep_alive_still_works() {
+    let fx = fixture();
+    let config = ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(600),
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(fx.runtime.clone(), &config);
+    let server = start_with_state(state).await;
+    wait_ready(&reqwest::Client::new(), server.addr).await;
+
+    let mut idle = TcpStream::connect(server.addr).await.expect("connect");
+    let mut half = TcpStream::connect(server.addr).await.expect("connect");
+    half.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n").await.expect("write part of a head");
+    assert!(closed_by_server(&mut half).await, "a head that never completes must not keep its connection");
+    assert!(closed_by_server(&mut idle).await, "an idle connection must be closed");
+
+    // Two requests on one connection: keep-alive works within the idle timeout.
+    let mut kept = TcpStream::connect(server.addr).await.expect("connect");
+    for _ in 0..2 {
+        kept.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        let (status, body) = read_response(&mut kept).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(closed_by_server(&mut kept).await, "closed once idle");
+    server.stopped().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_queues_new_connections_until_one_closes() {
+    let fx = fixture();
+    let config = ServerConfig { max_connections: 2, ..ServerConfig::default() };
+    let state = AppState::new(fx.runtime.clone(), &config);
+    let server = start_with_state(state).await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    wait_ready(&client, server.addr).await;
+
+    let first = TcpStream::connect(server.addr).await.expect("connect");
+    let _second = TcpStream::connect(server.addr).await.expect("connect");
+    let waiting = tokio::spawn(client.get(format!("http://{}/health/live", server.addr)).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a third connection must wait while two are open");
+    drop(first);
+    let res = tokio::time::timeout(PATIENCE, waiting).await.expect("answered").expect("no panic").expect("ok");
+    assert_eq!(res.status(), 200);
+    server.stopped().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_targets_and_headers_get_the_json_error_shape() {
+    let fx = fixture();
+    let config = ServerConfig { max_header_bytes: 1024, ..ServerConfig::default() };
+    let state = AppState::new(fx.runtime.clone(), &config);
+    let server = start_with_state(state).await;
+    let client = reqwest::Client::new();
+    wait_ready(&client, server.addr).await;
+
+    let long = format!("http://{}/v1/models/{}", server.addr, "a".repeat(9000));
+    let res = client.get(&long).send().await.expect("request");
+    assert_eq!(res.status(), 414);
+    assert_documented("/v1/models/{id}", "GET", res.status());
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "uri_too_long");
+
+    let res = client
+        .get(format!("http://{}/health/live", server.addr))
+        .header("x-big", "b".repeat(2000))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 431);
+    assert_documented("/health/live", "GET", res.status());
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "headers_too_large");
     server.stopped().await.expect("clean stop");
 }
 
@@ -272,9 +393,35 @@ async fn shutdown_flips_readiness_and_drains_in_flight_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_grace_keeps_accepting_while_readiness_says_503() {
+    let fx = fixture();
+    let config = ServerConfig { drain_grace: Duration::from_secs(2), ..ServerConfig::default() };
+    let state = AppState::new(fx.runtime.clone(), &config);
+    let mut server = start_with_state(state.clone()).await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    wait_ready(&client, server.addr).await;
+
+    server.stop();
+    wait_until("readiness to drop", || !state.is_ready()).await;
+    let res = client.get(format!("http://{}/health/ready", server.addr)).send().await.expect("still accepting");
+    assert_eq!(res.status(), 503, "a load balancer must see the drain");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "unavailable");
+    let addr = server.addr;
+    server.stopped().await.expect("clean stop");
+    assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed after the grace period");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_gives_up_after_its_timeout() {
     let fx = fixture();
-    let config = ServerConfig { drain_timeout: Duration::from_millis(100), ..ServerConfig::default() };
+    // The stuck request could run for a minute; the drain timeout must bound the exit anyway.
+    let config = ServerConfig {
+        drain_timeout: Duration::from_millis(100),
+        body_read_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+        ..ServerConfig::default()
+    };
     let state = AppState::new(fx.runtime.clone(), &config);
     let server = start_with_state(state.clone()).await;
     wait_ready(&reqwest::Client::new(), server.addr).await;
