@@ -52,7 +52,21 @@ struct Job<F: Family> {
     item: F::Item,
     deadline: Instant,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<F::Output>>,
+    reply: oneshot::Sender<Result<Done<F::Output>>>,
+}
+
+/// The receiving end of one queued item's result.
+pub type Pending<O> = oneshot::Receiver<Result<Done<O>>>;
+
+/// One item's output, with where its time went: what a `Server-Timing` header reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done<O> {
+    /// The model's output for the item.
+    pub output: O,
+    /// From enqueue to the start of the item's batch.
+    pub queued: Duration,
+    /// The whole batch's run time, which the item shared.
+    pub ran: Duration,
 }
 
 /// A handle to one model's queue and worker. Dropping it stops the worker after the queue drains.
@@ -83,14 +97,14 @@ impl<F: Family> Batcher<F> {
         let deadline = Instant::now() + self.config.request_timeout;
         let rx = self.enqueue(item, deadline)?;
         match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(res)) => res,
+            Ok(Ok(res)) => res.map(|done| done.output),
             Ok(Err(_)) => Err(Error::Unavailable(format!("model {} stopped", self.label))),
             Err(_) => Err(Error::Timeout),
         }
     }
 
     /// Queues `item` with an explicit deadline and returns the receiver of its result.
-    pub fn enqueue(&self, item: F::Item, deadline: Instant) -> Result<oneshot::Receiver<Result<F::Output>>> {
+    pub fn enqueue(&self, item: F::Item, deadline: Instant) -> Result<Pending<F::Output>> {
         let mut receivers = self.enqueue_all(vec![item], deadline)?;
         Ok(receivers.pop().expect("one item gives one receiver. This is a bug."))
     }
@@ -100,11 +114,7 @@ impl<F: Family> Batcher<F> {
     /// The worker receives them in one message, so a batch never closes between two items of one
     /// request: with a short batching delay, items sent one by one could be split over several
     /// small batches. Either every item is queued or none is.
-    pub fn enqueue_all(
-        &self,
-        items: Vec<F::Item>,
-        deadline: Instant,
-    ) -> Result<Vec<oneshot::Receiver<Result<F::Output>>>> {
+    pub fn enqueue_all(&self, items: Vec<F::Item>, deadline: Instant) -> Result<Vec<Pending<F::Output>>> {
         let n = items.len();
         if n == 0 {
             return Ok(Vec::new());
@@ -276,30 +286,32 @@ impl<F: Family> Worker<F> {
             metrics::histogram!("tandem_queue_wait_seconds", "model" => self.label.clone())
                 .record((started - job.enqueued).as_secs_f64());
         }
-        let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
+        let (items, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|j| (j.item, (j.reply, started - j.enqueued))).unzip();
         // A panicking model must not take the worker, and with it every later request, down.
         let res = std::panic::catch_unwind(AssertUnwindSafe(|| self.family.run_batch(&items)))
             .unwrap_or_else(|_| Err(Error::Internal("the model panicked while running a batch".into())));
         metrics::histogram!("tandem_batch_size", "model" => self.label.clone()).record(items.len() as f64);
         metrics::histogram!("tandem_inference_seconds", "model" => self.label.clone())
             .record(started.elapsed().as_secs_f64());
+        let ran = started.elapsed();
         match res {
             Ok(outputs) if outputs.len() == replies.len() => {
-                for (reply, out) in replies.into_iter().zip(outputs) {
-                    let _ = reply.send(Ok(out));
+                for ((reply, queued), output) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(Ok(Done { output, queued, ran }));
                 }
             }
             Ok(outputs) => {
                 let msg = format!("the model returned {} outputs for {} items", outputs.len(), replies.len());
                 tracing::error!(model = %self.label, "{msg}");
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(Error::Internal(msg.clone())));
                 }
             }
             Err(e) => {
                 tracing::error!(model = %self.label, error = %e, "batch failed");
                 let msg = e.to_string();
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(Error::Internal(msg.clone())));
                 }
             }
@@ -382,7 +394,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let rxs: Vec<_> = (0..6).map(|i| b.enqueue((i % 2, i as i64), deadline).unwrap()).collect();
         for (i, rx) in rxs.into_iter().enumerate() {
-            assert_eq!(rx.await.unwrap().unwrap(), 2 * i as i64);
+            assert_eq!(rx.await.unwrap().unwrap().output, 2 * i as i64);
         }
         let batches = family.batches.lock().unwrap().clone();
         assert_eq!(batches, vec![3, 3]);
@@ -405,7 +417,7 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(5);
         let first = b.enqueue((0, 1), far).unwrap();
         let expired = b.enqueue((0, 2), Instant::now() + Duration::from_millis(10)).unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), 2);
+        assert_eq!(first.await.unwrap().unwrap().output, 2);
         assert!(matches!(expired.await.unwrap(), Err(Error::Timeout)));
         assert_eq!(family.batches.lock().unwrap().len(), 1);
     }
@@ -417,8 +429,8 @@ mod tests {
         let first = b.enqueue((0, 1), far).unwrap();
         drop(b.enqueue((0, 2), far).unwrap());
         let third = b.enqueue((0, 3), far).unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), 2);
-        assert_eq!(third.await.unwrap().unwrap(), 6);
+        assert_eq!(first.await.unwrap().unwrap().output, 2);
+        assert_eq!(third.await.unwrap().unwrap().output, 6);
         assert_eq!(family.batches.lock().unwrap().len(), 2);
         assert_eq!(b.queue_depth(), 0);
     }
@@ -436,7 +448,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let rxs = b.enqueue_all((0..32).map(|i| (0, i)).collect(), deadline).unwrap();
         for (i, rx) in rxs.into_iter().enumerate() {
-            assert_eq!(rx.await.unwrap().unwrap(), 2 * i as i64);
+            assert_eq!(rx.await.unwrap().unwrap().output, 2 * i as i64);
         }
         assert_eq!(family.batches.lock().unwrap().clone(), vec![32]);
         let too_many = b.enqueue_all((0..65).map(|i| (0, i)).collect(), deadline);
@@ -481,7 +493,7 @@ mod tests {
         // item exceeds the budget alone and still runs, alone.
         let rxs: Vec<_> = [1, 4, 4, 20].into_iter().map(|c| b.enqueue(c, deadline).unwrap()).collect();
         for (rx, c) in rxs.into_iter().zip([1, 4, 4, 20]) {
-            assert_eq!(rx.await.unwrap().unwrap(), c);
+            assert_eq!(rx.await.unwrap().unwrap().output, c);
         }
         assert_eq!(family.batches.lock().unwrap().clone(), vec![2, 1, 1]);
     }

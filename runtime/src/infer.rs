@@ -51,7 +51,11 @@ impl Runtime {
                 Slot::Miss(key) => {
                     let rx = receivers.next().expect("one receiver per miss. This is a bug.");
                     let output = match tokio::time::timeout_at(deadline.into(), rx).await {
-                        Ok(Ok(res)) => res?,
+                        Ok(Ok(res)) => {
+                            let done = res?;
+                            crate::timing::record(done.queued, done.ran);
+                            done.output
+                        }
                         Ok(Err(_)) => return Err(Error::Unavailable(format!("model {} stopped", model.info.id))),
                         Err(_) => return Err(Error::Timeout),
                     };

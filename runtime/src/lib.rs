@@ -38,6 +38,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod testing_text;
 pub mod text;
+pub mod timing;
 
 pub use batcher::BatchConfig;
 pub use cache::CacheStats;

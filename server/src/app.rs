@@ -12,7 +12,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::require_api_key;
 use crate::error::{self, ApiError, ErrorType};
-use crate::middleware::{enforce_error_shape, limit_request_size, read_body_first, request_span, REQUEST_ID_HEADER};
+use crate::middleware::{
+    enforce_error_shape, limit_request_size, read_body_first, request_span, server_timing, REQUEST_ID_HEADER,
+    SERVER_TIMING,
+};
 use crate::routes;
 use crate::state::AppState;
 
@@ -20,7 +23,7 @@ use crate::state::AppState;
 /// with `tower::ServiceExt::oneshot` in tests.
 ///
 /// Layers, outermost first: request id, trace span, error-shape guard, CORS, HTTP metrics,
-/// request size limits (414, 431), request timeout (503 `timeout`), body limit (413). `/v1` and
+/// request size limits (414, 431), `Server-Timing`, request timeout (503 `timeout`), body limit (413). `/v1` and
 /// `/v2/models` routes add API-key auth (401), then read the whole body under the body-read
 /// timeout (408), then a concurrency limit that sheds load (429) instead of queueing it: in that
 /// order, so that neither unauthenticated nor slow clients hold a permit. `/metrics` needs the API
@@ -72,6 +75,7 @@ pub fn app(state: AppState) -> Router {
                 .option_layer(cors)
                 .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track_http))
                 .layer(middleware::from_fn_with_state(state.clone(), limit_request_size))
+                .layer(middleware::from_fn(server_timing))
                 .layer(HandleErrorLayer::new(timeout_error))
                 .timeout(config.request_timeout),
         )
@@ -106,7 +110,12 @@ fn cors_layer(origins: &[String], request_id: &HeaderName) -> Option<CorsLayer> 
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, request_id.clone(), inference_header.clone()])
-            .expose_headers([request_id.clone(), header::RETRY_AFTER, inference_header]),
+            .expose_headers([
+                request_id.clone(),
+                header::RETRY_AFTER,
+                inference_header,
+                HeaderName::from_static(SERVER_TIMING),
+            ]),
     )
 }
 

@@ -4,13 +4,18 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Span;
 
 use crate::error::{ApiError, ErrorShape, ErrorType};
 use crate::state::AppState;
+
+/// The `Server-Timing` response header.
+pub(crate) const SERVER_TIMING: &str = "server-timing";
 
 /// Name of the request-id header, set when absent and echoed on the response.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -79,6 +84,25 @@ pub(crate) async fn read_body_first(
 
 fn body_too_large() -> ApiError {
     ApiError::new(ErrorType::PayloadTooLarge, "the request body exceeds the server's size limit")
+}
+
+/// Adds `Server-Timing: queue;dur=…, inference;dur=…, total;dur=…` (milliseconds) to every
+/// response: the longest queue wait and batch run of the request's items, and the time in the app.
+/// Browsers' developer tools and many proxies show it, so a slow answer can be placed at a glance.
+pub(crate) async fn server_timing(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let (mut response, timing) = tandem_runtime::timing::measured(next.run(req)).await;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let value = format!(
+        "queue;dur={:.3}, inference;dur={:.3}, total;dur={:.3}",
+        ms(timing.queue),
+        ms(timing.inference),
+        ms(start.elapsed())
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(SERVER_TIMING, value);
+    }
+    response
 }
 
 /// One span per request carrying its id, so that every log line of a request can be correlated

@@ -367,6 +367,29 @@ async fn api_key_guards_v1_and_metrics_but_not_probes_or_docs() {
     assert_eq!(get(&app, "/metrics").await.status, StatusCode::OK);
 }
 
+/// The `dur` of `name` in a `Server-Timing` header, in milliseconds.
+fn timing_of(reply: &Reply, name: &str) -> f64 {
+    let header = reply.headers["server-timing"].to_str().expect("ascii");
+    let entry = header.split(", ").find(|e| e.starts_with(&format!("{name};"))).unwrap_or_else(|| panic!("{header}"));
+    entry.split_once("dur=").expect("dur").1.parse().expect("number")
+}
+
+#[tokio::test]
+async fn server_timing_reports_queue_inference_and_total() {
+    let fx = fixture();
+    let (app, _) = ready_app(&fx, &ServerConfig::default());
+    let body = json!({"inputs": [{"pixels": pixel_rows(8, 3.0)}]});
+    let miss = post_json(&app, &classify_uri(&fx), &body).await;
+    assert_eq!(miss.status, StatusCode::OK);
+    assert!(timing_of(&miss, "inference") > 0.0);
+    assert!(timing_of(&miss, "total") >= timing_of(&miss, "inference"));
+    let hit = post_json(&app, &classify_uri(&fx), &body).await;
+    assert_eq!(timing_of(&hit, "inference"), 0.0, "a cached answer runs nothing");
+    assert_eq!(timing_of(&hit, "queue"), 0.0);
+    let probe = get(&app, "/health/live").await;
+    assert!(timing_of(&probe, "total") >= 0.0);
+}
+
 #[tokio::test]
 async fn images_past_the_pixel_limits_are_refused_from_their_headers() {
     let fx = fixture();
