@@ -36,7 +36,8 @@ fn to_byte(count: u32) -> u8 {
     ((count * 255 + MAX_COUNT / 2) / MAX_COUNT) as u8
 }
 
-fn parse_csv(text: &str) -> Result<Dataset> {
+/// Parses rows of 64 pixel counts (0..=16) and a label; public so that it can be fuzzed.
+pub fn parse_csv(text: &str) -> Result<Dataset> {
     let pixels = SIDE * SIDE;
     let mut images = Vec::with_capacity(COUNT * pixels);
     let mut labels = Vec::with_capacity(COUNT);

@@ -78,6 +78,7 @@ use crate::{Error, Result};
 
 pub use asset::{AssetName, ModelName};
 pub use batch::{epoch_order, images_to_tensor, labels_to_tensor, pixels_to_tensor, Augment, Normalization};
+pub use digits::parse_csv as parse_digits_csv;
 pub use fetch::{fetch, fetch_from_dir, FetchReport};
 pub use split::SPLIT_SEED;
 
