@@ -14,12 +14,18 @@
 //! every x86-64 machine the project runs on takes. Elsewhere the test still requires two runs of
 //! each case to agree.
 //!
+//! Checkpoints are a compatibility promise too: `tests/data/` holds checkpoints that the code
+//! before the split wrote after one epoch of PS-KD (with its prediction table) and of dual-io (with
+//! both branches), and the current code must resume them, with the same fingerprint, to the
+//! weights of an uninterrupted run.
+//!
 //! A change that is meant to change the weights updates the table with the hashes the failure
 //! message prints, and says why in its commit message.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use tandem_training::checkpoint::CheckpointState;
 use tandem_training::data::{Augment, DatasetName};
 use tandem_training::methods::{DhoWeights, MergeRule};
 use tandem_training::optim::AdamWConfig;
@@ -195,4 +201,36 @@ fn issue_9_every_method_writes_the_recorded_weights() {
         },
     ];
     check(teacher, &students);
+}
+
+/// The loop state in a checkpoint's metadata.
+fn checkpoint_state(path: &Path) -> CheckpointState {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    serde_json::from_str(&meta.metadata().as_ref().unwrap()["tandem.state"]).unwrap()
+}
+
+#[test]
+fn issue_9_checkpoints_written_before_the_split_still_resume() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let dual_io = Method::DualIo { merge: MergeRule::Average, stage_epochs: 1 };
+    let cases = [
+        ("pskd", Method::Pskd { alpha: 0.8 }, 3, "bac6d8205a268fdea893d39406c2c05826ce86e96bf09bf2171e6769fa76cd28"),
+        ("dual-io", dual_io, 1, "5f7db14abbd8eedf889faffba0b114f83cb4231c87359e877c80a0357dede97a"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, method, epochs, sha256) in cases {
+        let mut cfg = base(dir.path(), name, "tiny", method, None);
+        (cfg.epochs, cfg.train_limit, cfg.resume) = (epochs, Some(200), true);
+        let fixture = fixtures.join(format!("{name}-after-epoch-1.checkpoint.safetensors"));
+        std::fs::copy(&fixture, cfg.checkpoint_path()).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(THREADS).build().unwrap();
+        let summary = pool.install(|| train(&cfg)).unwrap();
+        // The first epoch is the checkpoint's, timings included: the run resumed, not restarted.
+        assert_eq!(summary.history[0], checkpoint_state(&fixture).history[0], "{name}");
+        if recorded_isa() {
+            let hash = sha256_hex(&std::fs::read(cfg.out.join("model.safetensors")).unwrap());
+            assert_eq!(hash, sha256, "{name}: the resumed run wrote other weights");
+        }
+    }
 }
