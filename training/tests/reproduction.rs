@@ -68,6 +68,7 @@ fn base(dir: &Path, name: &str, preset: &str, method: Method, teacher: Option<Pa
         subset_fraction: None,
         ghost_batch: None,
         labeled_fraction: None,
+        clip_grad_norm: None,
     }
 }
 
