@@ -9,6 +9,7 @@ pub mod arch;
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
+pub mod differentiable;
 mod error;
 pub mod eval;
 pub mod families;
