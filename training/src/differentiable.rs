@@ -309,11 +309,11 @@ mod tests {
     fn softmax_and_l2_normalisation_match_finite_differences() {
         let mut rng = StdRng::seed_from_u64(3);
         let x = random(&mut rng, &[2, 3, 4]);
-        check(|t| softmax_last_dim(&t[0]), &[x.clone()]);
+        check(|t| softmax_last_dim(&t[0]), std::slice::from_ref(&x));
         let reference = candle_nn::ops::softmax(&x, D::Minus1).unwrap();
         let diff = (softmax_last_dim(&x).unwrap() - reference).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f64>().unwrap() < 1e-15);
-        check(|t| l2_normalize(&t[0], 1e-12), &[x.clone()]);
+        check(|t| l2_normalize(&t[0], 1e-12), std::slice::from_ref(&x));
         let rows = l2_normalize(&x, 1e-12).unwrap().sqr().unwrap().sum(D::Minus1).unwrap();
         let rows = rows.flatten_all().unwrap().to_vec1::<f64>().unwrap();
         assert!(rows.iter().all(|n| (n - 1.0).abs() < 1e-12), "{rows:?}");
@@ -326,7 +326,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(4);
         // GELU, exact (BERT's `gelu`) and tanh-approximated (`gelu_new`).
         let x = random(&mut rng, &[3, 4]);
-        check(|t| t[0].gelu_erf(), &[x.clone()]);
+        check(|t| t[0].gelu_erf(), std::slice::from_ref(&x));
         check(|t| t[0].gelu(), &[x]);
         // Embedding lookup, with a repeated id whose gradients must add up.
         let table = random(&mut rng, &[5, 3]);
@@ -393,7 +393,8 @@ mod tests {
         let w = vars.get(4, "weight", candle_nn::Init::Const(1.0), DType::F32, &Device::Cpu).unwrap();
         let b = vars.get(4, "bias", candle_nn::Init::Const(0.0), DType::F32, &Device::Cpu).unwrap();
         let r = random(&mut rng, &[2, 4]).to_dtype(DType::F32).unwrap();
-        let fused: [Box<dyn Fn(&Tensor) -> Result<Tensor>>; 3] = [
+        type Op<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
+        let fused: [Op; 3] = [
             Box::new(|x| candle_nn::LayerNorm::new(w.clone(), b.clone(), 1e-5).forward(x)),
             Box::new(|x| candle_nn::ops::rms_norm(x, &w, 1e-5)),
             Box::new(candle_nn::ops::softmax_last_dim),
