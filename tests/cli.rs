@@ -72,6 +72,43 @@ fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
     assert!(first != other, "seeds 7 and 8 wrote the same weights");
 }
 
+/// Issue 9: the documented `tandem distill` command of `models/mnist-student` (see BENCHMARKS.md),
+/// at digits scale, writes the weights that `training/tests/reproduction.rs` records for its `kd`
+/// case, and its teacher those of its `teacher` case: the command line builds the same run as the
+/// library, and the hashes hold refactors of the loop to the old weights. Two workers, as there,
+/// because the kernels sum weight gradients per worker; the hashes are those of the AVX2+FMA
+/// kernels.
+#[test]
+fn issue_9_the_documented_distill_command_writes_the_recorded_weights() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (teacher, student) = (dir.path().join("teacher"), dir.path().join("student"));
+    let run = |cmd: &mut std::process::Command| run_ok(cmd.env("RAYON_NUM_THREADS", "2").arg("--quiet"));
+    run(tandem()
+        .args(["train", "--dataset", "digits", "--arch", "teacher", "--epochs", "3", "--train-limit", "400", "--out"])
+        .arg(&teacher));
+    run(tandem()
+        .args(["distill", "--dataset", "digits", "--arch", "student", "--method", "kd", "--epochs", "2"])
+        .args(["--augment-shift", "2", "--seed", "1", "--train-limit", "400", "--teacher"])
+        .arg(&teacher)
+        .arg("--out")
+        .arg(&student));
+    let weights_sha256 = |bundle: &std::path::Path| {
+        let files = manifest(bundle)["files"].clone();
+        let entry = files.as_array().and_then(|f| f.iter().find(|e| e["path"] == "model.safetensors")).cloned();
+        entry.expect("the manifest lists the weights")["sha256"].as_str().expect("a sha256 string").to_owned()
+    };
+    // Other CPUs take the portable kernels, which round differently.
+    #[cfg(target_arch = "x86_64")]
+    let avx2_fma = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2_fma = false;
+    if !avx2_fma {
+        return;
+    }
+    assert_eq!(weights_sha256(&teacher), "2a6b994a6c6b3cdfd7d89e7341726ba4b9d424fff0fd6650cdee88de05bdf70f");
+    assert_eq!(weights_sha256(&student), "da9a55d7cf280d272fbfaa154654f8fdb51b8b40bd624d6816688aa203bbeee2");
+}
+
 #[test]
 fn bad_arguments_fail_with_a_message_and_no_bundle() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -187,6 +187,7 @@ fn run_args(
         train_limit: args.train_limit,
         subset_fraction: None,
         ghost_batch: None,
+        clip_grad_norm: None,
         resume: true,
         data_dir: args.data_dir.clone(),
         json: false,

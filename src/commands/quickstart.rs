@@ -64,6 +64,7 @@ fn run_config(
         subset_fraction: None,
         ghost_batch: None,
         labeled_fraction: None,
+        clip_grad_norm: None,
     })
 }
 

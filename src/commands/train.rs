@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Ghost batch norm: batch-norm statistics over chunks of this many images of each batch.
     #[arg(long)]
     pub ghost_batch: Option<usize>,
+    /// Rescale each step's gradients to this global L2 norm when they exceed it (off by default).
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
     /// Continue from the checkpoint next to the output directory.
     #[arg(long)]
     pub resume: bool,
@@ -271,6 +274,7 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
         subset_fraction: run.subset_fraction,
         ghost_batch: run.ghost_batch,
         labeled_fraction: None,
+        clip_grad_norm: run.clip_grad_norm,
     })
 }
 

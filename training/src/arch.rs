@@ -1,8 +1,11 @@
-//! Named architecture presets: plain configs of the runtime's CNN, sized for each dataset.
+//! Named architecture presets: plain configs of the runtime's CNN, sized for each dataset, and the
+//! trainable network of a config.
 //!
 //! Presets only choose numbers; the network itself is defined once, in the runtime.
 
-use tandem_runtime::models::cnn::{CnnConfig, LayerSpec};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use tandem_runtime::models::cnn::{Cnn, CnnConfig, LayerSpec};
 
 use crate::{Error, Result};
 
@@ -104,6 +107,14 @@ pub fn resolve(spec: &str, side: usize, num_classes: usize) -> Result<CnnConfig>
         return Ok(cfg);
     }
     preset(spec, side, num_classes)
+}
+
+/// The network of `cfg` over fresh trainable variables, with candle's initialisation (which
+/// [`crate::init::seeded_init`] replaces by a seeded one).
+pub fn build(cfg: &CnnConfig, device: &Device) -> Result<(VarMap, Cnn)> {
+    let vars = VarMap::new();
+    let net = Cnn::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    Ok((vars, net))
 }
 
 #[cfg(test)]

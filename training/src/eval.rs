@@ -1,17 +1,25 @@
-//! Accuracy of an exported bundle, measured through the runtime's serving path.
+//! Accuracy of an exported bundle, measured through the runtime's serving path, and of a
+//! classifier's training graph.
 //!
 //! Evaluating the bundle exactly as it is served (batch-norm folded, head mixture applied) means
-//! the accuracy in a manifest is the accuracy users get.
+//! the accuracy in a manifest is the accuracy users get. The training graph in eval mode is what
+//! validation measures during training.
 
 use std::path::Path;
 
+use candle_core::Device;
 use serde::Serialize;
 use tandem_runtime::bundle::Bundle;
 use tandem_runtime::families::classifier::{Classifier, ImageItem};
 use tandem_runtime::family::Family;
+use tandem_runtime::models::cnn::Cnn;
 
-use crate::data::Dataset;
+use crate::data::{self, labels_to_tensor, Dataset, Normalization};
+use crate::losses::{correct, cross_entropy};
 use crate::{Error, Result};
+
+/// Images per forward pass of an evaluation.
+const EVAL_BATCH: usize = 512;
 
 /// The result of evaluating a bundle on a split.
 #[derive(Debug, Clone, Serialize)]
@@ -47,7 +55,7 @@ pub fn evaluate_bundle(dir: &Path, ds: &Dataset) -> Result<EvalReport> {
     }
     let mut correct = 0;
     let indices: Vec<usize> = (0..ds.len()).collect();
-    for chunk in indices.chunks(512) {
+    for chunk in indices.chunks(EVAL_BATCH) {
         let items: Vec<ImageItem> = chunk
             .iter()
             .map(|&i| ImageItem::from_pixels(ds.image(i).iter().map(|&p| f32::from(p)).collect()))
@@ -66,4 +74,59 @@ pub fn evaluate_bundle(dir: &Path, ds: &Dataset) -> Result<EvalReport> {
         n: ds.len(),
         params: cfg.num_params().map_err(Error::InvalidArgument)?,
     })
+}
+
+/// Mean cross-entropy and accuracy of the training graph in eval mode.
+pub fn evaluate(net: &Cnn, ds: &Dataset, norm: Normalization, device: &Device) -> Result<(f64, f64)> {
+    let heads = evaluate_heads(net, ds, norm, device)?;
+    Ok((heads.loss, heads.accuracy))
+}
+
+/// Validation measurements of both heads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadsEval {
+    /// Mean cross-entropy of the main head.
+    pub loss: f64,
+    /// Accuracy of the main head.
+    pub accuracy: f64,
+    /// Accuracy of the auxiliary head, when the network has one.
+    pub aux_accuracy: Option<f64>,
+}
+
+/// Both heads of the training graph in eval mode on every image of `ds`.
+pub fn evaluate_heads(net: &Cnn, ds: &Dataset, norm: Normalization, device: &Device) -> Result<HeadsEval> {
+    let (mut loss_sum, mut hits, mut aux_hits) = (0.0, 0, 0);
+    let all: Vec<usize> = (0..ds.len()).collect();
+    for idx in all.chunks(EVAL_BATCH) {
+        let x = data::images_to_tensor(ds, idx, norm, device)?;
+        let y = labels_to_tensor(ds, idx, device)?;
+        let out = net.forward_t(&x, false)?;
+        loss_sum += f64::from(cross_entropy(&out.logits, &y)?.to_scalar::<f32>()?) * idx.len() as f64;
+        hits += correct(&out.logits, &y)?;
+        if let Some(aux) = &out.aux_logits {
+            aux_hits += correct(aux, &y)?;
+        }
+    }
+    let n = ds.len().max(1) as f64;
+    Ok(HeadsEval {
+        loss: loss_sum / n,
+        accuracy: hits as f64 / n,
+        aux_accuracy: net.config().aux_head.then_some(aux_hits as f64 / n),
+    })
+}
+
+/// The logits of both heads in eval mode on every image of `ds`, row-major `[n, classes]` each.
+pub fn head_logits(net: &Cnn, ds: &Dataset, norm: Normalization, device: &Device) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (mut main, mut aux) = (Vec::new(), Vec::new());
+    let all: Vec<usize> = (0..ds.len()).collect();
+    for idx in all.chunks(EVAL_BATCH) {
+        let x = data::images_to_tensor(ds, idx, norm, device)?;
+        let out = net.forward_t(&x, false)?;
+        let Some(aux_logits) = out.aux_logits.as_ref() else {
+            return Err(Error::InvalidArgument("the head logits need a network with the auxiliary head".into()));
+        };
+        main.extend(out.logits.flatten_all()?.to_vec1::<f32>()?);
+        aux.extend(aux_logits.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok((main, aux))
 }

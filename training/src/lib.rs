@@ -1,14 +1,18 @@
-//! Tandem's training side: datasets, losses, distillation methods and training loops.
+//! Tandem's training side: datasets, losses, distillation methods and the training loop.
 //!
 //! The networks themselves live in the runtime crate, so what is trained here is exactly what is
-//! served; this crate adds only what serving never needs.
+//! served; this crate adds only what serving never needs. One loop ([`trainer`]) trains every
+//! model family ([`families`]); each family supplies its data, model and loss, and each of its
+//! methods ([`methods`]) owns its loss and state.
 
 pub mod arch;
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
+pub mod differentiable;
 mod error;
 pub mod eval;
+pub mod families;
 pub mod init;
 pub mod losses;
 pub mod methods;
@@ -19,5 +23,5 @@ pub mod sampling;
 pub mod trainer;
 
 pub use error::{Error, Result};
+pub use families::classifier::{train, TrainConfig};
 pub use methods::Method;
-pub use trainer::{train, TrainConfig};

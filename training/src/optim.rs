@@ -1,4 +1,5 @@
-//! AdamW with decoupled weight decay and a warm-up plus cosine learning-rate schedule.
+//! AdamW with decoupled weight decay, gradient clipping, and a warm-up plus cosine learning-rate
+//! schedule.
 //!
 //! candle-nn's `AdamW` keeps its moment estimates private, so a checkpoint could not carry them and
 //! a resumed run would restart its moments from zero. This one stores them as named tensors.
@@ -6,7 +7,7 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::VarMap;
 
 use crate::Result;
@@ -115,6 +116,28 @@ impl AdamW {
         Ok(())
     }
 
+    /// Rescales the gradients of the trainable variables in `grads` so that their global L2 norm
+    /// is at most `max_norm` (PyTorch's `clip_grad_norm_`, with its 1e-6 guard); returns the norm
+    /// before clipping. Gradients below the bound are left untouched, bit for bit.
+    pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+        let mut sum = 0.0;
+        for slot in self.slots.iter().filter(|s| s.trainable) {
+            if let Some(g) = grads.get(slot.var.as_tensor()) {
+                sum += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            }
+        }
+        let norm = sum.sqrt();
+        if norm > max_norm {
+            let scale = max_norm / (norm + 1e-6);
+            for slot in self.slots.iter().filter(|s| s.trainable) {
+                if let Some(g) = grads.remove(slot.var.as_tensor()) {
+                    grads.insert(slot.var.as_tensor(), (g * scale)?);
+                }
+            }
+        }
+        Ok(norm)
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> usize {
         self.step
@@ -194,6 +217,34 @@ mod tests {
         }
         let left = x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(left < 0.05, "{left}");
+    }
+
+    #[test]
+    fn clipping_bounds_the_global_norm_of_trainable_gradients_only() {
+        let varmap = VarMap::new();
+        let a = varmap.get(2, "a", candle_nn::Init::Const(0.0), DType::F32, &Device::Cpu).unwrap();
+        let b = varmap.get(1, "b", candle_nn::Init::Const(0.0), DType::F32, &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(&varmap, AdamWConfig::default()).unwrap();
+        // d/da of 3a0 + 4a1 is (3, 4), norm 5; b's gradient is 12.
+        let loss = || {
+            let wa = Tensor::new(&[3f32, 4.], &Device::Cpu).unwrap();
+            ((&a * &wa).unwrap().sum_all().unwrap() + (&b * 12.0).unwrap().sum_all().unwrap()).unwrap()
+        };
+        let grad = |g: &GradStore, v: &Tensor| g.get(v).unwrap().to_vec1::<f32>().unwrap();
+        let mut grads = loss().backward().unwrap();
+        assert!((opt.clip_grad_norm(&mut grads, 100.0).unwrap() - 13.0).abs() < 1e-9);
+        assert_eq!(grad(&grads, &a), vec![3.0, 4.0]);
+        let norm = opt.clip_grad_norm(&mut grads, 1.3).unwrap();
+        assert!((norm - 13.0).abs() < 1e-9);
+        let clipped = [grad(&grads, &a), grad(&grads, &b)].concat();
+        let expected = [0.3, 0.4, 1.2];
+        assert!(clipped.iter().zip(expected).all(|(g, e)| (g - e).abs() < 1e-6), "{clipped:?}");
+        // Frozen variables neither count towards the norm nor get scaled.
+        opt.set_trainable(|name| name == "a");
+        let mut grads = loss().backward().unwrap();
+        assert!((opt.clip_grad_norm(&mut grads, 1.0).unwrap() - 5.0).abs() < 1e-9);
+        assert_eq!(grad(&grads, &b), vec![12.0]);
+        assert!((grad(&grads, &a)[1] - 0.8).abs() < 1e-6);
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn config(dir: &Path, name: &str, preset: &str, method: Method, teacher: Option<
         subset_fraction: None,
         ghost_batch: None,
         labeled_fraction: None,
+        clip_grad_norm: None,
     }
 }
 

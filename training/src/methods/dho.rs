@@ -1,18 +1,26 @@
-//! DHO's pieces outside the loss: the fixed labeled/unlabeled split and the choice of the
-//! serving-time head mixture on validation data.
+//! DHO: its loss on the two heads, its loss weights, and the choice of the serving-time head
+//! mixture on validation data.
 //!
-//! Each step draws a labeled and an unlabeled mini-batch of the same size and runs them through
-//! the network as one batch. An epoch is one pass over the larger of the two pools (normally the
+//! Each step draws a labeled and an unlabeled mini-batch of the same size (the fixed split is
+//! [`labeled_split`], shared with the label budgets of other methods) and runs them through the
+//! network as one batch. An epoch is one pass over the larger of the two pools (normally the
 //! unlabeled one); the smaller pool is cycled, reshuffled whenever it runs out.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use tandem_runtime::bundle::InferenceSpec;
 
-use crate::report::HeadMixtureReport;
+use crate::eval::head_logits;
+use crate::losses::{cross_entropy, kd_kl};
+use crate::methods::{ClassifierMethod, ClassifierRun, Finish};
+use crate::report::{EpochRecord, HeadMixtureReport};
+use crate::sampling::StepBatch;
+use crate::trainer::StepOutput;
 use crate::{Error, Result};
+
+pub use crate::sampling::labeled_split;
 
 /// Mixture weights of the main head searched after training: 0, 0.05, …, 1.
 pub const ALPHAS: [f64; 21] = {
@@ -27,9 +35,6 @@ pub const ALPHAS: [f64; 21] = {
 
 /// Temperatures of the auxiliary head searched after training.
 pub const BETAS: [f64; 7] = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 4.0];
-
-/// Salt of the split's generator, so the labeled subset does not follow the epoch shuffles.
-const SPLIT_SALT: u64 = 0x6c61_6265_6c65_6421;
 
 /// Weights of DHO's two loss terms, named after the reference scripts that use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,31 +87,6 @@ impl FromStr for DhoWeights {
     }
 }
 
-/// Splits image indices `0..labels.len()` into (labeled, unlabeled), both ascending. Each class
-/// keeps `round(fraction · count)` labels, at least one, so a 1% split of a balanced set still
-/// covers every class; the choice depends on `seed` only.
-pub fn labeled_split(labels: &[u8], num_classes: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes.max(1)];
-    for (i, &label) in labels.iter().enumerate() {
-        if let Some(members) = by_class.get_mut(usize::from(label)) {
-            members.push(i);
-        }
-    }
-    let mut rng = StdRng::seed_from_u64(seed ^ SPLIT_SALT);
-    let mut is_labeled = vec![false; labels.len()];
-    for members in &mut by_class {
-        if members.is_empty() {
-            continue;
-        }
-        members.shuffle(&mut rng);
-        let keep = ((fraction * members.len() as f64).round() as usize).clamp(1, members.len());
-        for &i in &members[..keep] {
-            is_labeled[i] = true;
-        }
-    }
-    (0..labels.len()).partition(|&i| is_labeled[i])
-}
-
 /// Searches `α · softmax(z_main) + (1 − α) · softmax(z_aux / β)` over [`ALPHAS`] × [`BETAS`] for
 /// the best accuracy on `labels`; ties go to the lower negative log-likelihood, so among equally
 /// accurate mixtures the better calibrated one is served. Logits are row-major `[n, classes]`.
@@ -151,6 +131,50 @@ pub fn search_mixture(main: &[f32], aux: &[f32], labels: &[u8], classes: usize) 
     })
 }
 
+/// DHO on a labeled and an unlabeled mini-batch run through the network as one batch.
+pub(crate) struct Dho {
+    temperature: f64,
+    weights: DhoWeights,
+}
+
+impl Dho {
+    pub(crate) fn new(temperature: f64, weights: DhoWeights) -> Dho {
+        Dho { temperature, weights }
+    }
+}
+
+impl ClassifierMethod for Dho {
+    fn step(&mut self, run: &ClassifierRun, _epoch: usize, batch: &StepBatch, rng: &mut StdRng) -> Result<StepOutput> {
+        let forward = run.forward(batch, true, rng)?;
+        let (n_l, n_u, t) = (forward.n_labeled, forward.n_unlabeled, self.temperature);
+        let aux = forward.out.aux_logits.as_ref().expect("dho builds the aux head. This is a bug.");
+        let teacher = forward.teacher.as_ref().expect("dho loads a teacher. This is a bug.");
+        let ce = cross_entropy(&forward.out.logits.narrow(0, 0, n_l)?, &forward.labels)?;
+        let mut kd = kd_kl(&aux.narrow(0, 0, n_l)?, &teacher.narrow(0, 0, n_l)?, t)?;
+        if n_u > 0 {
+            kd = (kd + kd_kl(&aux.narrow(0, n_l, n_u)?, &teacher.narrow(0, n_l, n_u)?, t)?)?;
+        }
+        let loss = ((ce * self.weights.ce())? + (kd * self.weights.kd())?)?;
+        forward.output(loss)
+    }
+
+    /// Serves the head mixture searched on the validation split, with the network in eval mode.
+    fn finish(&self, run: &ClassifierRun, _history: &[EpochRecord]) -> Result<Finish> {
+        let (main, aux) = head_logits(&run.net, &run.val_set, run.norm, &run.device)?;
+        let mixture = search_mixture(&main, &aux, &run.val_set.labels, run.val_set.num_classes())?;
+        Ok(Finish {
+            inference: InferenceSpec::HeadMixture { alpha: mixture.alpha as f32, beta: mixture.beta as f32 },
+            val_accuracy: Some(mixture.val_accuracy),
+            metrics: BTreeMap::from([
+                ("val_accuracy_main_head".to_owned(), mixture.main_head_val_accuracy),
+                ("val_accuracy_aux_head".to_owned(), mixture.aux_head_val_accuracy),
+            ]),
+            head_mixture: Some(mixture),
+            dual_io: None,
+        })
+    }
+}
+
 fn softmax_rows(logits: &[f32], classes: usize, temperature: f64) -> Vec<f64> {
     let mut out = Vec::with_capacity(logits.len());
     for row in logits.chunks_exact(classes) {
@@ -178,25 +202,6 @@ fn accuracy(logits: &[f32], labels: &[u8], classes: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_split_is_per_class_fixed_by_the_seed_and_covers_everything() {
-        let labels: Vec<u8> = (0..200).map(|i| (i % 10) as u8).collect();
-        let (l, u) = labeled_split(&labels, 10, 0.1, 3);
-        assert_eq!(l.len(), 20);
-        assert_eq!(u.len(), 180);
-        let mut all: Vec<usize> = l.iter().chain(&u).copied().collect();
-        all.sort_unstable();
-        assert_eq!(all, (0..200).collect::<Vec<_>>());
-        for class in 0..10u8 {
-            assert_eq!(l.iter().filter(|&&i| labels[i] == class).count(), 2);
-        }
-        assert_eq!(labeled_split(&labels, 10, 0.1, 3), (l.clone(), u));
-        assert_ne!(labeled_split(&labels, 10, 0.1, 4).0, l);
-        // A tiny fraction still keeps one label per class; the full fraction keeps all.
-        assert_eq!(labeled_split(&labels, 10, 0.001, 3).0.len(), 10);
-        assert!(labeled_split(&labels, 10, 1.0, 3).1.is_empty());
-    }
 
     #[test]
     fn the_mixture_search_finds_the_head_that_is_right() {

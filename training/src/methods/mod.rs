@@ -9,24 +9,43 @@
 //! | `pskd`       | no      | 1     | the network's own last-epoch predictions as soft targets     |
 //! | `dual-io`    | no      | 1     | two branches on plain and distorted images, merged, unfrozen |
 //!
-//! Batch-local recipes are [`Method::loss`]; those that need the loop's state (sample indices,
-//! a labeled/unlabeled split, two networks) are driven by the trainer with the helpers in
-//! [`dho`], [`pskd`] and [`dual_io`].
+//! These are the methods of the CNN classifier family. [`Method`] is a recipe as the command line
+//! and provenance name it; [`build`] turns it into the [`ClassifierMethod`] that trains it, the one
+//! place that matches on it. Each method's module owns its loss and the state it keeps beside the
+//! student: the batch-local recipes ([`Method::loss`]) keep none; [`dho`] samples labeled and
+//! unlabeled images together and searches a head mixture after training; [`pskd`] keeps every
+//! image's last prediction; [`dual_io`] trains two branches, merges them and unfreezes the merged
+//! network in stages.
 
 pub mod dho;
 pub mod dual_io;
 pub mod pskd;
+mod run;
 mod teacher;
 
 use candle_core::Tensor;
+use rand::rngs::StdRng;
 use tandem_runtime::models::cnn::CnnOutput;
 
 use crate::losses::{binary_kl_norm, cross_entropy, kd_kl};
+use crate::sampling::StepBatch;
+use crate::trainer::StepOutput;
 use crate::{Error, Result};
 
 pub use dho::DhoWeights;
 pub use dual_io::MergeRule;
+pub use run::{ClassifierMethod, ClassifierRun, Finish, Forward};
 pub use teacher::Teacher;
+
+/// The method that trains `method` in `run`.
+pub fn build(method: &Method, run: &ClassifierRun) -> Result<Box<dyn ClassifierMethod>> {
+    Ok(match *method {
+        Method::Supervised | Method::Kd { .. } | Method::Dhkd { .. } => Box::new(BatchLocal(method.clone())),
+        Method::Dho { temperature, weights, .. } => Box::new(dho::Dho::new(temperature, weights)),
+        Method::Pskd { alpha } => Box::new(pskd::Pskd::new(alpha, run)?),
+        Method::DualIo { merge, stage_epochs } => Box::new(dual_io::DualIo::new(merge, stage_epochs, run)?),
+    })
+}
 
 /// A loss recipe.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,7 +214,7 @@ impl Method {
     /// The batch loss of the batch-local recipes (`supervised`, `kd`, `dhkd`) on a batch whose
     /// first `labels.len()` images are labeled and the rest are not (semi-supervised runs):
     /// cross-entropy sees the labeled images, distillation terms see every image the teacher
-    /// labelled. The other recipes need the training loop's state and are refused here.
+    /// labelled. The other recipes keep state beyond a batch (see their modules) and are refused here.
     pub fn loss(&self, out: &CnnOutput, labels: &Tensor, teacher: Option<&Tensor>) -> Result<Tensor> {
         let teacher = || teacher.expect("the trainer loads a teacher for methods that need one. This is a bug.");
         let labeled = |logits: &Tensor| logits.narrow(0, 0, labels.dim(0)?);
@@ -215,7 +234,7 @@ impl Method {
                 Ok(((ce * *gamma)? + (bkn * *alpha)?)?)
             }
             Method::Dho { .. } | Method::Pskd { .. } | Method::DualIo { .. } => Err(Error::InvalidArgument(format!(
-                "method {} needs the training loop's state; train it with `train`",
+                "method {} keeps state beyond a batch; train it with `train`",
                 self.name()
             ))),
         }
@@ -226,6 +245,19 @@ impl Method {
     /// leaves them out.
     pub fn accepts_labeled_fraction(&self) -> bool {
         matches!(self, Method::Supervised | Method::Kd { .. } | Method::Dhkd { .. } | Method::Dho { .. })
+    }
+}
+
+/// `supervised`, `kd` and `dhkd`: the loss of a batch depends on that batch alone.
+struct BatchLocal(Method);
+
+impl ClassifierMethod for BatchLocal {
+    fn step(&mut self, run: &ClassifierRun, _epoch: usize, batch: &StepBatch, rng: &mut StdRng) -> Result<StepOutput> {
+        // Without a teacher, unlabeled images teach nothing: supervised runs on a label budget
+        // take the same labeled batches as the distillation runs, and no more.
+        let forward = run.forward(batch, self.0.needs_teacher(), rng)?;
+        let loss = self.0.loss(&forward.out, &forward.labels, forward.teacher.as_ref())?;
+        forward.output(loss)
     }
 }
 

@@ -1,7 +1,21 @@
-//! PS-KD's state: every training image's prediction from the previous epoch, and the soft targets
-//! made from it.
+//! PS-KD: every training image's prediction from the previous epoch, the soft targets made from
+//! it, and the method that trains on them.
+//!
+//! The prediction table is checkpointed beside the weights (as [`TABLE`]), so a resumed run
+//! continues with the predictions the interrupted one had.
 
+use candle_core::{Tensor, Var, D};
+use candle_nn::ops::softmax;
+use rand::rngs::StdRng;
+
+use crate::losses::soft_cross_entropy;
+use crate::methods::{ClassifierMethod, ClassifierRun};
+use crate::sampling::StepBatch;
+use crate::trainer::StepOutput;
 use crate::{Error, Result};
+
+/// Name of the prediction table in the checkpoint.
+pub const TABLE: &str = "pskd.predictions";
 
 /// The weight of the self-prediction at epoch `epoch` (0-based) of `epochs`: `α_T · (e + 1) / E`,
 /// so the network leans on its own past answers more as they become trustworthy.
@@ -81,6 +95,52 @@ impl PredictionTable {
         for (&i, row) in idx.iter().zip(probs.chunks_exact(c)) {
             self.probs[i * c..(i + 1) * c].copy_from_slice(row);
         }
+    }
+}
+
+/// Progressive self-knowledge distillation on the labeled images of each batch.
+pub(crate) struct Pskd {
+    alpha: f64,
+    epochs: usize,
+    table: PredictionTable,
+    /// The table as a checkpointed variable, written before every checkpoint.
+    var: Var,
+}
+
+impl Pskd {
+    /// Starts from one-hot predictions of the training labels.
+    pub(crate) fn new(alpha: f64, run: &ClassifierRun) -> Result<Pskd> {
+        let ds = &run.train_set;
+        let table = PredictionTable::one_hot(&ds.labels, ds.num_classes())?;
+        let shape = (ds.len(), table.classes());
+        let var = Var::from_tensor(&Tensor::from_slice(table.as_slice(), shape, &run.device)?)?;
+        Ok(Pskd { alpha, epochs: run.epochs, table, var })
+    }
+}
+
+impl ClassifierMethod for Pskd {
+    fn state(&self) -> Vec<(String, Var)> {
+        vec![(TABLE.to_owned(), self.var.clone())]
+    }
+
+    fn restored(&mut self) -> Result<()> {
+        self.table.load(self.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn step(&mut self, run: &ClassifierRun, epoch: usize, batch: &StepBatch, rng: &mut StdRng) -> Result<StepOutput> {
+        let forward = run.forward(batch, false, rng)?;
+        let alpha = alpha_at(self.alpha, epoch, self.epochs);
+        let targets = self.table.targets(&batch.labeled, &run.train_set.labels, alpha);
+        let targets = Tensor::from_vec(targets, (forward.n_labeled, self.table.classes()), &run.device)?;
+        let loss = soft_cross_entropy(&forward.out.logits, &targets)?;
+        let probs = softmax(&forward.out.logits.detach(), D::Minus1)?.flatten_all()?.to_vec1::<f32>()?;
+        self.table.update(&batch.labeled, &probs);
+        forward.output(loss)
+    }
+
+    fn save_state(&mut self, run: &ClassifierRun) -> Result<()> {
+        self.var.set(&Tensor::from_slice(self.table.as_slice(), self.var.shape(), &run.device)?)?;
+        Ok(())
     }
 }
 

@@ -7,8 +7,7 @@ use tandem_runtime::bundle::{Bundle, InputSpec};
 use tandem_runtime::families::classifier::inference_cnn;
 use tandem_runtime::models::cnn::Cnn;
 
-use crate::data::Dataset;
-use crate::trainer::teacher_input;
+use crate::data::{pixels_to_tensor, Dataset, Normalization};
 use crate::{Error, Result};
 
 /// A frozen teacher loaded from a bundle, run in inference mode on the student's batches.
@@ -50,7 +49,10 @@ impl Teacher {
 
     /// Main-head logits for `b` raw images (the same augmented pixels the student sees).
     pub fn logits(&self, pixels: &[u8], b: usize) -> Result<Tensor> {
-        let x = teacher_input(pixels, b, self.input.shape, &self.input, &self.device)?;
+        // The teacher normalises with its own statistics, recorded in its bundle.
+        let norm = Normalization { mean: self.input.mean, std: self.input.std };
+        let [_, h, w] = self.input.shape;
+        let x = pixels_to_tensor(pixels, b, h, w, norm, &self.device)?;
         Ok(self.net.forward_t(&x, false)?.logits.detach())
     }
 }

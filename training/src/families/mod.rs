@@ -1,0 +1,6 @@
+//! The model families training knows, one module each, mirroring the runtime's families.
+//!
+//! Each implements [`crate::trainer::Family`]: it supplies its data, its model and the loss of a
+//! batch, and the shared loop does the rest.
+
+pub mod classifier;

@@ -1,0 +1,4 @@
+//! The training crate's integration tests, linked as one binary.
+
+mod methods;
+mod reproduction;
