@@ -58,6 +58,7 @@ fn describe() {
         "HTTP request latency by matched route and method"
     );
     metrics::describe_counter!("tandem_model_requests_total", "inference requests by resolved model and status");
+    tandem_runtime::repository::describe_metrics();
 }
 
 /// Renders the text exposition; runs upkeep first because no background task does it for us.
