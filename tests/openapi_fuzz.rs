@@ -102,6 +102,8 @@ fn schemathesis_finds_no_failures_in_the_served_api() {
     // other operations need are given with --model, which the admin API never unloads or reloads
     // (it answers 409), so no generated request can take them away, whatever order or ids
     // schemathesis picks; loading, reloading or unloading the scratch bundle changes nothing else.
+    // This matters: schemathesis 4's stateful phase infers links from `GET /v1/models` to every
+    // `{id}` parameter, so it does call `DELETE /v1/models/{id}` with the ids that list returns.
     let models_dir = dir.path().join("models");
     tandem_runtime::testing::write_tiny_classifier_bundle(&models_dir, "scratch", "1").expect("a scratch bundle");
     let server = Server::start(&[

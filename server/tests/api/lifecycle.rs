@@ -93,15 +93,30 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    try_call(client, addr, method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One exchange; a transport error or a body that is not JSON is an `Err` naming it.
+async fn try_call(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
     let mut req = client.request(method, format!("http://{addr}{path}"));
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let res = req.send().await.expect("an HTTP answer");
+    let res = req.send().await.map_err(|e| format!("no HTTP answer: {e}"))?;
     let status = res.status().as_u16();
-    let bytes = res.bytes().await.expect("body");
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
-    (status, body)
+    let bytes = res.bytes().await.map_err(|e| format!("{status} with a broken body: {e}"))?;
+    if bytes.is_empty() {
+        return Ok((status, Value::Null));
+    }
+    let body = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{status} with a body that is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))?;
+    Ok((status, body))
 }
 
 /// Checks the error shape and that the spec documents the status; returns the message.
@@ -142,11 +157,12 @@ impl Traffic {
                     let client = reqwest::Client::builder().no_proxy().build().expect("client");
                     let (mut failures, mut models) = (Vec::new(), BTreeSet::new());
                     while !stop.load(Ordering::SeqCst) {
-                        let (status, body) = call(&client, addr, Method::POST, &path, Some(classify_body())).await;
-                        if status == 200 {
-                            models.insert(body["model"].as_str().expect("model").to_owned());
-                        } else {
-                            failures.push(format!("{status}: {body}"));
+                        match try_call(&client, addr, Method::POST, &path, Some(classify_body())).await {
+                            Ok((200, body)) => {
+                                models.insert(body["model"].as_str().unwrap_or("<no model field>").to_owned());
+                            }
+                            Ok((status, body)) => failures.push(format!("{status}: {body}")),
+                            Err(err) => failures.push(err),
                         }
                         done.fetch_add(1, Ordering::SeqCst);
                     }
