@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of the CPU image with podman: build it around a host binary, serve a bundle,
-# probe health, classify, scrape metrics, and stop it with SIGTERM.
+# probe health, classify, scrape metrics, hot-reload a mounted models directory, and stop it with
+# SIGTERM.
 #
 # Needs no registry: the Debian base comes from debootstrap (built once, then cached) and is
 # tagged as debian:bookworm-slim, and the binary is built on the host (BUILD_FROM=prebuilt).
@@ -291,6 +292,87 @@ curl -fsS -m "$REQUEST_TIMEOUT" -o "$work/metrics.txt" "$url/metrics" || fail "G
 grep -q '^tandem_model_requests_total{.*digits-student.*} [1-9]' "$work/metrics.txt" ||
     fail "/metrics has no tandem_model_requests_total sample for digits-student"
 say "metrics ok"
+
+# --- hot reload --------------------------------------------------------------------------------
+
+# A second container serves a models directory mounted read-only from the host and watches it;
+# the host changes the bundles under it while the container runs.
+models_dir=$work/models-dir
+mkdir -p "$models_dir"
+cp -R "$ctx/models/digits-student" "$models_dir/"
+chmod -R a+rX "$models_dir"
+reloading=tandem-smoke-reload-$$
+podman run -d --read-only --name "$reloading" -p 127.0.0.1::8080 -v "$models_dir:/srv/models:ro" \
+    -e TANDEM_API_KEY=smoke "$image" serve --models-dir /srv/models --watch --watch-interval-ms 200 \
+    >/dev/null 2>>"$work/podman.log" ||
+    { tail -n 5 "$work/podman.log" >&2; fail "podman run of the models-directory container failed"; }
+container_reload_cleanup() { podman rm -f -t 0 "$reloading" >/dev/null 2>&1 || true; }
+# Keeps the exit status for `cleanup`, which reports and returns it.
+trap 'rc=$?; container_reload_cleanup; (exit "$rc"); cleanup' EXIT
+reload_url=http://$(podman port "$reloading" 8080/tcp | head -n 1)
+deadline=$((SECONDS + READY_TIMEOUT))
+until curl -fsS -m 2 -o /dev/null "$reload_url/health/ready" 2>/dev/null; do
+    ((SECONDS < deadline)) || fail "the models-directory container was not ready within ${READY_TIMEOUT}s"
+    sleep 0.5
+done
+
+# Calls the admin API or lists the models; leaves the JSON answer in $work/answer.json and prints
+# the HTTP status.
+admin() {
+    local method=$1 path=$2
+    curl -sS -m "$REQUEST_TIMEOUT" -o "$work/answer.json" -w '%{http_code}' -X "$method" \
+        -H 'authorization: Bearer smoke' "$reload_url$path"
+}
+# Waits until `GET /v1/models` satisfies a Python expression over `models` (the list).
+wait_models() {
+    local what=$1 expr=$2
+    deadline=$((SECONDS + READY_TIMEOUT))
+    until [[ $(admin GET /v1/models) == 200 ]] && python3 -c "import json,sys; models=json.load(open(sys.argv[1]))['models']; sys.exit(0 if ($expr) else 1)" "$work/answer.json"; do
+        ((SECONDS < deadline)) || fail "timed out waiting for $what: $(cat "$work/answer.json")"
+        sleep 0.5
+    done
+}
+classify_reloading() {
+    curl -sS -m "$REQUEST_TIMEOUT" -o "$work/answer.json" -w '%{http_code}' -H 'authorization: Bearer smoke' \
+        -H 'content-type: application/json' --data-binary "@$work/classify.json" \
+        "$reload_url/v1/models/digits-student/classify"
+}
+
+wait_models "digits-student@1" "any(m['id'] == 'digits-student@1' and m['state'] == 'ready' for m in models)"
+old_bundle=$(python3 -c "import json,sys; print([m['bundle_id'] for m in json.load(open(sys.argv[1]))['models']][0])" "$work/answer.json")
+
+# A corrupt copy is refused on request, and the old version keeps answering.
+cp "$models_dir/digits-student/model.safetensors" "$work/good.safetensors"
+python3 - "$models_dir/digits-student/model.safetensors" <<'EOF2'
+import sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+data[-1] ^= 1
+open(path, "wb").write(bytes(data))
+EOF2
+status=$(admin POST /v1/models/digits-student/reload)
+[[ $status == 422 ]] || fail "reloading a corrupt bundle answered $status: $(cat "$work/answer.json")"
+grep -q invalid_bundle "$work/answer.json" || fail "the refusal is not invalid_bundle: $(cat "$work/answer.json")"
+status=$(classify_reloading)
+[[ $status == 200 ]] || fail "classify after a refused reload answered $status: $(cat "$work/answer.json")"
+say "corrupt bundle refused, the old version still serves"
+
+# The good weights under a new version: the watcher swaps digits-student@1 for @2.
+cp "$work/good.safetensors" "$models_dir/digits-student/model.safetensors"
+python3 - "$models_dir/digits-student/manifest.json" <<'EOF2'
+import json, sys
+path = sys.argv[1]
+manifest = json.load(open(path))
+manifest["version"] = "2"
+json.dump(manifest, open(path, "w"), indent=2)
+EOF2
+wait_models "the watcher to serve digits-student@2" \
+    "[m['id'] for m in models] == ['digits-student@2'] and models[0]['state'] == 'ready' and models[0]['bundle_id'] != '$old_bundle'"
+status=$(classify_reloading)
+[[ $status == 200 ]] && grep -q '"model":"digits-student@2"' "$work/answer.json" ||
+    fail "classify after the hot reload answered $status: $(cat "$work/answer.json")"
+say "hot reload ok: the watcher swapped digits-student@1 for @2 in the running container"
+container_reload_cleanup
 
 # --- graceful stop -----------------------------------------------------------------------------
 

@@ -15,10 +15,21 @@ use tandem_server::ServerConfig;
 #[derive(clap::Args, Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ServeSettings {
-    /// Bundle directories to serve.
+    /// Bundle directories to serve; the admin API never unloads or reloads these.
     #[arg(long = "model", env = "TANDEM_MODELS", value_delimiter = ',')]
     #[serde(default)]
     pub models: Vec<PathBuf>,
+    /// A models directory: every bundle under it (`<name>/` or `<name>/<version>/`) is served at
+    /// start, and the admin API loads, reloads and unloads from it.
+    #[arg(long, env = "TANDEM_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Poll the models directory and load new, reload changed and unload removed bundles
+    /// [default: false].
+    #[arg(long, env = "TANDEM_WATCH", num_args = 0..=1, default_missing_value = "true")]
+    pub watch: Option<bool>,
+    /// How often `--watch` looks at the models directory, in milliseconds [default: 2000].
+    #[arg(long, env = "TANDEM_WATCH_INTERVAL_MS")]
+    pub watch_interval_ms: Option<u64>,
     /// Interface to bind [default: 127.0.0.1].
     #[arg(long, env = "TANDEM_HOST")]
     pub host: Option<String>,
@@ -136,6 +147,9 @@ impl ServeSettings {
     pub fn over(self, base: ServeSettings) -> ServeSettings {
         ServeSettings {
             models: if self.models.is_empty() { base.models } else { self.models },
+            models_dir: self.models_dir.or(base.models_dir),
+            watch: self.watch.or(base.watch),
+            watch_interval_ms: self.watch_interval_ms.or(base.watch_interval_ms),
             host: self.host.or(base.host),
             port: self.port.or(base.port),
             max_batch_size: self.max_batch_size.or(base.max_batch_size),
@@ -177,6 +191,21 @@ impl ServeSettings {
                 request_timeout: self.request_timeout_ms.map_or(b.request_timeout, Duration::from_millis),
             },
             cache_capacity: self.cache_capacity.unwrap_or(d.cache_capacity),
+        }
+    }
+
+    /// How often to poll the models directory, when it is watched; checked against the other
+    /// settings.
+    pub fn watch_interval(&self) -> anyhow::Result<Option<Duration>> {
+        if !self.watch.unwrap_or(false) {
+            return Ok(None);
+        }
+        if self.models_dir.is_none() {
+            anyhow::bail!("--watch needs a models directory to watch: pass --models-dir DIR");
+        }
+        match self.watch_interval_ms.unwrap_or(2000) {
+            0 => anyhow::bail!("--watch-interval-ms must be at least 1"),
+            ms => Ok(Some(Duration::from_millis(ms))),
         }
     }
 
@@ -231,6 +260,19 @@ mod tests {
         assert_eq!(merged.runtime_config().batch.max_batch_size, 8);
         assert_eq!(merged.models, vec![PathBuf::from("a")]);
         assert_eq!(merged.server_config().host, "127.0.0.1");
+    }
+
+    #[test]
+    fn the_models_directory_and_its_watch_layer_like_the_rest() {
+        let file: ServeSettings =
+            toml::from_str("models_dir = \"models\"\nwatch = true\nwatch_interval_ms = 500").unwrap();
+        let merged = ServeSettings::default().over(file.clone());
+        assert_eq!(merged.models_dir, Some(PathBuf::from("models")));
+        assert_eq!(merged.watch_interval().unwrap(), Some(Duration::from_millis(500)));
+        let off = ServeSettings { watch: Some(false), ..Default::default() }.over(file);
+        assert_eq!(off.watch_interval().unwrap(), None);
+        let nowhere = ServeSettings { watch: Some(true), ..Default::default() };
+        assert!(nowhere.watch_interval().unwrap_err().to_string().contains("--models-dir"));
     }
 
     #[test]

@@ -31,6 +31,12 @@ Rather than switching a check off, these hooks narrow the gap precisely:
   `application/octet-stream` bodies: the binary tensor data extension's body is N bytes of JSON
   followed by raw tensors, with N in a request header, which no schema can describe, so
   schemathesis sends random bytes that are never a valid request, as for raw images.
+
+The admin routes (`POST /v1/models`, `DELETE /v1/models/{id}`, `POST /v1/models/{id}/reload`) need no
+hook. The fuzzed server gives the models the other operations use with `--model`, which the admin API
+refuses to unload or reload (409, documented), and its models directory holds only a scratch bundle,
+so whatever the stateful phase unloads, nothing else loses its model. Load requests state the name
+rule as a pattern, so generated names are looked up (404 when absent) rather than refused.
 """
 
 import base64

@@ -6,6 +6,7 @@ mod embedder;
 mod errors;
 mod http;
 mod kserve;
+mod lifecycle;
 mod openapi_fuzz;
 mod resume;
 mod settings;

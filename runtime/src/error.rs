@@ -35,6 +35,10 @@ pub enum Error {
     /// The model cannot take requests now (shutting down, worker gone).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request conflicts with what is served: a model given at start cannot be unloaded or
+    /// reloaded from the models directory, and one id cannot be served from two places.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A bundle on disk is missing, malformed or inconsistent.
     #[error("bundle error: {0}")]
     Bundle(String),

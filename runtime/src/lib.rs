@@ -33,6 +33,7 @@ pub mod kernels;
 pub mod layers;
 pub mod models;
 pub mod registry;
+pub mod repository;
 mod runtime;
 pub mod telemetry;
 pub mod testing;
@@ -47,7 +48,7 @@ pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction, Pr
 pub use families::embedder::{
     EmbedRequest, EmbedResponse, Ranked, RerankRequest, RerankResponse, SimilarityResponse, TextUsage,
 };
-pub use runtime::{ModelInfo, Runtime, RuntimeConfig};
+pub use runtime::{ModelInfo, Runtime, RuntimeConfig, StagedModel};
 pub use telemetry::describe_metrics;
 
 /// Re-exported so that downstream crates build tensors with the exact candle version used here.

@@ -76,9 +76,30 @@ impl Registry {
         self.models.write().expect("registry lock poisoned. This is a bug.").insert(id, model);
     }
 
-    /// Removes a model by its exact id; in-flight requests on it still complete.
-    pub fn remove(&self, id: &str) {
-        self.models.write().expect("registry lock poisoned. This is a bug.").remove(id);
+    /// Removes a model by its exact id and returns it; in-flight requests on it still complete.
+    ///
+    /// The caller drops what is returned outside the lock: dropping the last handle of a model
+    /// joins its worker thread.
+    pub fn remove(&self, id: &str) -> Option<Arc<dyn Served>> {
+        self.models.write().expect("registry lock poisoned. This is a bug.").remove(id)
+    }
+
+    /// Serves `model` in one step under the write lock: it takes the place of any model with its
+    /// id, and of the model `replaces` names (a reload whose version changed), so that no request
+    /// ever finds neither. Returns the models it displaced, for the caller to drop outside the lock;
+    /// requests already holding them finish on them.
+    pub fn swap(&self, model: Arc<dyn Served>, replaces: Option<&str>) -> Vec<Arc<dyn Served>> {
+        let id = model.info().id.clone();
+        let mut models = self.models.write().expect("registry lock poisoned. This is a bug.");
+        let mut displaced: Vec<Arc<dyn Served>> =
+            replaces.filter(|old| *old != id).and_then(|old| models.remove(old)).into_iter().collect();
+        displaced.extend(models.insert(id, model));
+        displaced
+    }
+
+    /// Whether a model is served under exactly this id.
+    pub fn contains(&self, id: &str) -> bool {
+        self.models.read().expect("registry lock poisoned. This is a bug.").contains_key(id)
     }
 
     /// Every loaded model, ordered by id.
@@ -117,7 +138,7 @@ impl Registry {
 }
 
 /// Orders versions numerically where they are numbers ("1.10" after "1.9"), else as text.
-fn version_key(version: &str) -> Vec<(u64, String)> {
+pub(crate) fn version_key(version: &str) -> Vec<(u64, String)> {
     version.split(['.', '-']).map(|part| (part.parse().unwrap_or(0), part.to_owned())).collect()
 }
 

@@ -13,8 +13,8 @@ use crate::bundle::{Bundle, Manifest};
 use crate::cache::{CacheStats, ResultCache};
 use crate::family::Family;
 use crate::infer::CachedOutput;
-use crate::registry::{Loaded, Registry};
-use crate::Result;
+use crate::registry::{Loaded, Registry, Served};
+use crate::{Error, Result};
 
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,16 @@ impl ModelInfo {
     }
 }
 
+/// A loaded, validated and warmed-up model that no request can reach yet; see [`Runtime::stage`].
+pub struct StagedModel(Arc<dyn Served>);
+
+impl StagedModel {
+    /// What the model will be served as.
+    pub fn info(&self) -> &ModelInfo {
+        self.0.info()
+    }
+}
+
 /// Loaded models plus the shared result cache. Cheap to share behind an `Arc`.
 pub struct Runtime {
     registry: Registry,
@@ -97,11 +107,41 @@ impl Runtime {
         Ok(info)
     }
 
+    /// Loads, validates and warms up the bundle in `dir` without serving it: the first half of a
+    /// hot reload, run on a blocking thread while the old version keeps serving. A bundle that fails
+    /// here was never visible to a request.
+    pub fn stage(&self, dir: &Path) -> Result<StagedModel> {
+        let bundle = Bundle::load(dir)?;
+        let model = crate::families::load(&bundle, &self.device, self.config.batch)?;
+        if let Err(err) = model.warmup() {
+            return Err(Error::Bundle(format!("{}: warm-up batch failed: {err}", dir.display())));
+        }
+        Ok(StagedModel(model))
+    }
+
+    /// Serves a staged model, the second half of a hot reload: one swap of the registry's entry
+    /// takes the place of any model with the same `name@version` and of `replaces` (the old id when
+    /// the version changed). Requests that already hold the old model finish on it; every request
+    /// that looks the model up afterwards gets the new one.
+    pub fn swap_in(&self, staged: StagedModel, replaces: Option<&str>) -> ModelInfo {
+        let info = staged.0.info().clone();
+        let displaced = self.registry.swap(staged.0, replaces);
+        tracing::info!(model = %info.id, kind = %info.kind, bundle = %info.bundle_id, replaced = displaced.len(), "serving");
+        // Dropped here, outside the registry's lock: the last handle of a model joins its worker.
+        drop(displaced);
+        info
+    }
+
     /// Unloads a model; in-flight requests on it still complete.
     pub fn unload(&self, id: &str) -> Result<()> {
         let key = self.registry.get(id)?.info().id.clone();
-        self.registry.remove(&key);
+        drop(self.registry.remove(&key));
         Ok(())
+    }
+
+    /// Whether a model is served under exactly this `name@version`.
+    pub fn serves(&self, id: &str) -> bool {
+        self.registry.contains(id)
     }
 
     /// All loaded models, ordered by id.

@@ -62,10 +62,18 @@ pub fn manifest_for(name: &str, version: &str, cfg: CnnConfig) -> Manifest {
 
 /// Writes a random-weight 8×8 ten-class classifier bundle to `dir/name` and returns its path.
 pub fn write_tiny_classifier_bundle(dir: &Path, name: &str, version: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    write_tiny_classifier_bundle_at(&path, name, version)?;
+    Ok(path)
+}
+
+/// Writes a random-weight 8×8 ten-class classifier bundle named `name@version` into the directory
+/// `path`, e.g. `models/<name>/<version>`; every call draws new weights, so a bundle written twice
+/// has two ids.
+pub fn write_tiny_classifier_bundle_at(path: &Path, name: &str, version: &str) -> Result<()> {
     let cfg = tiny_cnn_config();
     let varmap = VarMap::new();
     Cnn::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-    let path = dir.join(name);
-    write_bundle(&path, &manifest_for(name, version, cfg), &varmap)?;
-    Ok(path)
+    write_bundle(path, &manifest_for(name, version, cfg), &varmap)?;
+    Ok(())
 }

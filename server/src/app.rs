@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
 
     let api = Router::new()
         .merge(routes::models::router())
+        .merge(routes::admin::router())
         .merge(routes::classifier::router())
         .merge(routes::embedder::router())
         .merge(routes::kserve::router())
@@ -108,7 +109,7 @@ fn cors_layer(origins: &[String], request_id: &HeaderName) -> Option<CorsLayer> 
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, request_id.clone(), inference_header.clone()])
             .expose_headers([
                 request_id.clone(),

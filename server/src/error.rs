@@ -55,6 +55,11 @@ pub enum ErrorType {
     UnsupportedMediaType,
     /// Well-formed JSON of the wrong shape, or values the model cannot use.
     InvalidInput,
+    /// A bundle in the models directory failed verification or warm-up; what served keeps serving.
+    InvalidBundle,
+    /// The request conflicts with how the server runs: the admin API without a models directory,
+    /// or a model that was not loaded from it.
+    Conflict,
     /// Too much work in flight; retry after `Retry-After` seconds.
     Overloaded,
     /// The request did not finish within its deadline.
@@ -67,7 +72,7 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// Every error type, so that documentation and tests can walk the whole table.
-    pub const ALL: [ErrorType; 18] = [
+    pub const ALL: [ErrorType; 20] = [
         ErrorType::BadRequest,
         ErrorType::InvalidJson,
         ErrorType::InvalidImage,
@@ -82,6 +87,8 @@ impl ErrorType {
         ErrorType::HeadersTooLarge,
         ErrorType::UnsupportedMediaType,
         ErrorType::InvalidInput,
+        ErrorType::InvalidBundle,
+        ErrorType::Conflict,
         ErrorType::Overloaded,
         ErrorType::Timeout,
         ErrorType::Unavailable,
@@ -102,7 +109,8 @@ impl ErrorType {
             ErrorType::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorType::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorType::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::InvalidInput | ErrorType::InvalidBundle => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::Conflict => StatusCode::CONFLICT,
             ErrorType::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorType::Timeout | ErrorType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,6 +134,8 @@ impl ErrorType {
             ErrorType::HeadersTooLarge => "headers_too_large",
             ErrorType::UnsupportedMediaType => "unsupported_media_type",
             ErrorType::InvalidInput => "invalid_input",
+            ErrorType::InvalidBundle => "invalid_bundle",
+            ErrorType::Conflict => "conflict",
             ErrorType::Overloaded => "overloaded",
             ErrorType::Timeout => "timeout",
             ErrorType::Unavailable => "unavailable",
@@ -152,6 +162,12 @@ impl ErrorType {
             ErrorType::HeadersTooLarge => "the request headers exceed the server's size limit",
             ErrorType::UnsupportedMediaType => "the content type is not accepted by this route",
             ErrorType::InvalidInput => "well-formed JSON of the wrong shape, or unusable values",
+            ErrorType::InvalidBundle => {
+                "the bundle in the models directory failed verification or warm-up; what was serving keeps serving"
+            }
+            ErrorType::Conflict => {
+                "the admin API needs a models directory (`--models-dir`), and manages only the models loaded from it"
+            }
             ErrorType::Overloaded => "too many requests in flight; retry after `Retry-After` seconds",
             ErrorType::Timeout => "the request did not finish within the server's deadline",
             ErrorType::Unavailable => "the server is warming up or draining, or the model cannot take requests",
@@ -252,6 +268,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => ErrorType::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorType::UnsupportedMediaType,
             StatusCode::UNPROCESSABLE_ENTITY => ErrorType::InvalidInput,
+            StatusCode::CONFLICT => ErrorType::Conflict,
             StatusCode::SERVICE_UNAVAILABLE => ErrorType::Unavailable,
             s if s.is_server_error() => ErrorType::Internal,
             _ => ErrorType::BadRequest,
@@ -360,6 +377,7 @@ impl From<tandem_runtime::Error> for ApiError {
             E::Overloaded => ApiError::of(ErrorType::Overloaded),
             E::Timeout => ApiError::of(ErrorType::Timeout),
             E::Unavailable(m) => ApiError::new(ErrorType::Unavailable, m),
+            E::Conflict(m) => ApiError::new(ErrorType::Conflict, m),
             E::Bundle(m) => ApiError::new(ErrorType::Internal, format!("bundle error: {m}")),
             other => ApiError::new(ErrorType::Internal, other.to_string()),
         }
@@ -451,6 +469,7 @@ mod tests {
             (E::Overloaded, 429),
             (E::Timeout, 503),
             (E::Unavailable("x".into()), 503),
+            (E::Conflict("x".into()), 409),
             (E::Bundle("x".into()), 500),
             (E::Internal("x".into()), 500),
             (E::WrongKind { model: "m@1".into(), kind: "classifier".into(), expected: "embedder" }, 422),

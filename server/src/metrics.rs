@@ -67,6 +67,7 @@ fn describe() {
         "errors accepting connections, such as running out of file descriptors"
     );
     tandem_runtime::describe_metrics();
+    tandem_runtime::repository::describe_metrics();
 }
 
 /// Renders the text exposition; runs upkeep first because no background task does it for us.

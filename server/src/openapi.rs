@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorShape, ErrorType};
-use crate::routes::{self, classifier, docs, embedder, health, kserve, metrics, models};
+use crate::routes::{self, admin, classifier, docs, embedder, health, kserve, metrics, models};
 use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
 
@@ -61,6 +61,9 @@ fn behind_api_layers(path: &str) -> bool {
         health::ready,
         models::list_models,
         models::get_model,
+        admin::load_model,
+        admin::unload_model,
+        admin::reload_model,
         classifier::classify,
         embedder::openai_embeddings,
         embedder::compat_rerank,
@@ -84,7 +87,7 @@ fn behind_api_layers(path: &str) -> bool {
     modifiers(&ErrorResponses, &BearerAuth),
     tags(
         (name = "health", description = "probes for orchestrators"),
-        (name = "models", description = "what is loaded"),
+        (name = "models", description = "what is loaded, and loading, reloading and unloading bundles of the models directory"),
         (name = "inference", description = "running models"),
         (name = "open inference", description = "the Open Inference Protocol (KServe v2): Triton's, KServe's and Seldon's clients"),
         (name = "operations", description = "metrics and documentation"),
@@ -98,6 +101,9 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
         "ready" => health::READY_ERRORS,
         "metrics" => metrics::METRICS_ERRORS,
         "get_model" => models::GET_MODEL_ERRORS,
+        "load_model" => admin::LOAD_ERRORS,
+        "unload_model" => admin::UNLOAD_ERRORS,
+        "reload_model" => admin::RELOAD_ERRORS,
         "classify" => classifier::CLASSIFY_ERRORS,
         "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => routes::INFERENCE_ERRORS,
         "server_ready" => kserve::SERVER_READY_ERRORS,
@@ -188,7 +194,7 @@ impl Modify for BearerAuth {
             if !behind_api_layers(path) && path != metrics::PATH {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
                 operation.security = Some(vec![
                     SecurityRequirement::default(),
                     SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),

@@ -1,9 +1,11 @@
-//! Shared state of the handlers: the runtime, the settings, and the readiness flag.
+//! Shared state of the handlers: the runtime, the settings, the readiness flag, and the models
+//! directory when there is one.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use tandem_runtime::repository::Repository;
 use tandem_runtime::Runtime;
 
 use crate::auth::ApiKeys;
@@ -18,6 +20,8 @@ pub struct AppState {
     pub(crate) keys: Arc<ApiKeys>,
     ready: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
+    /// The models directory behind the admin API; without one the admin routes answer 409.
+    pub(crate) repository: Option<Arc<Repository>>,
 }
 
 impl AppState {
@@ -32,7 +36,18 @@ impl AppState {
             keys: Arc::new(ApiKeys::new(config)),
             ready: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            repository: None,
         }
+    }
+
+    /// Turns the admin API on over `repository`, which must serve into this state's runtime.
+    pub fn with_repository(mut self, repository: Arc<Repository>) -> AppState {
+        assert!(
+            Arc::ptr_eq(repository.runtime(), &self.runtime),
+            "the models directory serves into another runtime than the handlers read"
+        );
+        self.repository = Some(repository);
+        self
     }
 
     /// Flips `/health/ready` between 200 and 503.

@@ -326,9 +326,11 @@ async fn infer(state: &AppState, id: &str, request: Request) -> Result<Response,
         let binary = binary_output(&decoded.request, &contract)?;
         let (input, raw) = the_input(&decoded, &contract)?;
         let batch = batch_size(state, input, &contract)?;
+        // By the id as requested, like `on_model`: a hot reload may have swapped `name@1` for
+        // `name@2` since `info` was read.
         let (width, data) = match contract.family {
-            Family::Classifier(shape) => classify(state, &info.id, shape, input, raw).await?,
-            Family::Embedder => embed(state, &info.id, input, raw).await?,
+            Family::Classifier(shape) => classify(state, id, shape, input, raw).await?,
+            Family::Embedder => embed(state, id, input, raw).await?,
         };
         let output = codec::Output { name: contract.output.name, shape: vec![batch, width], data, binary };
         codec::encode(info.name, info.version, decoded.request.id, vec![output])

@@ -5,6 +5,7 @@
 //! through [`on_model`], so resolving the model, refusing other kinds and per-model metrics are
 //! written once. `kserve.rs` speaks the Open Inference Protocol (`/v2`) for every family it maps.
 
+pub(crate) mod admin;
 pub(crate) mod classifier;
 pub(crate) mod docs;
 pub(crate) mod embedder;
@@ -43,11 +44,16 @@ pub(crate) fn routes_for_kind(kind: &str) -> &'static [&'static str] {
     }
 }
 
-/// Resolves `id` to a model of `kind`, runs `run` with its `name@version`, and counts the request
-/// against the model (or `unknown`) with its final status.
+/// Resolves `id` to a model of `kind`, runs `run` with `id` itself, and counts the request against
+/// the resolved model (or `unknown`) with its final status.
 ///
 /// A model of another kind is refused here, before the body is read, with a 422 that names the
 /// routes the model does serve.
+///
+/// `run` gets the id as the client wrote it, not the `name@version` it resolved to: a hot reload
+/// that changes a bare name's version replaces `name@1` by `name@2` in one swap, and a request
+/// that resolved `name@1` just before it must still find a model. The runtime resolves the id
+/// again and answers with the `name@version` that really ran.
 pub(crate) async fn on_model<T, Fut>(
     state: &AppState,
     id: &str,
@@ -57,7 +63,7 @@ pub(crate) async fn on_model<T, Fut>(
 where
     Fut: Future<Output = Result<T, ApiError>>,
 {
-    on_model_of(state, id, &[kind], |info| run(info.id)).await
+    on_model_of(state, id, &[kind], |_| run(id.to_owned())).await
 }
 
 /// [`on_model`] for routes that serve several kinds (the Open Inference Protocol's): `run` gets

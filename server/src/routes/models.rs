@@ -1,4 +1,4 @@
-//! Model listing and details.
+//! Model listing and details; loading and unloading are the admin API's (`admin.rs`).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -16,15 +16,29 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/models", get(list_models)).route("/v1/models/{id}", get(get_model))
 }
 
-/// Lists the loaded models.
+/// Lists the loaded models, and the bundles of the models directory that are loading or failed
+/// to load, each with its `state`.
 #[utoipa::path(
     get,
     path = "/v1/models",
     tag = "models",
-    responses((status = 200, description = "the loaded models, ordered by id", body = ModelList))
+    responses((status = 200, description = "the models, ordered by id", body = ModelList))
 )]
 pub(crate) async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
-    let models = state.runtime.models().iter().map(ModelSummary::from).collect();
+    let mut models: Vec<ModelSummary> = state.runtime.models().iter().map(ModelSummary::from).collect();
+    let statuses = state.repository.as_ref().map(|repository| repository.statuses()).unwrap_or_default();
+    for status in &statuses {
+        let summary = ModelSummary::from(status);
+        // The runtime and the directory are read one after the other: a model that began serving
+        // in between is added, not listed twice. A bundle that does not serve is listed on its own,
+        // even when its id is served from elsewhere (which is why it failed).
+        let listed = status.model.as_ref().and_then(|_| models.iter_mut().find(|m| m.id == summary.id));
+        match listed {
+            Some(listed) => *listed = summary,
+            None => models.push(summary),
+        }
+    }
+    models.sort_by(|a, b| a.id.cmp(&b.id));
     Json(ModelList { models })
 }
 

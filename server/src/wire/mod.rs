@@ -43,26 +43,61 @@ pub struct HealthStatus {
     pub status: String,
 }
 
-/// One loaded model, as listed.
+/// One model, as listed: a loaded one, or a bundle of the models directory that is loading or
+/// failed to load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelSummary {
     /// `name@version`; any route taking a model id also accepts the bare name (highest version).
     pub id: String,
     /// Model name.
     pub name: String,
-    /// Model version.
+    /// Model version; empty for a bundle that failed to load before its version was known.
     pub version: String,
-    /// Content hash of the bundle, `sha256:<hex>`.
+    /// Content hash of the bundle that serves, `sha256:<hex>`; empty while nothing of it serves.
     pub bundle_id: String,
-    /// Model family, e.g. `classifier`.
+    /// Model family, e.g. `classifier`; empty when a failed bundle's manifest cannot be read.
     pub kind: String,
+    /// Whether the model serves: `ready` (also during a reload, and after a refused one),
+    /// `loading` (its first load is running) or `failed` (its load failed; nothing serves).
+    pub state: ModelState,
+    /// Why the last load or reload from the models directory was refused; `null` after a success.
+    /// A `ready` model with an error still serves the version it had.
+    pub error: Option<String>,
 }
 
-/// All loaded models.
+/// Where a model stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    /// Its first load from the models directory is running; requests to it get 404 until it ends.
+    Loading,
+    /// It serves requests.
+    Ready,
+    /// Its load failed and it does not serve; `error` says why.
+    Failed,
+}
+
+/// All models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelList {
     /// Ordered by id.
     pub models: Vec<ModelSummary>,
+}
+
+/// Body of `POST /v1/models`: which bundle of the models directory to load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "digits-student", "version": "1"}))]
+pub struct LoadModelRequest {
+    /// The bundle's directory under the models directory, and its manifest's name.
+    // The attributes take only literals; a contract test holds them to the runtime's rule.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$", min_length = 1, max_length = 128)]
+    pub name: String,
+    /// The version to load; default the highest one present (the versioned layout) or the one
+    /// `<name>/` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$", min_length = 1, max_length = 128)]
+    pub version: Option<String>,
 }
 
 /// What a model expects as input.
@@ -270,6 +305,33 @@ impl From<&tandem_runtime::ModelInfo> for ModelSummary {
             version: info.version.clone(),
             bundle_id: info.bundle_id.clone(),
             kind: info.kind.clone(),
+            state: ModelState::Ready,
+            error: None,
+        }
+    }
+}
+
+impl From<&tandem_runtime::repository::ModelStatus> for ModelSummary {
+    fn from(status: &tandem_runtime::repository::ModelStatus) -> Self {
+        use tandem_runtime::repository::ModelState as S;
+        let state = match status.state {
+            S::Loading => ModelState::Loading,
+            S::Ready => ModelState::Ready,
+            S::Failed => ModelState::Failed,
+        };
+        let summary = status.model.as_ref().map(ModelSummary::from);
+        ModelSummary {
+            state,
+            error: status.error.clone(),
+            ..summary.unwrap_or_else(|| ModelSummary {
+                id: status.id.clone(),
+                name: status.name.clone(),
+                version: status.version.clone(),
+                bundle_id: String::new(),
+                kind: status.kind.clone(),
+                state,
+                error: None,
+            })
         }
     }
 }

@@ -50,6 +50,7 @@ fn spec_is_openapi_3_1_with_every_route() {
         "/v1/models",
         "/v1/models/{id}",
         "/v1/models/{id}/classify",
+        "/v1/models/{id}/reload",
         "/v1/embeddings",
         "/v1/rerank",
         "/v1/models/{id}/embed",
@@ -157,6 +158,30 @@ fn infer_schema_states_the_server_rules_and_both_body_forms() {
     }
 }
 
+/// The load request's schema states the runtime's rule for names and versions, so that a client
+/// or fuzzer built from the document sends only names the server then looks up.
+#[test]
+fn load_request_schema_states_the_name_rule() {
+    use tandem_runtime::repository::{validate_segment, MAX_SEGMENT_LEN};
+    let spec = spec();
+    let request = &spec["components"]["schemas"]["LoadModelRequest"];
+    assert_eq!(request["additionalProperties"], false);
+    assert_eq!(request["required"], serde_json::json!(["name"]));
+    for field in ["name", "version"] {
+        let schema = &request["properties"][field];
+        assert_eq!(schema["pattern"], "^[A-Za-z0-9_-][A-Za-z0-9._-]*$", "{field}");
+        assert_eq!(schema["minLength"], 1, "{field}");
+        assert_eq!(schema["maxLength"], MAX_SEGMENT_LEN, "{field}");
+    }
+    // What the pattern accepts and refuses, as the runtime decides it.
+    for ok in ["digits", "a.b", "_x", "-", "1.10"] {
+        assert!(validate_segment("name", ok).is_ok(), "{ok}");
+    }
+    for bad in [".x", "a/b", "a b", "é"] {
+        assert!(validate_segment("name", bad).is_err(), "{bad}");
+    }
+}
+
 /// Every `$ref` must point at something that exists, or code generators and Swagger UI break.
 #[test]
 fn every_reference_resolves() {
@@ -223,7 +248,7 @@ fn documented_error_codes_follow_the_status_mapping() {
     }
     let mapped: BTreeSet<u16> = ErrorType::ALL.iter().map(|k| k.status().as_u16()).collect();
     assert_eq!(seen, mapped);
-    assert_eq!(mapped, [400, 401, 404, 405, 408, 413, 414, 415, 422, 429, 431, 500, 503].into());
+    assert_eq!(mapped, [400, 401, 404, 405, 408, 409, 413, 414, 415, 422, 429, 431, 500, 503].into());
 
     let v1 = &spec["paths"]["/v1/models"]["get"];
     assert!(v1["responses"]["429"]["headers"]["retry-after"].is_object());

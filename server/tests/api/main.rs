@@ -5,5 +5,6 @@ mod common;
 mod contract;
 mod embedder;
 mod kserve;
+mod lifecycle;
 mod router;
 mod socket;

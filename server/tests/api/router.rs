@@ -54,6 +54,7 @@ async fn models_are_listed_with_their_identity() {
     assert_eq!(m["version"], MODEL_VERSION);
     assert_eq!(m["kind"], "classifier");
     assert!(m["bundle_id"].as_str().expect("string").starts_with("sha256:"));
+    assert_eq!((&m["state"], &m["error"]), (&json!("ready"), &Value::Null), "{m}");
 }
 
 #[tokio::test]

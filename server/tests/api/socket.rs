@@ -14,16 +14,16 @@ use crate::common::*;
 
 /// Generous bound for things that should happen promptly, so that a slow machine does not fail a
 /// test; nothing asserts on how long anything took.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn bind() -> (TcpListener, SocketAddr) {
+pub(crate) async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     (listener, addr)
 }
 
-struct Running {
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -35,7 +35,7 @@ impl Running {
         }
     }
 
-    async fn stopped(mut self) -> std::io::Result<()> {
+    pub(crate) async fn stopped(mut self) -> std::io::Result<()> {
         self.stop();
         tokio::time::timeout(PATIENCE, self.task).await.expect("server stops").expect("server task does not panic")
     }
@@ -48,14 +48,14 @@ fn shutdown_pair() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()
     })
 }
 
-async fn start_with_state(state: AppState) -> Running {
+pub(crate) async fn start_with_state(state: AppState) -> Running {
     let (listener, addr) = bind().await;
     let (tx, shutdown) = shutdown_pair();
     let task = tokio::spawn(serve_with_state(listener, state, shutdown));
     Running { addr, stop: Some(tx), task }
 }
 
-async fn wait_ready(client: &reqwest::Client, addr: SocketAddr) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, addr: SocketAddr) {
     let url = format!("http://{addr}/health/ready");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
