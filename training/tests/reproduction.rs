@@ -9,10 +9,10 @@
 //! seed 1, the CLI's optimiser defaults) at digits scale.
 //!
 //! What the hashes depend on besides the code: the kernels sum weight gradients per rayon worker,
-//! so every case runs in a pool of [`THREADS`] workers; and the CPU kernels have an AVX2+FMA path
-//! and a portable one that round differently, so the hashes are those of the AVX2+FMA path, which
-//! every x86-64 machine the project runs on takes. Elsewhere the test still requires two runs of
-//! each case to agree.
+//! so every case runs in a pool of [`THREADS`] workers; and the micro-kernels depend on the ISA
+//! (candle's matmul, under the dense layers, picks AVX-512 or AVX2 kernels with other blocking),
+//! so the hashes are those of an AVX-512 CPU. Elsewhere the test still requires two runs of each
+//! case to agree.
 //!
 //! Checkpoints are a compatibility promise too: `tests/data/` holds checkpoints that the code
 //! before the split wrote after one epoch of PS-KD (with its prediction table) and of dual-io (with
@@ -83,16 +83,11 @@ fn weights_sha256(cfg: &TrainConfig) -> String {
     sha256_hex(&std::fs::read(cfg.out.join("model.safetensors")).unwrap())
 }
 
-/// Whether the kernels take the AVX2+FMA path the hashes were recorded on.
+/// Whether this CPU runs the kernels the hashes were recorded on: AVX-512. The CNN's dense layers
+/// go through candle's matmul, whose `gemm` crate picks AVX-512 or AVX2 micro-kernels at run time
+/// with different blocking, so an AVX2-only CPU writes other (equally deterministic) bits.
 fn recorded_isa() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    tandem_runtime::kernels::isa_name() == "avx512"
 }
 
 /// Runs every case (the teacher first) and compares each hash with its record, reporting all
