@@ -225,6 +225,10 @@ async fn full_concurrency_sheds_load_with_429() {
     assert_documented("/v1/models", "GET", shed.status());
     let body: Value = shed.json().await.expect("json");
     assert_eq!(body["error"]["type"], "overloaded");
+    // Shedding is counted, not logged line by line.
+    let scrape = client.get(format!("http://{}/metrics", server.addr)).send().await.expect("metrics");
+    let text = scrape.text().await.expect("text");
+    assert!(text.lines().any(|l| l.starts_with("tandem_shed_requests_total{reason=\"overloaded\"}")), "{text}");
 
     // Probes are not behind the limit.
     let live = client.get(format!("http://{}/health/live", server.addr)).send().await.expect("live");
