@@ -131,4 +131,40 @@ fn schemathesis_finds_no_failures_in_the_served_api() {
         "schemathesis reported failures ({status}):\n{report}\n--- server log ---\n{}",
         server.log()
     );
+    // Issue 12 asks for at least 1,000 generated cases over every route, every one passing.
+    let counts = SummaryCounts::read(&report).unwrap_or_else(|| panic!("no summary counts in the report:\n{report}"));
+    let SummaryCounts { selected, tested, generated, passed } = counts;
+    assert_eq!(tested, selected, "not every operation was tested:\n{report}");
+    assert!(generated >= 1000, "only {generated} cases were generated:\n{report}");
+    assert_eq!(generated, passed, "{report}");
+    eprintln!("schemathesis: {generated} cases generated, {passed} passed");
+}
+
+/// The counts of schemathesis' summary: operations selected and tested, cases generated and passed.
+#[derive(Debug, PartialEq, Eq)]
+struct SummaryCounts {
+    selected: u64,
+    tested: u64,
+    generated: u64,
+    passed: u64,
+}
+
+impl SummaryCounts {
+    fn read(report: &str) -> Option<SummaryCounts> {
+        let line = |prefix: &str| report.lines().find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned));
+        let selected = line("Selected: ")?.split_once('/')?.1.parse().ok()?;
+        let tested = line("Tested: ")?.parse().ok()?;
+        let cases = report.lines().find_map(|l| l.trim().strip_suffix(" passed")?.split_once(" generated, "))?;
+        Some(SummaryCounts { selected, tested, generated: cases.0.parse().ok()?, passed: cases.1.parse().ok()? })
+    }
+}
+
+#[test]
+fn summary_counts_are_read_from_a_schemathesis_report() {
+    let report = "API Operations:\n  Selected: 24/24\n  Tested: 24\n\nTest cases:\n  1541 generated, 1541 passed\n";
+    assert_eq!(
+        SummaryCounts::read(report),
+        Some(SummaryCounts { selected: 24, tested: 24, generated: 1541, passed: 1541 })
+    );
+    assert_eq!(SummaryCounts::read("Test cases:\n  12 generated, 11 passed, 1 failed\n"), None);
 }
