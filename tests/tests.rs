@@ -8,5 +8,6 @@ mod http;
 mod kserve;
 mod openapi_fuzz;
 mod resume;
+mod retrieval;
 mod settings;
 mod shipped;
