@@ -8,7 +8,8 @@ WORDNET_DIR holds WordNet 3.0's data.noun, data.verb, data.adj and data.adv (the
 parsed, the documents, queries, split, judgments, BM25 and metrics are rebuilt from the definition
 in training/src/retrieval/mod.rs, and the figures are printed as JSON. They must equal those of
 `tandem eval --task retrieval --model bm25 --json` up to float rounding (Tandem's BM25 sums in
-float32). Standard library only; under a minute of CPU.
+float32). Under "counts" it also prints the sizes the real-WordNet test holds Tandem to: synsets
+per split, queries, and training pairs. Standard library only; under a minute of CPU.
 """
 
 import collections
@@ -67,12 +68,44 @@ def tokens(text):
     return [t.lower() for t in re.split(r"[^0-9A-Za-z]+", text) if t]
 
 
+def split_of(synset):
+    bucket = hash64(synset["id"]) % 100
+    return "test" if bucket < 2 else "val" if bucket < 4 else "train"
+
+
+def counts(synsets):
+    split = [split_of(s) for s in synsets]
+    queries = []
+    for i, s in enumerate(synsets):
+        seen = set()
+        for text in s["lemmas"] + s["examples"]:
+            if text not in seen:
+                seen.add(text)
+                queries.append((i, text))
+
+    def norm(text):
+        return " ".join(text.split()).lower()
+
+    held_out_queries = {norm(t) for i, t in queries if split[i] != "train"}
+    held_out_docs = {norm(synsets[i]["definition"]) for i in range(len(synsets)) if split[i] != "train"}
+    train = [(i, t) for i, t in queries if split[i] == "train"]
+    pairs = [
+        (i, t) for i, t in train if norm(t) not in held_out_queries and norm(synsets[i]["definition"]) not in held_out_docs
+    ]
+    return {
+        "synsets": {k: split.count(k) for k in ("train", "val", "test")},
+        "queries": len(queries),
+        "train_queries": len(train),
+        "training_pairs": len(pairs),
+    }
+
+
 def main():
     synsets = read(sys.argv[1])
     index = {s["key"]: i for i, s in enumerate(synsets)}
     queries = []
     for i, s in enumerate(synsets):
-        if hash64(s["id"]) % 100 >= 2:
+        if split_of(s) != "test":
             continue
         seen = set()
         for text, kind in [(t, "lemma") for t in s["lemmas"]] + [(t, "example") for t in s["examples"]]:
@@ -118,7 +151,7 @@ def main():
             s[2] += own in ranking
             s[3] += mrr
             s[4] += 1
-    out = {}
+    out = {"counts": counts(synsets)}
     for key, (ndcg, r1, r10, mrr, n) in sums.items():
         out[key] = {"ndcg@10": ndcg / n, "recall@1": r1 / n, "recall@10": r10 / n, "mrr@10": mrr / n, "n": n}
     print(json.dumps(out, indent=1))
