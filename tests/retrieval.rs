@@ -143,6 +143,9 @@ fn real_wordnet_fetches_parses_and_splits_as_documented() {
     let synsets_in = |split: Split| (0..benchmark.len()).filter(|&s| benchmark.split_of(s) == split).count();
     assert_eq!([synsets_in(Split::Train), synsets_in(Split::Val), synsets_in(Split::Test)], [112_889, 2_431, 2_339]);
     assert_eq!(benchmark.all_queries().len(), 255_317);
+    let queries_in =
+        |split: Split| benchmark.all_queries().iter().filter(|q| benchmark.split_of(q.synset) == split).count();
+    assert_eq!((queries_in(Split::Val), queries_in(Split::Test)), (5_351, 4_970));
     let test = benchmark.queries(Split::Test);
     let val = benchmark.queries(Split::Val);
     assert_eq!((test.len(), val.len(), benchmark.queries(Split::Train).len()), (2_000, 2_000, 244_996));
