@@ -9,7 +9,7 @@ parsed, the documents, queries, split, judgments, BM25 and metrics are rebuilt f
 in training/src/retrieval/mod.rs, and the figures are printed as JSON. They must equal those of
 `tandem eval --task retrieval --model bm25 --json` up to float rounding (Tandem's BM25 sums in
 float32). Under "counts" it also prints the sizes the real-WordNet test holds Tandem to: synsets
-per split, queries, and training pairs. Standard library only; under a minute of CPU.
+per split, queries (all, and those of the validation and test synsets), and training pairs. Standard library only; under a minute of CPU.
 """
 
 import collections
@@ -95,6 +95,7 @@ def counts(synsets):
     return {
         "synsets": {k: split.count(k) for k in ("train", "val", "test")},
         "queries": len(queries),
+        "held_out_queries": {k: sum(1 for i, _ in queries if split[i] == k) for k in ("val", "test")},
         "train_queries": len(train),
         "training_pairs": len(pairs),
     }
