@@ -55,7 +55,7 @@ enum Command {
     /// Import a model from another format as a bundle.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
-    /// Measure a bundle's accuracy on a dataset split.
+    /// Measure a classifier on a dataset split, or an embedder (or BM25) on WordNet retrieval.
     Eval(commands::eval::Args),
     /// Serve bundles over HTTP.
     Serve(commands::serve::Args),

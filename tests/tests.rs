@@ -9,5 +9,6 @@ mod kserve;
 mod lifecycle;
 mod openapi_fuzz;
 mod resume;
+mod retrieval;
 mod settings;
 mod shipped;

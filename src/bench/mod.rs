@@ -8,3 +8,4 @@ mod machine;
 pub use distill::{run_distill_bench, DistillBenchArgs};
 pub use embed::{run_embed_bench, EmbedBenchArgs};
 pub use kernels::run_kernels;
+pub use machine::Machine;

@@ -1,4 +1,5 @@
-//! `tandem data fetch`: download and verify datasets and pretrained models into the cache.
+//! `tandem data fetch`: download and verify datasets, text corpora and pretrained models into the
+//! cache.
 
 use std::path::PathBuf;
 
@@ -9,14 +10,14 @@ use tandem_training::data::{default_data_dir, fetch, AssetName};
 /// Dataset and model management.
 #[derive(Subcommand)]
 pub enum DataCommand {
-    /// Fetch datasets (`mnist`, `fashion-mnist`) and models (`minilm`), or `all` of them, and
-    /// verify their checksums.
+    /// Fetch datasets (`mnist`, `fashion-mnist`), corpora (`wordnet`) and models (`minilm`), or
+    /// `all` of them, and verify their checksums.
     ///
     /// Each one is installed in its own directory under the cache directory, and the path is
     /// printed; for a model it is the directory to load the model from. Files already present
     /// and verified are not downloaded again.
     Fetch {
-        /// Datasets and models to fetch.
+        /// Datasets, corpora and models to fetch.
         #[arg(required = true)]
         names: Vec<String>,
         /// Cache directory (default: $TANDEM_DATA_DIR, else the user cache dir).

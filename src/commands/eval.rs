@@ -1,33 +1,87 @@
-//! `tandem eval`: accuracy of a bundle on a dataset split, through the serving path.
+//! `tandem eval`: accuracy of a classifier bundle on a dataset split, or the retrieval figures of
+//! an embedder bundle (or BM25) on the WordNet benchmark, through the serving path.
 
 use std::path::PathBuf;
 
+use anyhow::bail;
+use tandem_training::data::wordnet::WordNet;
 use tandem_training::data::{default_data_dir, load, DatasetName, Split};
 use tandem_training::eval::evaluate_bundle;
+use tandem_training::retrieval::{self, Benchmark, EvalOptions, FirstStage, Rerank};
+
+use crate::bench::Machine;
+
+/// What `tandem eval` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Task {
+    /// A classifier's accuracy on a dataset split.
+    Classification,
+    /// nDCG@10, recall@1, recall@10 and MRR@10 on the WordNet retrieval benchmark.
+    Retrieval,
+}
 
 /// Arguments of `tandem eval`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Bundle directory.
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "classification")]
+    task: Task,
+    /// Bundle directory; for `--task retrieval`, an embedder bundle or `bm25` for the BM25
+    /// baseline (a bundle in a directory named `bm25` is `./bm25`).
     #[arg(long)]
     model: PathBuf,
-    /// Dataset: digits, mnist or fashion-mnist.
-    #[arg(long, default_value = "digits")]
-    dataset: DatasetName,
+    /// Dataset of `--task classification`: digits, mnist or fashion-mnist [default: digits].
+    #[arg(long)]
+    dataset: Option<DatasetName>,
     /// Split: train, val or test.
     #[arg(long, default_value = "test")]
     split: Split,
     /// Dataset cache directory.
     #[arg(long, env = "TANDEM_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Print `{"accuracy":..., "n":...}` as JSON.
+    /// Retrieval: rerank the first candidates with this bundle (an embedder bundle, by cosine).
+    #[arg(long)]
+    reranker: Option<PathBuf>,
+    /// Retrieval: how many first-stage candidates the reranker reorders.
+    #[arg(long, requires = "reranker", default_value_t = 100)]
+    rerank_top: usize,
+    /// Retrieval: ask only the first N queries of the split (in its fixed order).
+    #[arg(long, value_name = "N")]
+    limit_queries: Option<usize>,
+    /// Retrieval: search at most N documents, always keeping every document judged for the asked
+    /// queries (the others follow in a fixed order).
+    #[arg(long, value_name = "N")]
+    corpus_limit: Option<usize>,
+    /// Retrieval: read WordNet's data.{noun,verb,adj,adv} from this directory as they are,
+    /// without checksums, instead of the copy `tandem data fetch wordnet` verified.
+    #[arg(long, value_name = "DIR")]
+    wordnet_dir: Option<PathBuf>,
+    /// Print one JSON object: `{"accuracy", "n", ...}` for classification; `{"ndcg@10",
+    /// "recall@1", "recall@10", "mrr@10", "queries_per_s", "n", ...}` for retrieval.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.task {
+        Task::Classification => run_classification(args),
+        Task::Retrieval => run_retrieval(args),
+    }
+}
+
+fn run_classification(args: Args) -> anyhow::Result<()> {
+    let retrieval_only = [
+        ("--reranker", args.reranker.is_some()),
+        ("--limit-queries", args.limit_queries.is_some()),
+        ("--corpus-limit", args.corpus_limit.is_some()),
+        ("--wordnet-dir", args.wordnet_dir.is_some()),
+    ];
+    if let Some((flag, _)) = retrieval_only.iter().find(|(_, given)| *given) {
+        bail!("{flag} applies to --task retrieval only");
+    }
+    let dataset = args.dataset.unwrap_or(DatasetName::Digits);
     let dir = args.data_dir.unwrap_or_else(default_data_dir);
-    let ds = load(args.dataset, args.split, &dir)?;
+    let ds = load(dataset, args.split, &dir)?;
     let report = evaluate_bundle(&args.model, &ds)?;
     if args.json {
         println!(
@@ -37,8 +91,53 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         println!(
             "{}: {} {} accuracy {:.4} on {} images ({} parameters)",
-            report.model, args.dataset, args.split, report.accuracy, report.n, report.params
+            report.model, dataset, args.split, report.accuracy, report.n, report.params
         );
     }
+    Ok(())
+}
+
+fn run_retrieval(args: Args) -> anyhow::Result<()> {
+    if let Some(dataset) = args.dataset {
+        bail!("--dataset {dataset} applies to --task classification; retrieval runs on WordNet");
+    }
+    let options = EvalOptions {
+        split: args.split,
+        limit_queries: args.limit_queries,
+        corpus_limit: args.corpus_limit,
+        rerank: args.reranker.map(|bundle| Rerank { bundle, top: args.rerank_top }),
+    };
+    let first_stage = FirstStage::from_model_arg(&args.model);
+    // Figures are only comparable with the machine stated; stdout stays one JSON object.
+    eprintln!("{}", Machine::detect().describe());
+    let wordnet = match &args.wordnet_dir {
+        Some(dir) => WordNet::read_dir(dir)?,
+        None => WordNet::load(&args.data_dir.unwrap_or_else(default_data_dir))?,
+    };
+    let benchmark = Benchmark::new(&wordnet);
+    let report = retrieval::evaluate(&benchmark, &first_stage, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let reranked = match (&report.reranker, report.rerank_top) {
+        (Some(reranker), Some(top)) => format!(", top {top} reranked by {reranker}"),
+        _ => String::new(),
+    };
+    println!(
+        "{}{reranked}: WordNet {} nDCG@10 {:.4}, R@1 {:.4}, R@10 {:.4}, MRR@10 {:.4} on {} queries over {} documents",
+        report.model,
+        report.split,
+        report.ndcg_at_10,
+        report.recall_at_1,
+        report.recall_at_10,
+        report.mrr_at_10,
+        report.n,
+        report.n_docs
+    );
+    println!(
+        "indexed {:.0} documents/s ({:.1} s), answered {:.1} queries/s",
+        report.docs_per_s, report.index_s, report.queries_per_s
+    );
     Ok(())
 }

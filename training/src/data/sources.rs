@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::checksum;
 use super::idx;
-use super::{AssetName, Dataset, DatasetName, ModelName};
+use super::{AssetName, CorpusName, Dataset, DatasetName, ModelName};
 use crate::{Error, Result};
 
 /// Name of the listing written after every file of an asset has been verified.
@@ -123,6 +123,34 @@ const FASHION_MNIST: SourceSpec = SourceSpec {
     origin: Origin::Debian { package: "dataset-fashion-mnist", dir: "usr/share/datasets/fashion-mnist" },
 };
 
+/// WordNet 3.0's four data files, one per part of speech: every synset with its lemmas, pointers and
+/// gloss. The index files are not needed, since the data files hold everything the benchmark reads.
+const WORDNET: SourceSpec = SourceSpec {
+    files: &[
+        SourceFile {
+            path: "data.noun",
+            sha256: "fea17d2f9656611334eac790e5d69e47645fa180c4aa481fb4cd9b3520754ca2",
+            size: 15_300_280,
+        },
+        SourceFile {
+            path: "data.verb",
+            sha256: "adcf43e35b581e8036d8b5a52d63d9cd3d3b4870b2720d3c03c799df44777bc2",
+            size: 2_772_517,
+        },
+        SourceFile {
+            path: "data.adj",
+            sha256: "c89120dfc1f046ddff4a631bf9b7e9fa1a36b5e86565a23bf82dbe14f30b88a7",
+            size: 3_155_427,
+        },
+        SourceFile {
+            path: "data.adv",
+            sha256: "444a63bf3955080ab7524f5079cfc07ff9bc682cb98bdb1db73b0fb9829f1139",
+            size: 516_696,
+        },
+    ],
+    origin: Origin::Debian { package: "wordnet-base", dir: "usr/share/wordnet" },
+};
+
 /// all-MiniLM-L6-v2 in the sentence-transformers layout, as far as loading it needs: the weights,
 /// the BERT config, the tokenizer, and the module list with the pooling settings.
 const MINILM: SourceSpec = SourceSpec {
@@ -169,6 +197,7 @@ pub(crate) fn spec(name: AssetName) -> Option<&'static SourceSpec> {
         AssetName::Dataset(DatasetName::Digits) => None,
         AssetName::Dataset(DatasetName::Mnist) => Some(&MNIST),
         AssetName::Dataset(DatasetName::FashionMnist) => Some(&FASHION_MNIST),
+        AssetName::Corpus(CorpusName::WordNet) => Some(&WORDNET),
         AssetName::Model(ModelName::MiniLm) => Some(&MINILM),
     }
 }
@@ -312,6 +341,8 @@ mod tests {
         // Recorded in the shipped bundles' manifests: changing a table must not change these.
         assert_eq!(MNIST.source_sha256(), "b6af9b1ddd1f964bd29738ac0e0323940db949e885daf375db90c7b5b3c8b7ce");
         assert_eq!(FASHION_MNIST.source_sha256(), "3b54bf44c4e1ca69a8e230067e3c393d53fe41e52aeb3ebdd51163854414cd23");
+        // data.noun's digest is the one published with the package's description of the sets.
+        assert_eq!(WORDNET.files[0].sha256, "fea17d2f9656611334eac790e5d69e47645fa180c4aa481fb4cd9b3520754ca2");
     }
 
     #[test]
