@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod deploy;
 mod embedder;
 mod errors;
 mod http;
