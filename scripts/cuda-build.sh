@@ -17,8 +17,8 @@
 # The binary needs libcuda.so.1, libcurand.so.10, libcublas.so.13, libcublasLt.so.13 and
 # libcudart.so.13 at run time: a GPU host's driver and CUDA 13 runtime provide them (or point
 # LD_LIBRARY_PATH at the toolkit's lib64). The stand-in libcuda.so in lib64/stubs only links: on
-# LD_LIBRARY_PATH it lets the binary start, and device creation then fails with
-# CUDA_ERROR_STUB_LIBRARY; without any libcuda.so.1 the loader refuses to start it.
+# LD_LIBRARY_PATH it lets the binary start, finds no GPU (CUDA_ERROR_STUB_LIBRARY) and runs models
+# on the CPU; without any libcuda.so.1 the loader refuses to start the binary (exit 127).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
