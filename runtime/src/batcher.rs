@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -209,19 +209,35 @@ impl<F: Family> Worker<F> {
 
     /// Receives more items until the first pending item's group is full or its delay ran out.
     /// Returns false once every sender is gone.
+    ///
+    /// Whatever is already queued is taken first, whether or not the delay has run out: under
+    /// load every item has waited longer than the delay while the previous batch ran, and
+    /// closing the batch on the delay alone would run one item at a time however deep the
+    /// queue. So the batch grows with the load, and the delay only matters when the queue is
+    /// short.
     fn gather(&mut self) -> bool {
         let Some(first) = self.pending.front() else { return true };
         let close_at = first.enqueued + self.config.max_batch_delay;
+        let group = self.family.group(&first.item);
+        let mut budget = Budget::default();
+        let mut seen = 0;
         loop {
-            let group = self.pending.front().map(|j| self.family.group(&j.item));
-            let mut budget = Budget::default();
-            for job in self.pending.iter().filter(|j| Some(self.family.group(&j.item)) == group) {
+            for job in self.pending.iter().skip(seen).filter(|j| self.family.group(&j.item) == group) {
                 budget = budget.with(self.family.cost(&job.item));
             }
+            seen = self.pending.len();
             if budget.n >= self.config.max_batch_size
                 || self.family.batch_cost(budget.n, budget.max_cost, budget.sum_cost) >= self.config.max_batch_tokens
             {
                 return true;
+            }
+            match self.rx.try_recv() {
+                Ok(jobs) => {
+                    self.pending.extend(jobs);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => {}
             }
             let now = Instant::now();
             if now >= close_at {
@@ -454,6 +470,40 @@ mod tests {
         let too_many = b.enqueue_all((0..65).map(|i| (0, i)).collect(), deadline);
         assert!(matches!(too_many, Err(Error::Overloaded)));
         assert_eq!(b.queue_depth(), 0, "a refused request leaves nothing queued");
+    }
+
+    /// Mean batch size when `clients` callers each submit `per_client` items one after another,
+    /// against a model that takes 5 ms per batch, with no batching delay: by the time a batch
+    /// finishes, every item queued during it has waited longer than any delay would be.
+    async fn mean_batch_under_load(clients: i64, per_client: i64) -> f64 {
+        let (family, b) = batcher(config(64, 0, 1024), Duration::from_millis(5));
+        let b = Arc::new(b);
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_client {
+                        assert_eq!(b.submit((0, c * 1000 + i)).await.unwrap(), 2 * (c * 1000 + i));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let batches = family.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>() as i64, clients * per_client);
+        (clients * per_client) as f64 / batches.len() as f64
+    }
+
+    /// A probe found 8,095 items run in 8,072 batches at 64 connections: the batch closed on the
+    /// first item's delay, which had always passed by the time the previous batch finished.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_mean_batch_size_grows_with_concurrency() {
+        let alone = mean_batch_under_load(1, 20).await;
+        let crowded = mean_batch_under_load(16, 20).await;
+        assert_eq!(alone, 1.0, "one client at a time has nothing to batch with");
+        assert!(crowded >= 4.0, "16 concurrent clients ran in batches of {crowded:.2} on average");
     }
 
     /// Charges every item the longest item's cost, like padded text.
