@@ -535,3 +535,15 @@ fn tiny_cnn_trains_like_candle() {
         assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{fast:?} vs {slow:?}");
     }
 }
+
+/// `TANDEM_ISA` caps the kernels' instruction set, which is how CI runs the AVX2 path of these
+/// tests on an AVX-512 host; without it the kernels take the best the CPU has.
+#[test]
+fn the_isa_setting_caps_the_kernels() {
+    let detected = kernels::detected_isa();
+    let wanted = std::env::var(kernels::ISA_VARIABLE).ok().and_then(|v| kernels::IsaLevel::parse(&v));
+    let expected = wanted.map_or(detected, |w| w.min(detected));
+    assert_eq!(kernels::active_isa(), expected);
+    assert_eq!(kernels::isa_name(), expected.name());
+    println!("kernels run {} on a CPU that supports {}", kernels::isa_name(), detected.name());
+}

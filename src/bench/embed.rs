@@ -4,7 +4,6 @@
 //! clients. All in one run, so every ratio compares figures taken on the same machine moments apart.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use tandem_runtime::text::TextTokenizer;
 use tandem_runtime::{BatchConfig, EmbedRequest, Runtime, RuntimeConfig};
 
 use super::machine::Machine;
+use super::python::run_python_json;
 
 /// Settings of `tandem bench embed`.
 #[derive(clap::Args, Debug, Clone)]
@@ -221,37 +221,24 @@ fn rate(batch: usize, budget: Duration, mut call: impl FnMut() -> Result<()>) ->
     Ok(best)
 }
 
-/// Where the ONNX Runtime script lives: next to the sources when built from a checkout, else
-/// relative to the working directory.
-fn ort_script() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_minilm.py");
-    if built.exists() {
-        built
-    } else {
-        PathBuf::from("benches/ort_minilm.py")
-    }
-}
-
 /// Times ONNX Runtime on the same directory and texts, with as many intra-op threads as this
 /// process has.
 fn run_ort(hf_dir: &Path, corpus: &Corpus, args: &EmbedBenchArgs, threads: usize, scratch: &Path) -> Result<Value> {
     let corpus_file = scratch.join("corpus.json");
     std::fs::write(&corpus_file, serde_json::to_vec(corpus)?)?;
     let batches = args.batches.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-    let out = Command::new("python3")
-        .arg(ort_script())
-        .arg(hf_dir)
-        .args(["--threads", &threads.to_string(), "--batches", &batches, "--seconds", &args.seconds.to_string()])
-        .arg("--corpus-json")
-        .arg(&corpus_file)
-        .output()
-        .context("cannot run python3 for the ONNX Runtime comparison (or pass --no-ort)")?;
-    let parsed: Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("the ONNX Runtime script failed: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
-    if let Some(error) = parsed.get("error").and_then(Value::as_str) {
-        bail!("ONNX Runtime could not run: {error} (or pass --no-ort)");
-    }
-    Ok(parsed)
+    let script_args =
+        [hf_dir.display().to_string(), "--threads".into(), threads.to_string(), "--batches".into(), batches]
+            .into_iter()
+            .chain([
+                "--seconds".into(),
+                args.seconds.to_string(),
+                "--corpus-json".into(),
+                corpus_file.display().to_string(),
+            ])
+            .collect::<Vec<_>>();
+    run_python_json("ort_minilm.py", &script_args)
+        .map_err(|note| anyhow::anyhow!("ONNX Runtime could not run: {note} (or pass --no-ort)"))
 }
 
 /// Largest difference between Tandem's and ONNX Runtime's embeddings of the script's check texts.

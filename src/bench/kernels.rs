@@ -5,8 +5,6 @@
 //! start from: conv(1->16, 3x3) ReLU conv(16->32, 3x3) ReLU maxpool 2 linear(4608->10).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -16,10 +14,14 @@ use tandem_runtime::candle_nn::{self, Optimizer, VarBuilder, VarMap};
 use tandem_runtime::kernels::{self, Conv2dConfig};
 use tandem_runtime::layers::{self, Conv2d};
 
+use super::python::run_python_json;
+
 /// Batch sizes for inference throughput.
 const INFER_BATCHES: [usize; 3] = [1, 8, 64];
 /// Batch size of a training step.
 const TRAIN_BATCH: usize = 128;
+/// Side of the square matrix product.
+const GEMM_N: usize = 1024;
 /// Wall-clock budget per throughput figure.
 const BUDGET_SECS: f64 = 1.0;
 
@@ -175,46 +177,33 @@ fn conv2_gflops() -> Result<(f64, f64)> {
     Ok((flops / ours / 1e9, flops / candle / 1e9))
 }
 
-/// Where the ONNX Runtime script lives: next to the sources when built from a checkout,
-/// else relative to the working directory.
-fn ort_script() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_cnn.py");
-    if built.exists() {
-        built
-    } else {
-        PathBuf::from("benches/ort_cnn.py")
-    }
-}
-
 /// Runs ONNX Runtime on the same weights and input; `Err` carries a note on why not.
-fn run_ort(model: &Cnn, input: &Tensor) -> std::result::Result<Value, String> {
+fn run_ort(model: &Cnn, input: &Tensor, threads: usize) -> std::result::Result<Value, String> {
     let dir = std::env::temp_dir().join(format!("tandem-bench-kernels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let weights = dir.join("cnn.safetensors");
     let mut tensors = model.tensors();
     tensors.insert("input".into(), input.clone());
-    let result = (|| {
-        tandem_runtime::candle_core::safetensors::save(&tensors, &weights)
-            .map_err(|e| format!("cannot write the weights: {e}"))?;
-        let batches = INFER_BATCHES.map(|b| b.to_string()).join(",");
-        let out = Command::new("python3")
-            .arg(ort_script())
-            .arg(&weights)
-            .args(["--threads", "2", "--batches", &batches])
-            .args(["--seconds", &BUDGET_SECS.to_string()])
-            .output()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let parsed: Value = serde_json::from_str(stdout.trim())
-            .map_err(|_| format!("the ONNX Runtime script failed: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
-        match parsed.get("error").and_then(Value::as_str) {
-            Some(e) => Err(e.to_string()),
-            None => Ok(parsed),
-        }
-    })();
+    let result = tandem_runtime::candle_core::safetensors::save(&tensors, &weights)
+        .map_err(|e| format!("cannot write the weights: {e}"))
+        .and_then(|()| {
+            let batches = INFER_BATCHES.map(|b| b.to_string()).join(",");
+            let args = [weights.display().to_string(), "--threads".into(), threads.to_string()]
+                .into_iter()
+                .chain(["--batches".into(), batches, "--seconds".into(), BUDGET_SECS.to_string()])
+                .collect::<Vec<_>>();
+            run_python_json("ort_cnn.py", &args)
+        });
     // Best effort: a leftover temp file is harmless.
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// numpy's (OpenBLAS's) GFLOP/s on the same `n`-cubed product with the same thread count.
+fn numpy_gemm_gflops(n: usize, threads: usize) -> std::result::Result<f64, String> {
+    let args = ["--n".into(), n.to_string(), "--threads".into(), threads.to_string()];
+    let args = [&args[..], &["--seconds".into(), BUDGET_SECS.to_string()]].concat();
+    run_python_json("numpy_gemm.py", &args)?["gflops"].as_f64().ok_or_else(|| "numpy_gemm.py gave no figure".into())
 }
 
 fn round(x: f64, places: i32) -> f64 {
@@ -233,7 +222,11 @@ pub fn run_kernels(json: bool, no_ort: bool) -> Result<()> {
     let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
     let machine = super::machine::Machine::detect();
     if !json {
-        println!("tandem bench kernels ({profile} build, {threads} threads) | {}", machine.describe());
+        println!(
+            "tandem bench kernels ({profile} build, {threads} threads, kernels on {}) | {}",
+            kernels::isa_name(),
+            machine.describe()
+        );
     }
     let vm = VarMap::new();
     let trained = Cnn::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
@@ -254,14 +247,16 @@ pub fn run_kernels(json: bool, no_ort: bool) -> Result<()> {
 
     let train_ours = train_step_secs(Impl::Ours).context("training step with our kernels")?;
     let train_candle = train_step_secs(Impl::Candle).context("training step with candle ops")?;
-    let (gemm, candle_gemm) = gemm_gflops(1024)?;
+    let (gemm, candle_gemm) = gemm_gflops(GEMM_N)?;
+    let peak = kernels::measured_peak_gflops(BUDGET_SECS);
+    let numpy_gemm = if no_ort { Err("skipped with --no-ort".to_owned()) } else { numpy_gemm_gflops(GEMM_N, threads) };
     let (conv2, candle_conv2) = conv2_gflops()?;
 
     let input = images(64, 99)?;
     let logits = model.forward(&input, Impl::Ours)?;
     let candle_logits = model.forward(&input, Impl::Candle)?;
     let candle_diff = (&logits - &candle_logits)?.abs()?.max_all()?.to_scalar::<f32>()?;
-    let ort = if no_ort { Err("skipped with --no-ort".to_owned()) } else { run_ort(&model, &input) };
+    let ort = if no_ort { Err("skipped with --no-ort".to_owned()) } else { run_ort(&model, &input, threads) };
     if let (Err(note), false) = (&ort, no_ort) {
         anyhow::bail!(
             "ONNX Runtime could not run: {note} (python3 -m pip install -r benches/requirements.txt, or pass --no-ort)"
@@ -284,7 +279,9 @@ pub fn run_kernels(json: bool, no_ort: bool) -> Result<()> {
     };
 
     let b64 = INFER_BATCHES.len() - 1;
-    let ort_ratio = ort_ips[b64].map(|o| ours[b64] / o);
+    let ort_ratio = |i: usize| ort_ips[i].map(|o| round(ours[i] / o, 3));
+    let numpy_gemm = numpy_gemm.ok();
+    let fraction = |gflops: f64| round(gflops / peak, 3);
     let report = json!({
         "profile": profile,
         "threads": threads,
@@ -297,13 +294,22 @@ pub fn run_kernels(json: bool, no_ort: bool) -> Result<()> {
         "ort_cnn_infer_b1_images_per_s": ort_ips[0].map(|v| round(v, 1)),
         "ort_cnn_infer_b8_images_per_s": ort_ips[1].map(|v| round(v, 1)),
         "ort_cnn_infer_b64_images_per_s": ort_ips[2].map(|v| round(v, 1)),
-        "cnn_infer_b64_vs_ort": ort_ratio.map(|v| round(v, 3)),
+        "cnn_infer_b1_vs_ort": ort_ratio(0),
+        "cnn_infer_b8_vs_ort": ort_ratio(1),
+        "cnn_infer_b64_vs_ort": ort_ratio(b64),
         "train_step_b128_ms": round(train_ours * 1e3, 2),
         "candle_train_step_b128_ms": round(train_candle * 1e3, 2),
         "train_step_speedup_vs_candle": round(train_candle / train_ours, 2),
         "gemm_gflops": round(gemm, 1),
         "candle_gemm_gflops": round(candle_gemm, 1),
         "gemm_speedup_vs_candle": round(gemm / candle_gemm, 2),
+        "numpy_gemm_gflops": numpy_gemm.map(|v| round(v, 1)),
+        "gemm_vs_numpy": numpy_gemm.map(|v| round(gemm / v, 3)),
+        "measured_peak_gflops": round(peak, 1),
+        "gemm_fraction_of_peak": fraction(gemm),
+        "conv2_fraction_of_peak": fraction(conv2),
+        "isa": kernels::isa_name(),
+        "cpu_model": machine.cpu.clone(),
         "machine": machine,
         "conv2_gflops": round(conv2, 1),
         "candle_conv2_gflops": round(candle_conv2, 1),
@@ -329,9 +335,14 @@ pub fn run_kernels(json: bool, no_ort: bool) -> Result<()> {
         train_candle * 1e3,
         train_candle / train_ours
     );
-    println!("\nGEMM 1024^3 and conv2 (128x16x26x26 * 32x16x3x3), GFLOP/s");
-    println!("  gemm ours {gemm:.1}, candle {candle_gemm:.1} ({:.2}x)", gemm / candle_gemm);
-    println!("  conv2 ours {conv2:.1}, candle {candle_conv2:.1}");
+    println!("\nGEMM {GEMM_N}^3 and conv2 (128x16x26x26 * 32x16x3x3), GFLOP/s; measured FMA peak {peak:.1}");
+    let numpy = numpy_gemm.map_or("n/a".to_string(), |v| format!("{v:.1} ({:.2}x)", gemm / v));
+    println!(
+        "  gemm ours {gemm:.1} ({:.0}% of peak), candle {candle_gemm:.1} ({:.2}x), numpy {numpy}",
+        100.0 * gemm / peak,
+        gemm / candle_gemm
+    );
+    println!("  conv2 ours {conv2:.1} ({:.0}% of peak), candle {candle_conv2:.1}", 100.0 * conv2 / peak);
     println!("\nOutputs: max |ours - candle| = {candle_diff:.2e}");
     match (ort_diff, ort_note) {
         (Some(d), _) => println!("Outputs: max |ours - onnxruntime| = {d:.2e}"),

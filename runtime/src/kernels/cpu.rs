@@ -4,49 +4,99 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-/// Whether this CPU runs the AVX2+FMA code paths; detected once because it never changes.
+/// The instruction sets the kernels can dispatch to, from the most capable down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IsaLevel {
+    /// Plain Rust, vectorised by the compiler for the baseline target.
+    Portable,
+    /// AVX2 with FMA: 8-lane vectors, 16 registers.
+    Avx2Fma,
+    /// AVX-512F on top of AVX2+FMA: 16-lane vectors, 32 registers.
+    Avx512,
+}
+
+impl IsaLevel {
+    /// The name `isa_name` reports and `TANDEM_ISA` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            IsaLevel::Portable => "portable",
+            IsaLevel::Avx2Fma => "avx2+fma",
+            IsaLevel::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a `TANDEM_ISA` value; `avx2` is accepted for `avx2+fma`.
+    pub fn parse(text: &str) -> Option<IsaLevel> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "portable" => Some(IsaLevel::Portable),
+            "avx2" | "avx2+fma" => Some(IsaLevel::Avx2Fma),
+            "avx512" => Some(IsaLevel::Avx512),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable that caps the instruction set the kernels use, e.g. `avx2` on an
+/// AVX-512 host: how CI tests the AVX2 path on any host, and how users rule out a kernel.
+pub const ISA_VARIABLE: &str = "TANDEM_ISA";
+
+/// The most capable instruction set this CPU supports, ignoring `TANDEM_ISA`.
+pub fn detected_isa() -> IsaLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            return if has!("avx512f") { IsaLevel::Avx512 } else { IsaLevel::Avx2Fma };
+        }
+    }
+    IsaLevel::Portable
+}
+
+/// The instruction set the kernels dispatch to: the detected one, capped by `TANDEM_ISA`.
+///
+/// Read once, because code paths must not change under a running model. A value the CPU
+/// cannot run is capped at what it can, and an unknown value is ignored, both with a warning.
+pub fn active_isa() -> IsaLevel {
+    static ACTIVE: OnceLock<IsaLevel> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let detected = detected_isa();
+        let Ok(wanted) = std::env::var(ISA_VARIABLE) else { return detected };
+        match IsaLevel::parse(&wanted) {
+            Some(level) if level <= detected => level,
+            Some(level) => {
+                tracing::warn!(
+                    "{ISA_VARIABLE}={} asks for more than this CPU supports; using {}",
+                    level.name(),
+                    detected.name()
+                );
+                detected
+            }
+            None => {
+                tracing::warn!(
+                    "{ISA_VARIABLE}={wanted:?} is not one of avx512, avx2, portable; using {}",
+                    detected.name()
+                );
+                detected
+            }
+        }
+    })
+}
+
+/// Whether the kernels take the AVX2+FMA code paths (also true on AVX-512 hosts).
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {
-    static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(detect)
+    active_isa() >= IsaLevel::Avx2Fma
 }
 
-#[cfg(target_arch = "x86_64")]
-fn detect() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn detect() -> bool {
-    false
-}
-
-/// Whether this CPU runs the AVX-512 code paths (AVX-512F on top of AVX2+FMA); detected once.
+/// Whether the kernels take the AVX-512 code paths.
 #[inline]
 pub(crate) fn has_avx512f() -> bool {
-    static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(detect_avx512)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn detect_avx512() -> bool {
-    has_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn detect_avx512() -> bool {
-    false
+    active_isa() >= IsaLevel::Avx512
 }
 
 /// The instruction set the kernels dispatch to on this CPU: `avx512`, `avx2+fma` or `portable`.
 pub fn isa_name() -> &'static str {
-    if has_avx512f() {
-        "avx512"
-    } else if has_avx2_fma() {
-        "avx2+fma"
-    } else {
-        "portable"
-    }
+    active_isa().name()
 }
 
 /// Compiles `$body` twice, once for AVX2+FMA and once for the baseline ISA, and runs the

@@ -1,4 +1,5 @@
-//! A cache-blocked single-precision matrix product on the convolution tile kernel.
+//! A cache-blocked single-precision matrix product on the convolution tile kernel, or on the
+//! AVX-512 tile of the packed product where the CPU has it.
 //!
 //! Large products (fully connected layers, the GEMM benchmark) go through the classic
 //! three-level blocking: a `KC`-deep slab of the right operand per thread, `MC` rows of the
@@ -7,9 +8,10 @@
 use candle_core::{bail, Result};
 use rayon::prelude::*;
 
-use super::cpu::{threads, Aligned, SharedMut};
+use super::cpu::{self, threads, Aligned, SharedMut};
 use super::im2col::{pack_rows, packed_rows_len};
 use super::microkernel::{tile, Epilogue, Rows, KC, MR, NR};
+use super::packed_gemm::{Activation, PackedLinear};
 
 /// Rows of the left operand packed together; sized for the L2 cache.
 const MC: usize = 128;
@@ -33,6 +35,11 @@ pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) 
     if k == 0 {
         c.fill(0.0);
         return Ok(());
+    }
+    if cpu::has_avx512f() {
+        // The AVX-512 tile reads the left operand in place and needs only the right one packed,
+        // which costs one pass over `b` against `m` passes of arithmetic.
+        return PackedLinear::from_right_operand(b, k, n)?.forward(a, m, c, Activation::Identity);
     }
     let panels = n.div_ceil(NR);
     let parts = threads().min(panels);

@@ -24,6 +24,7 @@ mod microkernel;
 mod norm;
 mod ops;
 mod packed_gemm;
+mod peak;
 mod pool;
 mod tile512;
 mod vmath;
@@ -32,11 +33,12 @@ use candle_core::{DType, Result, Tensor};
 
 pub use attention::self_attention;
 pub(crate) use attention::self_attention_with;
-pub use cpu::isa_name;
+pub use cpu::{active_isa, detected_isa, isa_name, IsaLevel, ISA_VARIABLE};
 pub use gemm::sgemm;
 pub use geometry::Conv2dConfig;
 pub(crate) use packed_gemm::Kernel;
 pub use packed_gemm::{Activation, PackedLinear};
+pub use peak::measured_peak_gflops;
 pub use vmath::layer_norm_rows;
 
 /// Worker threads the kernels spread one call over (rayon's global pool).

@@ -462,6 +462,26 @@ impl PackedLinear {
         Ok(PackedLinear { kernel, n, k, panels: packed, bias: padded })
     }
 
+    /// Packs a matrix product's right operand `b`, row-major `k` x `n`, for the fastest tile of
+    /// this CPU: then `forward` computes `a · b`. The same panels as a weight's, read from the
+    /// other layout.
+    pub fn from_right_operand(b: &[f32], k: usize, n: usize) -> Result<Self> {
+        if b.len() != k * n {
+            bail!("right operand holds {} floats, expected {k} x {n} = {}", b.len(), k * n)
+        }
+        let kernel = Kernel::best();
+        let nr = kernel.nr();
+        let panels = n.div_ceil(nr);
+        let mut packed = Aligned::zeros(panels * k * nr);
+        let dst = packed.as_mut_slice();
+        for (l, row) in b.chunks_exact(n.max(1)).enumerate().take(k) {
+            for (j, part) in row.chunks(nr).enumerate() {
+                dst[(j * k + l) * nr..][..part.len()].copy_from_slice(part);
+            }
+        }
+        Ok(PackedLinear { kernel, n, k, panels: packed, bias: vec![0.0; panels * nr] })
+    }
+
     /// Floats per input row.
     pub fn in_features(&self) -> usize {
         self.k
