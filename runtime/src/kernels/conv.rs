@@ -21,7 +21,7 @@ use super::geometry::Geometry;
 use super::im2col::{
     im2col_rows, pack_cols, pack_rows, packed_rows_len, scatter_rows, segments, RowMap, Segment, SLACK,
 };
-use super::microkernel::{tile, Epilogue, Rows, KC, MR, NR};
+use super::microkernel::{tiles, Epilogue, Rows, KC, MR, NR};
 use super::pool::{self, pool_plane, PoolGeometry};
 
 /// Copies `planes` input planes into the middle of zeroed `(h + 2 pad) x (w + 2 pad)`
@@ -118,8 +118,7 @@ unsafe fn run_unit(
     let pa = &plan.a[grp * plan.a_len..(grp + 1) * plan.a_len];
     let bias_g = bias.map(|b| &b[grp * mg..(grp + 1) * mg]);
     let blocks = mg.div_ceil(MR);
-    let ep =
-        |i: usize, rows: usize| Epilogue { accumulate: false, bias: bias_g.map(|b| &b[i * MR..i * MR + rows]), relu };
+    let ep = Epilogue { accumulate: false, bias: bias_g, relu };
 
     let direct = if g.stride == 1 { ow / NR * NR } else { 0 };
     let offsets = plan.map.offsets().as_ptr();
@@ -128,22 +127,10 @@ unsafe fn run_unit(
             // SAFETY: with unit stride and the padding applied, every tap of these NR
             // positions reads inside input row `oy + dy` of the padded image.
             let base = unsafe { x_img.as_ptr().add(oy * plan.gp.w + ox) };
-            for i in 0..blocks {
-                let rows = MR.min(mg - i * MR);
-                // SAFETY: the caller's region; see above for the operand rows.
-                unsafe {
-                    tile(
-                        kg,
-                        pa.as_ptr().add(i * kg * MR),
-                        Rows::Indexed { base, offsets },
-                        dst.add(i * MR * p + oy * ow + ox),
-                        p,
-                        rows,
-                        NR,
-                        &ep(i, rows),
-                    )
-                };
-            }
+            // SAFETY: the caller's region; see above for the operand rows.
+            unsafe {
+                tiles(kg, pa.as_ptr(), kg * MR, Rows::Indexed { base, offsets }, dst.add(oy * ow + ox), p, mg, NR, &ep)
+            };
         }
     }
     if direct == ow {
@@ -166,30 +153,26 @@ unsafe fn run_unit(
             }
         }
         pack_cols(x_img, &plan.gp, &plan.map, 0, kg, segs, cols, buf);
-        for i in 0..blocks {
-            let rows = MR.min(mg - i * MR);
-            let t = &mut scratch.tile[i * MR * NR..(i + 1) * MR * NR];
-            // SAFETY: the packed panel holds a full tile and `t` one tile of output.
-            unsafe {
-                tile(
-                    kg,
-                    pa.as_ptr().add(i * kg * MR),
-                    Rows::Strided { ptr: buf.as_ptr(), ld: NR },
-                    t.as_mut_ptr(),
-                    NR,
-                    rows,
-                    cols,
-                    &ep(i, rows),
-                )
-            };
-            for (r, trow) in t.chunks_exact(NR).take(rows).enumerate() {
-                for s in segs.iter() {
-                    let src = &trow[s.t..s.t + s.len];
-                    // SAFETY: output row (i * MR + r), positions of `s`, inside the caller's region.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.add((i * MR + r) * p + s.oy * ow + s.ox), s.len)
-                    };
-                }
+        let t = &mut scratch.tile[..blocks * MR * NR];
+        // SAFETY: the packed panel holds a full tile and `t` one tile of output per group.
+        unsafe {
+            tiles(
+                kg,
+                pa.as_ptr(),
+                kg * MR,
+                Rows::Strided { ptr: buf.as_ptr(), ld: NR },
+                t.as_mut_ptr(),
+                NR,
+                mg,
+                cols,
+                &ep,
+            )
+        };
+        for (r, trow) in t.chunks_exact(NR).take(mg).enumerate() {
+            for s in segs.iter() {
+                let src = &trow[s.t..s.t + s.len];
+                // SAFETY: output row r, positions of `s`, inside the caller's region.
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(r * p + s.oy * ow + s.ox), s.len) };
             }
         }
     }
@@ -385,21 +368,12 @@ pub(crate) fn grad_input(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                         row[cols..].fill(0.0);
                     }
                     let ep = Epilogue { accumulate: c0 > 0, ..Epilogue::default() };
-                    for i in 0..kg.div_ceil(MR) {
-                        // SAFETY: `tmp` holds a full tile for every row panel.
-                        unsafe {
-                            tile(
-                                kc,
-                                pa.as_ptr().add(i * mg * MR + c0 * MR),
-                                Rows::Strided { ptr: buf.as_ptr(), ld: NR },
-                                tmp.as_mut_ptr().add(i * MR * NR),
-                                NR,
-                                MR,
-                                NR,
-                                &ep,
-                            )
-                        };
-                    }
+                    let rows_b = Rows::Strided { ptr: buf.as_ptr(), ld: NR };
+                    let rows = kg.div_ceil(MR) * MR;
+                    // SAFETY: `tmp` holds a full tile for every row panel.
+                    unsafe {
+                        tiles(kc, pa.as_ptr().add(c0 * MR), mg * MR, rows_b, tmp.as_mut_ptr(), NR, rows, NR, &ep)
+                    };
                 }
                 segments(&gp, p0, cols, segs);
                 scatter_rows(acc, &gp, &map, kg, segs, tmp);

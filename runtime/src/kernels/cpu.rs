@@ -11,7 +11,8 @@ pub enum IsaLevel {
     Portable,
     /// AVX2 with FMA: 8-lane vectors, 16 registers.
     Avx2Fma,
-    /// AVX-512F on top of AVX2+FMA: 16-lane vectors, 32 registers.
+    /// AVX-512F and VL on top of AVX2+FMA: 16-lane vectors, 32 registers, and the 8-lane forms
+    /// of its instructions on registers 16 to 31.
     Avx512,
 }
 
@@ -46,7 +47,7 @@ pub fn detected_isa() -> IsaLevel {
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx2") && has!("fma") {
-            return if has!("avx512f") { IsaLevel::Avx512 } else { IsaLevel::Avx2Fma };
+            return if has!("avx512f") && has!("avx512vl") { IsaLevel::Avx512 } else { IsaLevel::Avx2Fma };
         }
     }
     IsaLevel::Portable
