@@ -83,11 +83,13 @@ stop_server() {
 }
 
 # run_wrk OUT CONNECTIONS SECONDS [RATE]: runs wrk/wrk.lua against $MODEL_NAME and leaves its
-# TANDEM_LOAD_JSON summary in OUT. Two threads: the client shares the machine with the server.
+# TANDEM_LOAD_JSON summary in OUT. Two threads (one for a single connection): the client shares
+# the machine with the server.
 run_wrk() {
     local out=$1 connections=$2 seconds=$3 rate=${4:-}
-    TANDEM_LOAD_MODEL=$MODEL_NAME TANDEM_LOAD_SIDE=$MODEL_SIDE TANDEM_LOAD_THREADS=2 TANDEM_LOAD_RATE=$rate \
-        "${WRK[@]}" -t 2 -c "$connections" -d "${seconds}s" --timeout 30s -s "$BENCH_DIR/wrk.lua" \
+    local threads=$(( connections < 2 ? connections : 2 ))
+    TANDEM_LOAD_MODEL=$MODEL_NAME TANDEM_LOAD_SIDE=$MODEL_SIDE TANDEM_LOAD_THREADS=$threads TANDEM_LOAD_RATE=$rate \
+        "${WRK[@]}" -t "$threads" -c "$connections" -d "${seconds}s" --timeout 30s -s "$BENCH_DIR/wrk.lua" \
         "http://127.0.0.1:$PORT" >"$out.log" 2>&1 || fail "wrk failed: $(tail -5 "$out.log")"
     grep '^TANDEM_LOAD_JSON ' "$out.log" | sed 's/^TANDEM_LOAD_JSON //' >"$out"
     [ -s "$out" ] || fail "wrk printed no summary: $(tail -5 "$out.log")"
