@@ -23,10 +23,7 @@ while [ $# -gt 0 ]; do
     esac
     shift 2
 done
-[ -x "$BIN" ] || fail "$BIN is not an executable"
-read_model
-find_wrk
-WORK=$(mktemp -d)
+setup_run
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 echo "== machine"

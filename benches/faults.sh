@@ -32,10 +32,7 @@ while [ $# -gt 0 ]; do
     esac
     shift 2
 done
-[ -x "$BIN" ] || fail "$BIN is not an executable"
-read_model
-find_wrk
-WORK=$(mktemp -d)
+setup_run
 [ -z "${TANDEM_BENCH_KEEP:-}" ] || note "keeping $WORK"
 trap 'kill "${SERVER_PID:-}" "${WRK_PID:-}" 2>/dev/null || true; [ -n "${TANDEM_BENCH_KEEP:-}" ] || rm -rf "$WORK"' EXIT
 

@@ -103,3 +103,12 @@ read_model() {
     MODEL_NAME=$(json "$MODEL/manifest.json" 'd["name"]')
     MODEL_SIDE=$(json "$MODEL/manifest.json" 'd["family"]["architecture"]["input_shape"][-1]')
 }
+
+# setup_run: what every script does once its options are read: checks $BIN, reads $MODEL's name
+# and image side, finds wrk, and makes the scratch folder $WORK.
+setup_run() {
+    [ -x "$BIN" ] || fail "$BIN is not an executable"
+    read_model
+    find_wrk
+    WORK=$(mktemp -d)
+}

@@ -178,6 +178,24 @@ pub(crate) unsafe fn portable_tile(
     unsafe { store_scalar(&acc, c, ldc, rows, cols, ep) }
 }
 
+/// Starts fetching the `rows` output rows of a tile (`NR` floats each): the reduction that
+/// follows takes long enough to hide the miss, which otherwise stalls the write-back of every
+/// tile of a large product.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_output(c: *mut f32, ldc: usize, rows: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for r in 0..rows {
+        let row = c.wrapping_add(r * ldc) as *const i8;
+        // SAFETY: prefetching is a hint and never faults, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 4));
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{store_scalar, Epilogue, Rows, MR, NR};
@@ -202,14 +220,7 @@ mod avx2 {
         cols: usize,
         ep: &Epilogue,
     ) {
-        // Start fetching the output tile now: the reduction below takes long enough to hide
-        // the miss, which otherwise stalls the write-back of every tile of a large product.
-        for r in 0..rows {
-            let row = c.wrapping_add(r * ldc) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 4));
-        }
+        super::prefetch_output(c, ldc, rows);
         let acc = match b {
             Rows::Strided { ptr, ld } => strided(kc, a, ptr, ld),
             Rows::Indexed { base, offsets } => indexed(kc, a, base, offsets),
@@ -388,11 +399,7 @@ mod avx512 {
         cols: usize,
         ep: &Epilogue,
     ) {
-        for r in 0..rows {
-            let row = c.wrapping_add(r * ldc) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 4));
-        }
+        super::prefetch_output(c, ldc, rows);
         let acc = match b {
             Rows::Strided { ptr, ld } => strided(kc, a, a_stride, ptr, ld),
             Rows::Indexed { base, offsets } => indexed(kc, a, a_stride, base, offsets),
