@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
-use tandem_runtime::{BatchConfig, RuntimeConfig};
+use tandem_runtime::{BatchConfig, DelayPolicy, RuntimeConfig};
 use tandem_server::ServerConfig;
 
 /// Every serve setting; `None` means "not given at this layer".
@@ -45,6 +45,10 @@ pub struct ServeSettings {
     /// Longest wait for a batch to fill, in milliseconds [default: 2].
     #[arg(long, env = "TANDEM_MAX_BATCH_DELAY_MS")]
     pub max_batch_delay_ms: Option<u64>,
+    /// When a batch is held open for the delay: `fixed` (always) or `adaptive` (only while
+    /// waiting has recently brought more items) [default: fixed].
+    #[arg(long, env = "TANDEM_BATCH_DELAY_POLICY")]
+    pub batch_delay_policy: Option<DelayPolicy>,
     /// Requests that may wait per model before new ones get 429 [default: 1024].
     #[arg(long, env = "TANDEM_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
@@ -155,6 +159,7 @@ impl ServeSettings {
             max_batch_size: self.max_batch_size.or(base.max_batch_size),
             max_batch_tokens: self.max_batch_tokens.or(base.max_batch_tokens),
             max_batch_delay_ms: self.max_batch_delay_ms.or(base.max_batch_delay_ms),
+            batch_delay_policy: self.batch_delay_policy.or(base.batch_delay_policy),
             queue_capacity: self.queue_capacity.or(base.queue_capacity),
             cache_capacity: self.cache_capacity.or(base.cache_capacity),
             request_timeout_ms: self.request_timeout_ms.or(base.request_timeout_ms),
@@ -189,6 +194,7 @@ impl ServeSettings {
                 max_batch_delay: self.max_batch_delay_ms.map_or(b.max_batch_delay, Duration::from_millis),
                 queue_capacity: self.queue_capacity.unwrap_or(b.queue_capacity).max(1),
                 request_timeout: self.request_timeout_ms.map_or(b.request_timeout, Duration::from_millis),
+                delay_policy: self.batch_delay_policy.unwrap_or(b.delay_policy),
             },
             cache_capacity: self.cache_capacity.unwrap_or(d.cache_capacity),
         }

@@ -41,7 +41,7 @@ pub mod testing_text;
 pub mod text;
 pub mod timing;
 
-pub use batcher::BatchConfig;
+pub use batcher::{BatchConfig, DelayPolicy};
 pub use cache::CacheStats;
 pub use error::{Error, Result};
 pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction, Probabilities};
