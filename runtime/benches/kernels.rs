@@ -136,29 +136,31 @@ fn cnn_train_step(rng: &mut StdRng) {
     report("cnn train step b128 (sgd)", ours, candle, 0.0);
 }
 
-/// Inference of the benchmark CNN at batch 64, with the kernels or candle's ops.
+/// Inference of the benchmark CNN at batch 1, 8 and 64, with the kernels or candle's ops.
 fn cnn_infer(rng: &mut StdRng) {
     let t: Vec<Tensor> = [vec![16, 1, 3, 3], vec![16], vec![32, 16, 3, 3], vec![32], vec![10, 32 * 12 * 12], vec![10]]
         .iter()
         .map(|d| (random(rng, d) * 0.1).expect("scale"))
         .collect();
-    let x = random(rng, &[64, 1, 28, 28]);
     let cfg = Conv2dConfig::default();
-    let run = |fast: bool| {
-        let h = if fast {
-            kernels::conv2d(&x, &t[0], Some(&t[1]), cfg, true)
-                .and_then(|h| kernels::conv2d_max_pool(&h, &t[2], Some(&t[3]), cfg, true, 2))
-        } else {
-            kernels::reference_conv2d(&x, &t[0], Some(&t[1]), cfg, true)
-                .and_then(|h| kernels::reference_conv2d(&h, &t[2], Some(&t[3]), cfg, true))
-                .and_then(|h| h.max_pool2d(2))
-        }
-        .expect("convolutions");
-        h.flatten_from(1).and_then(|h| h.matmul(&t[4].t()?)).and_then(|h| h.broadcast_add(&t[5])).expect("linear");
-    };
-    let ours = best_secs(|| run(true));
-    let candle = baseline_secs(|| run(false));
-    report("cnn inference b64", ours, candle, 0.0);
+    for batch in [1, 8, 64] {
+        let x = random(rng, &[batch, 1, 28, 28]);
+        let run = |fast: bool| {
+            let h = if fast {
+                kernels::conv2d(&x, &t[0], Some(&t[1]), cfg, true)
+                    .and_then(|h| kernels::conv2d_max_pool(&h, &t[2], Some(&t[3]), cfg, true, 2))
+            } else {
+                kernels::reference_conv2d(&x, &t[0], Some(&t[1]), cfg, true)
+                    .and_then(|h| kernels::reference_conv2d(&h, &t[2], Some(&t[3]), cfg, true))
+                    .and_then(|h| h.max_pool2d(2))
+            }
+            .expect("convolutions");
+            h.flatten_from(1).and_then(|h| h.matmul(&t[4].t()?)).and_then(|h| h.broadcast_add(&t[5])).expect("linear");
+        };
+        let ours = best_secs(|| run(true));
+        let candle = baseline_secs(|| run(false));
+        report(&format!("cnn inference b{batch}"), ours, candle, 0.0);
+    }
 }
 
 fn main() {
