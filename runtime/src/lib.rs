@@ -17,6 +17,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batch_delay;
 pub mod batcher;
 pub mod bundle;
 pub mod cache;
@@ -41,7 +42,8 @@ pub mod testing_text;
 pub mod text;
 pub mod timing;
 
-pub use batcher::{BatchConfig, DelayPolicy};
+pub use batch_delay::DelayPolicy;
+pub use batcher::BatchConfig;
 pub use cache::CacheStats;
 pub use error::{Error, Result};
 pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction, Probabilities};
