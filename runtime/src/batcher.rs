@@ -1,9 +1,10 @@
 //! The dynamic batcher: one queue and one worker thread per model.
 //!
 //! Callers enqueue items with a deadline and await a oneshot reply. The worker owns the queue: it
-//! waits for a first item, then gathers more of the same group until the batch holds
-//! `max_batch_size` items, its cost (see [`Family::batch_cost`]) reaches `max_batch_tokens`, or
-//! `max_batch_delay` has passed since the first item arrived. Items whose caller
+//! waits for a first item, takes every item of the same group already queued, then waits for more
+//! until the batch holds `max_batch_size` items, its cost (see [`Family::batch_cost`]) reaches
+//! `max_batch_tokens`, or `max_batch_delay` has passed since the first item arrived (the
+//! [`DelayPolicy`] decides whether to wait at all). Items whose caller
 //! went away are skipped, and items past their deadline are answered with [`Error::Timeout`] without
 //! running. The model runs on the worker thread, never on the async executor.
 
