@@ -46,7 +46,7 @@ pub struct ServeSettings {
     #[arg(long, env = "TANDEM_MAX_BATCH_DELAY_MS")]
     pub max_batch_delay_ms: Option<u64>,
     /// When a batch is held open for the delay: `fixed` (always) or `adaptive` (only while
-    /// waiting has recently brought more items) [default: fixed].
+    /// waiting has recently brought more items) [default: adaptive].
     #[arg(long, env = "TANDEM_BATCH_DELAY_POLICY")]
     pub batch_delay_policy: Option<DelayPolicy>,
     /// Requests that may wait per model before new ones get 429 [default: 1024].

@@ -138,6 +138,8 @@ fn a_full_server_sheds_load_with_429_and_retry_after() {
         "1",
         "--max-batch-delay-ms",
         "200",
+        "--batch-delay-policy",
+        "fixed",
         "--max-batch-size",
         "1",
         "--concurrency-limit",
@@ -188,6 +190,8 @@ fn a_request_past_its_deadline_gets_503() {
         "1",
         "--max-batch-delay-ms",
         "1000",
+        "--batch-delay-policy",
+        "fixed",
         "--max-batch-size",
         "64",
     ]);

@@ -80,7 +80,14 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     // signal the server in the middle of it.
     let mut server = Server::start_with(&[("TANDEM_LOG", "info,tower_http=debug")], |cmd| {
         let port = free_port();
-        cmd.arg("--model").arg(&bundle).args(["--max-batch-delay-ms", "1500", "--port", &port.to_string()]);
+        cmd.arg("--model").arg(&bundle).args([
+            "--max-batch-delay-ms",
+            "1500",
+            "--batch-delay-policy",
+            "fixed",
+            "--port",
+            &port.to_string(),
+        ]);
         port
     });
     let http = Http::new();

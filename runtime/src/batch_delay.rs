@@ -9,11 +9,12 @@
 #[serde(rename_all = "lowercase")]
 pub enum DelayPolicy {
     /// Always wait up to `max_batch_delay` after the first item.
-    #[default]
     Fixed,
     /// Wait only while waiting has recently brought more items: one client at a time (whose next
     /// request cannot come before this one is answered) stops paying the delay after a few
-    /// batches, and a periodic probe wait notices when company arrives.
+    /// batches, and a periodic probe wait notices when company arrives. The default: measured
+    /// against `Fixed`, it served a lone client 3x faster and was level from 4 clients up.
+    #[default]
     Adaptive,
 }
 

@@ -48,7 +48,7 @@ impl Default for BatchConfig {
             max_batch_delay: Duration::from_millis(2),
             queue_capacity: 1024,
             request_timeout: Duration::from_secs(30),
-            delay_policy: DelayPolicy::Fixed,
+            delay_policy: DelayPolicy::Adaptive,
         }
     }
 }

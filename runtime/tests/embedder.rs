@@ -10,7 +10,9 @@ use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
 use tandem_runtime::models::sentence_encoder::Pooling;
 use tandem_runtime::testing::write_tiny_classifier_bundle;
 use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
-use tandem_runtime::{BatchConfig, ClassifyRequest, EmbedRequest, Error, RerankRequest, Runtime, RuntimeConfig};
+use tandem_runtime::{
+    BatchConfig, ClassifyRequest, DelayPolicy, EmbedRequest, Error, RerankRequest, Runtime, RuntimeConfig,
+};
 
 const TEXTS: [&str; 6] =
     ["the cat sat", "a dog ran on the mat", "cats", "", "  the  dog  ", "the cat sat on the mat and the dog ran"];
@@ -26,7 +28,12 @@ fn tiny_bundle(tmp: &Path, pooling: Pooling, normalize: bool) -> PathBuf {
 }
 
 fn runtime(dir: &Path, max_batch_size: usize, cache_capacity: u64) -> Runtime {
-    let batch = BatchConfig { max_batch_size, max_batch_delay: Duration::from_millis(20), ..Default::default() };
+    let batch = BatchConfig {
+        max_batch_size,
+        max_batch_delay: Duration::from_millis(20),
+        delay_policy: DelayPolicy::Fixed,
+        ..Default::default()
+    };
     let rt = Runtime::new(RuntimeConfig { batch, cache_capacity });
     rt.load(dir).unwrap();
     rt

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tandem_runtime::image::GrayImage;
 use tandem_runtime::testing::write_tiny_classifier_bundle;
-use tandem_runtime::{BatchConfig, ClassifyRequest, Error, Runtime, RuntimeConfig};
+use tandem_runtime::{BatchConfig, ClassifyRequest, DelayPolicy, Error, Runtime, RuntimeConfig};
 
 fn image(seed: u32) -> GrayImage {
     let rows: Vec<Vec<f64>> =
@@ -22,7 +22,12 @@ fn runtime(max_batch_size: usize, cache_capacity: u64) -> (tempfile::TempDir, Ru
 }
 
 fn runtime_on(dir: &std::path::Path, max_batch_size: usize, cache_capacity: u64) -> Runtime {
-    let batch = BatchConfig { max_batch_size, max_batch_delay: Duration::from_millis(20), ..Default::default() };
+    let batch = BatchConfig {
+        max_batch_size,
+        max_batch_delay: Duration::from_millis(20),
+        delay_policy: DelayPolicy::Fixed,
+        ..Default::default()
+    };
     let rt = Runtime::new(RuntimeConfig { batch, cache_capacity });
     rt.load(dir).unwrap();
     rt

@@ -187,6 +187,7 @@ async fn invalid_config_is_refused_before_serving() {
 fn slow_batching_fixture(delay: Duration) -> Fixture {
     let mut config = tandem_runtime::RuntimeConfig::default();
     config.batch.max_batch_delay = delay;
+    config.batch.delay_policy = tandem_runtime::DelayPolicy::Fixed;
     config.batch.max_batch_size = 1024;
     config.cache_capacity = 0;
     fixture_with(config)
