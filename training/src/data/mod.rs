@@ -70,6 +70,7 @@
 //! test labels; just the one CSV for `digits`). For a fetched dataset it is the sha256 of the
 //! `SHA256SUMS` file in its directory.
 
+mod acquire;
 mod asset;
 pub mod batch;
 mod checksum;
