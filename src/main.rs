@@ -52,11 +52,17 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Distill a student from a teacher bundle.
     Distill(commands::train::DistillArgs),
+    /// Train a class-conditional DDPM teacher (a `diffusion` bundle).
+    TrainDiffusion(commands::diffusion::TrainDiffusionArgs),
+    /// Train a consistency model (a `consistency` bundle): iCT, or CD from a diffusion bundle.
+    TrainConsistency(commands::diffusion::TrainConsistencyArgs),
     /// Import a model from another format as a bundle.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
     /// Measure a classifier on a dataset split, or an embedder (or BM25) on WordNet retrieval.
     Eval(commands::eval::Args),
+    /// Generate images with a diffusion or consistency bundle and write them as one grid PNG.
+    Sample(commands::sample::Args),
     /// Serve bundles over HTTP.
     Serve(commands::serve::Args),
     /// Run benchmarks.
@@ -79,8 +85,11 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Train(args) => commands::train::run_train(args),
         Command::Distill(args) => commands::train::run_distill(args),
+        Command::TrainDiffusion(args) => commands::diffusion::run(args),
+        Command::TrainConsistency(args) => commands::diffusion::run_consistency(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Sample(args) => commands::sample::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Openapi => {

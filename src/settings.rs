@@ -113,6 +113,12 @@ pub struct ServeSettings {
     /// Largest total size of a request's headers in bytes; larger get 431 [default: 32768].
     #[arg(long, env = "TANDEM_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Most sampler steps one generate request may ask for; more get 422 [default: 100].
+    #[arg(long, env = "TANDEM_MAX_GENERATE_STEPS")]
+    pub max_generate_steps: Option<usize>,
+    /// Most images one generate request may ask for; more get 422 [default: 16].
+    #[arg(long, env = "TANDEM_MAX_GENERATE_IMAGES")]
+    pub max_generate_images: Option<usize>,
 }
 
 /// Reads a duration such as `5s`, `500ms` or `1m 30s` (humantime's syntax), or a bare number of
@@ -180,6 +186,8 @@ impl ServeSettings {
             idle_timeout_ms: self.idle_timeout_ms.or(base.idle_timeout_ms),
             max_connections: self.max_connections.or(base.max_connections),
             max_header_bytes: self.max_header_bytes.or(base.max_header_bytes),
+            max_generate_steps: self.max_generate_steps.or(base.max_generate_steps),
+            max_generate_images: self.max_generate_images.or(base.max_generate_images),
         }
     }
 
@@ -240,6 +248,8 @@ impl ServeSettings {
             max_header_bytes: self.max_header_bytes.unwrap_or(d.max_header_bytes),
             api_keys_file: self.api_keys_file.clone().or(d.api_keys_file),
             public_metrics: self.public_metrics.unwrap_or(d.public_metrics),
+            max_generate_steps: self.max_generate_steps.unwrap_or(d.max_generate_steps),
+            max_generate_images: self.max_generate_images.unwrap_or(d.max_generate_images),
         }
     }
 }
@@ -279,6 +289,16 @@ mod tests {
         assert_eq!(off.watch_interval().unwrap(), None);
         let nowhere = ServeSettings { watch: Some(true), ..Default::default() };
         assert!(nowhere.watch_interval().unwrap_err().to_string().contains("--models-dir"));
+    }
+
+    #[test]
+    fn generation_limits_layer_like_the_rest() {
+        let defaults = ServeSettings::default().server_config();
+        assert_eq!((defaults.max_generate_steps, defaults.max_generate_images), (100, 16));
+        let file: ServeSettings = toml::from_str("max_generate_steps = 20\nmax_generate_images = 4").unwrap();
+        let cli = ServeSettings { max_generate_images: Some(8), ..Default::default() };
+        let config = cli.over(file).server_config();
+        assert_eq!((config.max_generate_steps, config.max_generate_images), (20, 8));
     }
 
     #[test]

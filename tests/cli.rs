@@ -207,3 +207,34 @@ fn benchmarks_quickstart_rows_match_a_fresh_run() {
         );
     }
 }
+
+/// `tandem sample` tiles its images with a 2-pixel gap, `--cols` per row.
+#[test]
+fn sample_writes_a_grid_of_the_requested_shape() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ddpm = tandem_runtime::testing::write_tiny_diffusion_bundle(dir.path(), "ddpm").expect("a diffusion bundle");
+    let out = dir.path().join("grid.png");
+    let run = run_ok(
+        tandem()
+            .args(["sample", "--sampler", "dpmpp2m", "--steps", "3", "--class", "3", "--n", "4", "--cols", "2"])
+            .args(["--dualfast", "--dualfast-c-max", "0.1", "--model"])
+            .arg(&ddpm)
+            .arg("--out")
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("grid.png") && stdout.contains("3 network evaluations"), "{stdout}");
+    let grid = image::open(&out).expect("the grid is an image").to_luma8();
+    assert_eq!(grid.dimensions(), (2 * 28 + 2, 2 * 28 + 2));
+
+    // By default ceil(sqrt(n)) images per row; a consistency model takes its steps from its σ.
+    let cm = tandem_runtime::testing::write_tiny_consistency_bundle(dir.path(), "cm").expect("a consistency bundle");
+    let out = dir.path().join("cm.png");
+    run_ok(tandem().args(["sample", "--n", "3", "--sigmas", "80,0.8", "--model"]).arg(&cm).arg("--out").arg(&out));
+    let grid = image::open(&out).expect("the grid is an image").to_luma8();
+    assert_eq!(grid.dimensions(), (2 * 28 + 2, 2 * 28 + 2), "3 images, 2 per row");
+
+    let failed =
+        run_failing(tandem().args(["sample", "--sampler", "euler", "--model"]).arg(&ddpm).arg("--out").arg(&out));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("dpmpp2m"), "{}", show(&failed));
+}

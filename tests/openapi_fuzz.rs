@@ -104,6 +104,9 @@ fn schemathesis_finds_no_failures_in_the_served_api() {
     // schemathesis picks; loading, reloading or unloading the scratch bundle changes nothing else.
     // This matters: schemathesis 4's stateful phase infers links from `GET /v1/models` to every
     // `{id}` parameter, so it does call `DELETE /v1/models/{id}` with the ids that list returns.
+    // A diffusion model, so that the generate route answers real requests, not only 404 and 422.
+    let ddpm =
+        tandem_runtime::testing::write_tiny_diffusion_bundle(dir.path(), "ddpm").expect("a tiny diffusion bundle");
     let models_dir = dir.path().join("models");
     tandem_runtime::testing::write_tiny_classifier_bundle(&models_dir, "scratch", "1").expect("a scratch bundle");
     let server = Server::start(&[
@@ -111,6 +114,8 @@ fn schemathesis_finds_no_failures_in_the_served_api() {
         bundle.to_str().expect("UTF-8 path"),
         "--model",
         texts.to_str().expect("UTF-8 path"),
+        "--model",
+        ddpm.to_str().expect("UTF-8 path"),
         "--models-dir",
         models_dir.to_str().expect("UTF-8 path"),
     ]);

@@ -5,6 +5,7 @@ mod common;
 mod deploy;
 mod embedder;
 mod errors;
+mod generate;
 mod http;
 mod kserve;
 mod lifecycle;

@@ -101,6 +101,9 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v2/models/texts/infer", "application/json"),
     ("POST", "/v2/models/digits/infer", "application/octet-stream"),
     ("POST", "/v2/models/texts/infer", "application/octet-stream"),
+    ("POST", "/v1/models/ddpm/generate", "application/json"),
+    ("POST", "/v1/models/cm/generate", "application/json"),
+    ("POST", "/v2/models/ddpm/infer", "application/json"),
 ];
 
 /// The request body of every route, through the whole app (extractors, validation, the runtime).
@@ -151,7 +154,8 @@ fn fast_config() -> RuntimeConfig {
     config
 }
 
-/// The app over a tiny classifier `digits@1` and a tiny embedder `texts@1`, built once.
+/// The app over a tiny classifier `digits@1`, a tiny embedder `texts@1`, and tiny generators
+/// `ddpm@1` (diffusion) and `cm@1` (consistency), built once.
 fn server() -> (&'static Router, &'static tokio::runtime::Runtime) {
     static SERVER: OnceLock<(Router, tokio::runtime::Runtime, tempfile::TempDir)> = OnceLock::new();
     let (app, rt, _) = SERVER.get_or_init(|| {
@@ -172,6 +176,12 @@ fn server() -> (&'static Router, &'static tokio::runtime::Runtime) {
         tandem_runtime::import::import_sentence_transformers(&st, &dir.path().join("texts"), &options)
             .expect("the tiny encoder imports");
         runtime.load(&dir.path().join("texts")).expect("the tiny embedder loads");
+        let ddpm = tandem_runtime::testing::write_tiny_diffusion_bundle(dir.path(), "ddpm")
+            .expect("the tiny diffusion model writes");
+        runtime.load(&ddpm).expect("the tiny diffusion model loads");
+        let cm = tandem_runtime::testing::write_tiny_consistency_bundle(dir.path(), "cm")
+            .expect("the tiny consistency model writes");
+        runtime.load(&cm).expect("the tiny consistency model loads");
         let state = AppState::new(runtime, &ServerConfig::default());
         state.set_ready(true);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");

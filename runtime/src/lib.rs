@@ -22,6 +22,7 @@ pub mod batcher;
 pub mod bundle;
 pub mod cache;
 pub mod device;
+pub mod diffusion;
 mod error;
 pub mod families;
 pub mod family;
@@ -50,6 +51,7 @@ pub use families::classifier::{ClassifyRequest, ClassifyResponse, Prediction, Pr
 pub use families::embedder::{
     EmbedRequest, EmbedResponse, Ranked, RerankRequest, RerankResponse, SimilarityResponse, TextUsage,
 };
+pub use families::generator::{GenerateRequest, GenerateResponse, GeneratedImage};
 pub use runtime::{ModelInfo, Runtime, RuntimeConfig, StagedModel};
 pub use telemetry::describe_metrics;
 

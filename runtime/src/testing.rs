@@ -7,10 +7,13 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::bundle::{
-    write_bundle, ClassifierSpec, FamilySpec, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
+    write_bundle, ClassifierSpec, ConsistencySpec, DiffusionSpec, FamilySpec, InferenceSpec, InputSpec, Manifest,
+    Provenance, SCHEMA_VERSION,
 };
+use crate::diffusion::BetaSchedule;
 use crate::image::RESIZE_FILTER;
 use crate::models::cnn::{Cnn, CnnConfig, LayerSpec};
+use crate::models::unet::{tiny_config, UNet, UNetConfig};
 use crate::Result;
 
 /// A tiny CNN for 8×8 grayscale digits with ten classes.
@@ -76,4 +79,55 @@ pub fn write_tiny_classifier_bundle_at(path: &Path, name: &str, version: &str) -
     Cnn::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
     write_bundle(path, &manifest_for(name, version, cfg), &varmap)?;
     Ok(())
+}
+
+/// Neutral provenance and metrics around a family section.
+fn generic_manifest(name: &str, family: FamilySpec) -> Manifest {
+    let mut m = manifest_for(name, "1", tiny_cnn_config());
+    m.family = family;
+    m
+}
+
+/// Builds the tiny UNet on a fresh `VarMap` and perturbs every weight (the output layer starts at
+/// zero, which would make every untrained model predict ε = 0 whatever its input).
+fn tiny_unet_vars(cfg: &UNetConfig) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    UNet::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    for var in varmap.all_vars() {
+        let noise = candle_core::Tensor::randn(0f32, 0.05, var.shape(), &Device::Cpu)?;
+        var.set(&(var.as_tensor() + noise)?)?;
+    }
+    Ok(varmap)
+}
+
+/// Writes a random-weight, ten-class 28×28 `diffusion` bundle to `dir/name` and returns its path.
+pub fn write_tiny_diffusion_bundle(dir: &Path, name: &str) -> Result<PathBuf> {
+    let cfg = tiny_config(10);
+    let spec = DiffusionSpec {
+        labels: (0..10).map(|i| i.to_string()).collect(),
+        architecture: cfg.clone(),
+        schedule: BetaSchedule::Linear { start: 1e-4, end: 0.02 },
+        train_steps: 1000,
+        guidance: 1.0,
+    };
+    let path = dir.join(name);
+    write_bundle(&path, &generic_manifest(name, FamilySpec::Diffusion(spec)), &tiny_unet_vars(&cfg)?)?;
+    Ok(path)
+}
+
+/// Writes a random-weight, ten-class 28×28 `consistency` bundle to `dir/name` (σ lists for 1 and
+/// 2 steps) and returns its path.
+pub fn write_tiny_consistency_bundle(dir: &Path, name: &str) -> Result<PathBuf> {
+    let cfg = tiny_config(10);
+    let spec = ConsistencySpec {
+        labels: (0..10).map(|i| i.to_string()).collect(),
+        architecture: cfg.clone(),
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+        sigma_data: 0.5,
+        sigmas: BTreeMap::from([("1".into(), vec![80.0]), ("2".into(), vec![80.0, 0.8])]),
+    };
+    let path = dir.join(name);
+    write_bundle(&path, &generic_manifest(name, FamilySpec::Consistency(spec)), &tiny_unet_vars(&cfg)?)?;
+    Ok(path)
 }

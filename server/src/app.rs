@@ -36,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::admin::router())
         .merge(routes::classifier::router())
         .merge(routes::embedder::router())
+        .merge(routes::generator::router())
         .merge(routes::kserve::router())
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(

@@ -54,6 +54,11 @@ pub struct ServerConfig {
     /// A file of API keys, one per line (`#` starts a comment), re-read on SIGHUP; keys in it are
     /// accepted next to `api_key`. Keeps keys out of the process's command line.
     pub api_keys_file: Option<PathBuf>,
+    /// Most sampler steps (network evaluations per image) one generate request may ask for; more
+    /// get 422. Sampling holds a model's worker for every step of every image.
+    pub max_generate_steps: usize,
+    /// Most images one generate request may ask for; more get 422.
+    pub max_generate_images: usize,
     /// Serve `/metrics` without the API key. Off by default, because metrics name the models and
     /// their traffic; health probes stay open either way.
     pub public_metrics: bool,
@@ -83,6 +88,8 @@ impl Default for ServerConfig {
             max_header_bytes: 32 * 1024,
             api_keys_file: None,
             public_metrics: false,
+            max_generate_steps: 100,
+            max_generate_images: 16,
         }
     }
 }
@@ -111,6 +118,8 @@ impl ServerConfig {
             ("max_connections", self.max_connections),
             ("max_uri_bytes", self.max_uri_bytes),
             ("max_header_bytes", self.max_header_bytes),
+            ("max_generate_steps", self.max_generate_steps),
+            ("max_generate_images", self.max_generate_images),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));

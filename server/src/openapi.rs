@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorShape, ErrorType};
-use crate::routes::{self, admin, classifier, docs, embedder, health, kserve, metrics, models};
+use crate::routes::{self, admin, classifier, docs, embedder, generator, health, kserve, metrics, models};
 use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
 
@@ -70,6 +70,7 @@ fn behind_api_layers(path: &str) -> bool {
         embedder::embed,
         embedder::rerank,
         embedder::similarity,
+        generator::generate,
         kserve::server_live,
         kserve::server_ready,
         kserve::server_metadata,
@@ -106,6 +107,7 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
         "reload_model" => admin::RELOAD_ERRORS,
         "classify" => classifier::CLASSIFY_ERRORS,
         "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => routes::INFERENCE_ERRORS,
+        "generate" => generator::GENERATE_ERRORS,
         "server_ready" => kserve::SERVER_READY_ERRORS,
         "model_metadata" | "model_version_metadata" => kserve::METADATA_ERRORS,
         "model_ready" | "model_version_ready" => kserve::MODEL_READY_ERRORS,

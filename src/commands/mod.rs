@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod data;
+pub mod diffusion;
 pub mod eval;
 pub mod import;
 pub mod quickstart;
+pub mod sample;
 pub mod serve;
 pub mod train;

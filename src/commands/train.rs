@@ -278,7 +278,7 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
     })
 }
 
-fn print_summary(summary: &TrainSummary, json: bool) {
+pub fn print_summary(summary: &TrainSummary, json: bool) {
     if json {
         println!("{}", serde_json::to_string(summary).expect("summaries serialise. This is a bug."));
     } else {

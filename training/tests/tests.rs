@@ -1,4 +1,5 @@
 //! The training crate's integration tests, linked as one binary.
 
+mod diffusion;
 mod methods;
 mod reproduction;

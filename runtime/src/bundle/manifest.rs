@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diffusion::BetaSchedule;
 use crate::models::cnn::CnnConfig;
 use crate::models::sentence_encoder::{BertConfig, Pooling};
+use crate::models::unet::UNetConfig;
 
 /// The manifest schema this runtime writes; older ones are migrated on load.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -68,17 +70,23 @@ pub enum FamilySpec {
     Classifier(ClassifierSpec),
     /// A text embedder (sentence encoder).
     Embedder(EmbedderSpec),
+    /// A DDPM teacher: an ε-predicting UNet sampled by ODE solvers.
+    Diffusion(DiffusionSpec),
+    /// A consistency model: a UNet that maps a noisy image to its clean end point in one call.
+    Consistency(ConsistencySpec),
 }
 
 impl FamilySpec {
     /// Every kind this runtime serves, in a fixed order; docs and tidy tests walk it.
-    pub const KINDS: [&'static str; 2] = ["classifier", "embedder"];
+    pub const KINDS: [&'static str; 4] = ["classifier", "embedder", "diffusion", "consistency"];
 
     /// The wire name of the kind.
     pub fn kind(&self) -> &'static str {
         match self {
             FamilySpec::Classifier(_) => "classifier",
             FamilySpec::Embedder(_) => "embedder",
+            FamilySpec::Diffusion(_) => "diffusion",
+            FamilySpec::Consistency(_) => "consistency",
         }
     }
 }
@@ -106,6 +114,43 @@ pub struct ClassifierSpec {
     /// How the head outputs become probabilities at inference.
     #[serde(default)]
     pub inference: InferenceSpec,
+}
+
+/// A DDPM teacher. Images live on [−1, 1] inside the model (0 is −1, 255 is 1); the UNet predicts
+/// the noise ε of x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε, conditioned on the integer timestep t and a class.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionSpec {
+    /// The network and its full config; weights must match it exactly.
+    pub architecture: UNetConfig,
+    /// The β schedule the model was trained on.
+    pub schedule: BetaSchedule,
+    /// Training timesteps T (1000 for DDPM).
+    pub train_steps: usize,
+    /// Class labels, by class index; empty for an unconditional model.
+    pub labels: Vec<String>,
+    /// The classifier-free guidance scale used when a request names none (1 is plain conditional).
+    pub guidance: f64,
+}
+
+/// A consistency model (Song et al.): f(x, σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x, c_noise(σ)) on
+/// the variance-exploding σ range of Karras et al., images on [−1, 1] as for [`DiffusionSpec`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencySpec {
+    /// The network F and its full config; weights must match it exactly.
+    pub architecture: UNetConfig,
+    /// The smallest σ, where f is the identity.
+    pub sigma_min: f64,
+    /// The largest σ, where sampling starts from σ_max·z.
+    pub sigma_max: f64,
+    /// The data's standard deviation in the parametrization (0.5 in the papers).
+    pub sigma_data: f64,
+    /// Class labels, by class index; empty for an unconditional model.
+    pub labels: Vec<String>,
+    /// The σ to sample at for each supported step count, chosen on validation: `"2": [80, 0.8]`
+    /// starts at 80 and re-noises to 0.8 once. A request may give its own.
+    pub sigmas: BTreeMap<String, Vec<f64>>,
 }
 
 /// A text embedder: a BERT-family encoder, its tokenizer file and its pooling.

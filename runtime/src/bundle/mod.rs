@@ -15,7 +15,8 @@ use candle_nn::{VarBuilder, VarMap};
 use sha2::{Digest, Sha256};
 
 pub use manifest::{
-    ClassifierSpec, EmbedderSpec, FamilySpec, FileEntry, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
+    ClassifierSpec, ConsistencySpec, DiffusionSpec, EmbedderSpec, FamilySpec, FileEntry, InferenceSpec, InputSpec,
+    Manifest, Provenance, SCHEMA_VERSION,
 };
 
 use crate::fs::atomic_write;
@@ -131,6 +132,8 @@ fn validate_manifest(m: &Manifest) -> Result<()> {
     let res = match &m.family {
         FamilySpec::Classifier(spec) => crate::families::classifier::validate_spec(spec),
         FamilySpec::Embedder(spec) => crate::families::embedder::validate_spec(spec, &m.files),
+        FamilySpec::Diffusion(spec) => crate::families::generator::validate_diffusion(spec),
+        FamilySpec::Consistency(spec) => crate::families::generator::validate_consistency(spec),
     };
     if let Err((field, msg)) = res {
         return bad(&format!("family.{field}"), msg);
@@ -226,6 +229,8 @@ fn expected_shapes(manifest: &Manifest) -> Result<BTreeMap<String, Vec<usize>>> 
     match &manifest.family {
         FamilySpec::Classifier(spec) => crate::families::classifier::expected_shapes(spec),
         FamilySpec::Embedder(spec) => crate::families::embedder::expected_shapes(spec),
+        FamilySpec::Diffusion(spec) => crate::families::generator::expected_shapes(&spec.architecture),
+        FamilySpec::Consistency(spec) => crate::families::generator::expected_shapes(&spec.architecture),
     }
 }
 

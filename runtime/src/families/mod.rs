@@ -2,6 +2,7 @@
 
 pub mod classifier;
 pub mod embedder;
+pub mod generator;
 
 use std::sync::Arc;
 
@@ -17,5 +18,7 @@ pub(crate) fn load(bundle: &Bundle, device: &Device, batch: BatchConfig) -> Resu
     match &bundle.manifest.family {
         FamilySpec::Classifier(spec) => classifier::load(bundle, spec, device, batch),
         FamilySpec::Embedder(spec) => embedder::load(bundle, spec, device, batch),
+        FamilySpec::Diffusion(spec) => generator::load_diffusion(bundle, spec, device, batch),
+        FamilySpec::Consistency(spec) => generator::load_consistency(bundle, spec, device, batch),
     }
 }

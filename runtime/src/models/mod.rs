@@ -2,4 +2,6 @@
 
 pub mod bert_inference;
 pub mod cnn;
+pub mod consistency;
 pub mod sentence_encoder;
+pub mod unet;

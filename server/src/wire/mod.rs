@@ -2,6 +2,7 @@
 //! evolve (and be documented) independently of the library's Rust types.
 
 pub mod embedder;
+pub mod generator;
 pub mod kserve;
 
 use std::collections::BTreeMap;

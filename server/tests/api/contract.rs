@@ -56,6 +56,7 @@ fn spec_is_openapi_3_1_with_every_route() {
         "/v1/models/{id}/embed",
         "/v1/models/{id}/rerank",
         "/v1/models/{id}/similarity",
+        "/v1/models/{id}/generate",
         "/metrics",
         "/openapi.json",
         "/docs",
@@ -156,6 +157,40 @@ fn infer_schema_states_the_server_rules_and_both_body_forms() {
         assert!(ok["headers"]["inference-header-content-length"].is_object(), "{path}");
         assert_eq!(ok["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/InferResponse");
     }
+}
+
+/// The generate request's schema states the rules the server enforces on single fields, with
+/// every name the runtime parses, and both answer forms.
+#[test]
+fn generate_schema_states_the_server_rules_and_both_answer_forms() {
+    use tandem_runtime::diffusion::Solver;
+    let spec = spec();
+    let schemas = &spec["components"]["schemas"];
+    let request = &schemas["GenerateRequest"];
+    assert_eq!(request["additionalProperties"], false);
+    assert!(request["required"].is_null(), "every field is optional: {request}");
+    for field in ["n", "steps"] {
+        assert_eq!(request["properties"][field]["minimum"], 1, "{field}");
+    }
+    let names = |schema: &Value| -> Vec<String> {
+        schema["enum"].as_array().expect("enum").iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+    };
+    let samplers = names(&request["properties"]["sampler"]);
+    for solver in Solver::ALL {
+        assert!(samplers.iter().any(|s| s == solver.as_str()), "{samplers:?}");
+        assert!(solver.as_str().parse::<Solver>().is_ok());
+    }
+    assert!(samplers.iter().any(|s| s == "consistency"), "{samplers:?}");
+    let dualfast = &schemas["DualFastOptions"];
+    assert_eq!(dualfast["additionalProperties"], false);
+    assert_eq!(names(&dualfast["properties"]["tau"]), ["first", "previous"]);
+    assert_eq!(names(&dualfast["properties"]["schedule"]), ["linear", "constant"]);
+    assert_eq!(names(&dualfast["properties"]["space"]), ["eps", "x0"]);
+    let ok = &spec["paths"]["/v1/models/{id}/generate"]["post"]["responses"]["200"]["content"];
+    let types: BTreeSet<&str> = ok.as_object().expect("content").keys().map(String::as_str).collect();
+    assert_eq!(types, ["application/json", "image/png"].into());
+    assert_eq!(ok["application/json"]["schema"]["$ref"], "#/components/schemas/GenerateResponse");
+    assert_eq!(schemas["GeneratedImage"]["required"], serde_json::json!(["png_base64"]));
 }
 
 /// The load request's schema states the runtime's rule for names and versions, so that a client

@@ -4,3 +4,5 @@
 //! batch, and the shared loop does the rest.
 
 pub mod classifier;
+pub mod consistency;
+pub mod diffusion;

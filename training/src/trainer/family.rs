@@ -67,6 +67,11 @@ pub trait Family {
     /// The loss of one batch, with `rng` the epoch's generator (for augmentation and the like).
     fn step(&mut self, epoch: usize, batch: &Self::Batch, rng: &mut StdRng) -> Result<StepOutput>;
 
+    /// Called after each optimiser step, e.g. to update a moving average of the weights.
+    fn after_step(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Validation after epoch `epoch`.
     fn validate(&mut self, epoch: usize) -> Result<Validation>;
 

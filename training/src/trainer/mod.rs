@@ -179,6 +179,7 @@ impl<'a, F: Family> Trainer<'a, F> {
                 self.optimizer.clip_grad_norm(&mut grads, max_norm)?;
             }
             self.optimizer.step(&grads, lr)?;
+            self.family.after_step()?;
             self.state.steps += 1;
             loss_sum += f64::from(step.loss.to_scalar::<f32>()?) * step.n as f64;
             hits += step.hits;
