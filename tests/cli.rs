@@ -238,3 +238,81 @@ fn sample_writes_a_grid_of_the_requested_shape() {
         run_failing(tandem().args(["sample", "--sampler", "euler", "--model"]).arg(&ddpm).arg("--out").arg(&out));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("dpmpp2m"), "{}", show(&failed));
 }
+
+/// Issue 10 at test scale, through the command line: a DDPM teacher trains on the digits, a
+/// consistency student distills from it, and `tandem bench diffusion` scores both against the
+/// validation split (every row finite, both students' step counts present).
+#[test]
+fn a_tiny_teacher_and_student_train_and_the_diffusion_bench_scores_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (teacher, student) = (dir.path().join("ddpm"), dir.path().join("cm"));
+    let judge = concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits-student");
+    run_ok(
+        tandem()
+            .args([
+                "train-diffusion",
+                "--dataset",
+                "digits",
+                "--arch",
+                "unet-tiny",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+            ])
+            .args([
+                "--val-samples",
+                "1",
+                "--test-samples",
+                "2",
+                "--eval-steps",
+                "3",
+                "--quiet",
+                "--judge",
+                judge,
+                "--out",
+            ])
+            .arg(&teacher),
+    );
+    run_ok(
+        tandem()
+            .args([
+                "train-consistency",
+                "--method",
+                "cd",
+                "--dataset",
+                "digits",
+                "--arch",
+                "unet-tiny",
+                "--epochs",
+                "1",
+            ])
+            .args(["--train-limit", "256", "--batch-size", "64", "--cd-grid", "8", "--init-from-teacher"])
+            .args(["--sigma-mid", "0.5,2", "--val-samples", "1", "--test-samples", "1", "--quiet", "--judge", judge])
+            .arg("--teacher")
+            .arg(&teacher)
+            .arg("--out")
+            .arg(&student),
+    );
+    let bench = run_ok(
+        tandem()
+            .args(["bench", "diffusion", "--dataset", "digits", "--split", "val", "--samples", "40", "--nfe", "1,3"])
+            .args(["--samplers", "ddim,unipc", "--reference-samples", "10", "--reference-steps", "20", "--json"])
+            .args(["--classifier", concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits-teacher"), "--teacher"])
+            .arg(&teacher)
+            .arg("--student")
+            .arg(&student),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&bench.stdout).expect("one JSON object");
+    let rows = report["rows"].as_array().expect("rows");
+    // 2 samplers x 2 NFE x (off + the default DualFast variant), then the student at 1, 2, 4 steps.
+    assert_eq!(rows.len(), 2 * 2 * 2 + 3, "{report}");
+    for row in rows {
+        for key in ["fid_cnn", "accuracy", "mse_to_reference", "images_per_s"] {
+            assert!(row[key].as_f64().is_some_and(f64::is_finite), "{key} in {row}");
+        }
+    }
+    let student_steps: Vec<u64> =
+        rows.iter().filter(|r| r["sampler"] == "consistency").map(|r| r["nfe"].as_u64().unwrap()).collect();
+    assert_eq!(student_steps, vec![1, 2, 4]);
+}

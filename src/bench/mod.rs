@@ -1,11 +1,13 @@
 //! Benchmarks run by `tandem bench`.
 
+mod diffusion;
 mod distill;
 mod embed;
 mod kernels;
 mod machine;
 mod python;
 
+pub use diffusion::{run_diffusion_bench, DiffusionBenchArgs};
 pub use distill::{run_distill_bench, DistillBenchArgs};
 pub use embed::{run_embed_bench, EmbedBenchArgs};
 pub use kernels::run_kernels;

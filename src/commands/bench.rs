@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// candle-transformers and ONNX Runtime at batch 1, 8 and 32 on short and long texts, and
     /// served throughput over HTTP with 16 and 64 concurrent clients.
     Embed(Box<crate::bench::EmbedBenchArgs>),
+    /// Diffusion sampling: FID-CNN, classifier accuracy, MSE to a many-step reference and images/s
+    /// for every solver with and without DualFast over a list of NFE, and consistency students.
+    Diffusion(Box<crate::bench::DiffusionBenchArgs>),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -28,5 +31,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kernels { json, no_ort } => crate::bench::run_kernels(json, no_ort),
         BenchCommand::Distill(args) => crate::bench::run_distill_bench(*args),
         BenchCommand::Embed(args) => crate::bench::run_embed_bench(*args),
+        BenchCommand::Diffusion(args) => crate::bench::run_diffusion_bench(*args),
     }
 }

@@ -13,6 +13,7 @@ pub mod differentiable;
 mod error;
 pub mod eval;
 pub mod families;
+pub mod fid;
 pub mod init;
 pub mod losses;
 pub mod methods;

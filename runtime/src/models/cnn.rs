@@ -450,7 +450,9 @@ impl Cnn {
         self.heads(&self.features_with(x, BnMode::Ghost(ghost_batch))?)
     }
 
-    fn heads(&self, features: &Tensor) -> Result<CnnOutput> {
+    /// Both heads' logits on features from [`Cnn::features`]: a caller that needs the features
+    /// too (FID-CNN) runs the body once.
+    pub fn heads(&self, features: &Tensor) -> Result<CnnOutput> {
         let logits = self.head.forward(features)?;
         let aux_logits = self.head_aux.as_ref().map(|h| h.forward(features)).transpose()?;
         Ok(CnnOutput { logits, aux_logits })
