@@ -229,6 +229,14 @@ fn main() {
     if selected("batch_norm") {
         batch_norm(&mut rng);
     }
+    // The group norms of a unet-small training step at batch 64: level 0 (32 channels, 28x28)
+    // and the lowest level (64 channels, 7x7), each with the SiLU that follows it.
+    for dims in [[64, 32, 28, 28], [64, 64, 7, 7]] {
+        let name = format!("group_norm+silu {}x{}x{}x{} g8", dims[0], dims[1], dims[2], dims[3]);
+        if selected(&name) {
+            group_norm(&mut rng, &name, dims);
+        }
+    }
     for n in [256, 1024] {
         if selected(&format!("gemm {n}")) {
             gemm(&mut rng, n);
@@ -303,6 +311,29 @@ fn batch_norm(rng: &mut StdRng) {
         y.sum_all().and_then(|t| t.backward()).expect("backward");
     });
     report("batch_norm_train+relu 128x32x24x24 fwd+bwd", ours, candle, 0.0);
+}
+
+fn group_norm(rng: &mut StdRng, name: &str, dims: [usize; 4]) {
+    let x = Var::from_tensor(&random(rng, &dims)).expect("tensor");
+    let gamma = Var::from_tensor(&random(rng, &[dims[1]])).expect("tensor");
+    let beta = Var::from_tensor(&random(rng, &[dims[1]])).expect("tensor");
+    let (xt, gt, bt) = (x.as_tensor(), gamma.as_tensor(), beta.as_tensor());
+    let ours = best_secs(|| {
+        kernels::group_norm(xt, gt, bt, 8, 1e-5, true).expect("norm");
+    });
+    let candle = baseline_secs(|| {
+        kernels::reference_group_norm(xt, gt, bt, 8, 1e-5, true).expect("norm");
+    });
+    report(&format!("{name} forward"), ours, candle, 0.0);
+    let ours = best_secs(|| {
+        let y = kernels::group_norm(xt, gt, bt, 8, 1e-5, true).expect("norm");
+        y.sum_all().and_then(|t| t.backward()).expect("backward");
+    });
+    let candle = baseline_secs(|| {
+        let y = kernels::reference_group_norm(xt, gt, bt, 8, 1e-5, true).expect("norm");
+        y.sum_all().and_then(|t| t.backward()).expect("backward");
+    });
+    report(&format!("{name} forward+backward"), ours, candle, 0.0);
 }
 
 fn gemm(rng: &mut StdRng, n: usize) {

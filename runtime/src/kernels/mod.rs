@@ -6,6 +6,9 @@
 //! CPU and fall back to candle's own ops for every other device or dtype, so a CUDA build
 //! behaves exactly as before.
 //!
+//! The diffusion UNet's group norm (with the SiLU that follows it) is a fused op of the same
+//! kind, [`group_norm`].
+//!
 //! Transformer inference takes a second route: [`PackedLinear`], [`self_attention`] and
 //! [`layer_norm_rows`] work on plain f32 slices, with weights packed once at load, because at
 //! one sentence per call the cost of a tensor operation (an allocation, a re-packed weight, a
@@ -19,6 +22,7 @@ mod dot;
 mod eltwise;
 mod gemm;
 mod geometry;
+mod group_norm;
 mod im2col;
 mod microkernel;
 mod norm;
@@ -195,6 +199,43 @@ fn reference_batch_norm_train(
         .broadcast_add(&beta.reshape(shape.as_slice())?)?;
     let y = if relu { y.relu()? } else { y };
     Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
+}
+
+/// Group normalisation of `x` (`[n, c, ...]`, rank 3 or more) over `groups` groups of
+/// consecutive channels, `(x - mean) / sqrt(var + eps) * gamma + beta` with the mean and biased
+/// variance of each sample's group, then SiLU (`z * sigmoid(z)`) if asked.
+///
+/// The same computation as candle-nn's `GroupNorm` followed by `silu`, in one multi-threaded
+/// pass and one graph node; gradients flow to `x`, `gamma` and `beta`, through the statistics.
+/// Each sample is normalised on its own in a fixed order, so its output is the same bits alone
+/// or in any batch. Fails unless `groups` divides the channels and `gamma` and `beta` are `[c]`.
+pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64, silu: bool) -> Result<Tensor> {
+    ops::group_geometry(x.dims(), gamma.dims(), beta.dims(), groups)?;
+    if !on_fast_path(&[x, gamma, beta]) {
+        return reference_group_norm(x, gamma, beta, groups, eps, silu);
+    }
+    let op = ops::GroupNorm { groups, eps, silu, stats: Default::default() };
+    x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
+}
+
+/// [`group_norm`] with candle-nn's `GroupNorm` and `silu`: the fallback off the fast path, and
+/// the baseline that tests and benchmarks compare against.
+pub fn reference_group_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let norm = candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), c, groups, eps)?;
+    let y = candle_core::Module::forward(&norm, x)?;
+    if silu {
+        y.silu()
+    } else {
+        Ok(y)
+    }
 }
 
 /// Max pooling of NCHW `x` over non-overlapping `size` x `size` windows, with a backward

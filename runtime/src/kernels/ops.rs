@@ -7,7 +7,9 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::geometry::{Conv2dConfig, Geometry};
+use super::group_norm::{self, GroupGeometry, GroupStats};
 use super::norm::{self, NormGeometry};
+use super::packed_gemm::Kernel;
 use super::pool::PoolGeometry;
 use super::{conv, eltwise, pool};
 
@@ -501,6 +503,117 @@ impl CustomOp3 for BatchNormGrad {
         let y = slice(s2, l2, "batch norm output")?;
         let dy = slice(s3, l3, "batch norm output gradient")?;
         let flat = norm::backward(x, y, dy, &g, &self.mean, &self.inv_std, &self.gamma, self.relu);
+        let len = flat.len();
+        Ok((CpuStorage::F32(flat), Shape::from(len)))
+    }
+}
+
+/// Checks a group-norm input of shape `dims` with per-channel weight and bias of shapes
+/// `gamma` and `beta`, and returns its geometry.
+pub(crate) fn group_geometry(dims: &[usize], gamma: &[usize], beta: &[usize], groups: usize) -> Result<GroupGeometry> {
+    let &[n, c, ref rest @ ..] = dims else { bail!("group norm expects an input of rank 3 or more, got {dims:?}") };
+    if rest.is_empty() {
+        bail!("group norm expects an input of rank 3 or more, got {dims:?}")
+    }
+    if groups == 0 || !c.is_multiple_of(groups) {
+        bail!("group norm over {groups} groups cannot split {c} channels")
+    }
+    expect_dims("group norm weight", gamma, &[c])?;
+    expect_dims("group norm bias", beta, &[c])?;
+    Ok(GroupGeometry { n, c, groups, plane: rest.iter().product() })
+}
+
+/// Group normalisation, then SiLU if asked; operands are (input, gamma, beta). The forward pass
+/// keeps each (sample, group)'s mean and inverse deviation for the backward pass, which treats
+/// them as functions of the input.
+pub(crate) struct GroupNorm {
+    pub groups: usize,
+    pub eps: f64,
+    pub silu: bool,
+    /// The statistics of the forward pass.
+    pub stats: std::sync::Mutex<Option<GroupStats>>,
+}
+
+impl CustomOp3 for GroupNorm {
+    fn name(&self) -> &'static str {
+        if self.silu {
+            "tandem-group-norm-silu"
+        } else {
+            "tandem-group-norm"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = group_geometry(l1.dims(), l2.dims(), l3.dims(), self.groups)?;
+        let x = slice(s1, l1, "group norm input")?;
+        let gamma = slice(s2, l2, "group norm weight")?;
+        let beta = slice(s3, l3, "group norm bias")?;
+        let (y, stats) = group_norm::forward(x, &g, gamma, beta, self.eps, self.silu, Kernel::best());
+        let mut slot = self.stats.lock().map_err(|_| candle_core::Error::Msg("statistics lock poisoned".into()))?;
+        *slot = Some(stats);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self.stats.lock().map_err(|_| candle_core::Error::Msg("statistics lock poisoned".into()))?.clone();
+        let Some(stats) = stats else { bail!("the group norm kept no statistics for its backward pass") };
+        let c = gamma.elem_count();
+        let op = GroupNormGrad {
+            groups: self.groups,
+            stats,
+            gamma: gamma.to_vec1()?,
+            beta: beta.to_vec1()?,
+            silu: self.silu,
+        };
+        let flat = x.apply_op2_no_bwd(&grad.contiguous()?, &op)?;
+        let len = x.elem_count();
+        let dx = if x.track_op() { Some(flat.narrow(0, 0, len)?.reshape(x.shape())?) } else { None };
+        let dgamma = if gamma.track_op() { Some(flat.narrow(0, len, c)?) } else { None };
+        let dbeta = if beta.track_op() { Some(flat.narrow(0, len + c, c)?) } else { None };
+        Ok((dx, dgamma, dbeta))
+    }
+}
+
+/// Group-norm gradients, flattened as `[dx..., dgamma..., dbeta...]`: operands are (input,
+/// output gradient).
+struct GroupNormGrad {
+    groups: usize,
+    stats: GroupStats,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    silu: bool,
+}
+
+impl CustomOp2 for GroupNormGrad {
+    fn name(&self) -> &'static str {
+        "tandem-group-norm-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let c = [self.gamma.len()];
+        let g = group_geometry(l1.dims(), &c, &[self.beta.len()], self.groups)?;
+        expect_dims("group norm output gradient", l2.dims(), l1.dims())?;
+        if self.stats.mean.len() != g.n * g.groups || self.stats.rstd.len() != g.n * g.groups {
+            bail!("group norm statistics cover {} groups, the input has {}", self.stats.mean.len(), g.n * g.groups)
+        }
+        let x = slice(s1, l1, "group norm input")?;
+        let dy = slice(s2, l2, "group norm output gradient")?;
+        let flat = group_norm::backward(x, dy, &g, &self.stats, &self.gamma, &self.beta, self.silu, Kernel::best());
         let len = flat.len();
         Ok((CpuStorage::F32(flat), Shape::from(len)))
     }

@@ -7,18 +7,19 @@
 //! that add the embedding between their two convolutions; self-attention only at the resolutions
 //! the config names (attention is quadratic in positions, so it pays only at the lowest ones);
 //! strided-convolution down-sampling and nearest-neighbour up-sampling with a convolution.
-//! Convolutions run on Tandem's kernels (with their gradients), the rest on candle ops, all of
-//! which carry gradients, so the same struct trains and serves.
+//! Convolutions and group norms (fused with the SiLU that follows them) run on Tandem's kernels
+//! (with their gradients), the rest on candle ops, all of which carry gradients, so the same struct
+//! trains and serves.
 //!
 //! Tensor names: `time.lin1`, `time.lin2`, `class_embedding`, `input`, `down.{l}.res.{b}`,
 //! `down.{l}.attn.{b}`, `down.{l}.downsample`, `mid.res1`, `mid.attn`, `mid.res2`,
 //! `up.{l}.res.{b}`, `up.{l}.attn.{b}`, `up.{l}.upsample`, `out.norm`, `out.conv`.
 
 use candle_core::{bail, DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d, Conv2d, Conv2dConfig};
+use crate::layers::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm};
 
 /// The full architecture of a diffusion UNet.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -156,13 +157,13 @@ struct NormActConv {
 impl NormActConv {
     fn new(in_ch: usize, out_ch: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm: candle_nn::group_norm(groups, in_ch, 1e-5, vb.pp("norm"))?,
+            norm: group_norm(groups, in_ch, 1e-5, vb.pp("norm"))?,
             conv: conv2d(in_ch, out_ch, 3, padded(1), vb.pp("conv"))?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv.forward(&candle_nn::ops::silu(&self.norm.forward(x)?)?)
+        self.conv.forward(&self.norm.forward_silu(x)?)
     }
 }
 
@@ -219,7 +220,7 @@ struct Attention {
 impl Attention {
     fn new(ch: usize, cfg: &UNetConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm: candle_nn::group_norm(cfg.norm_groups, ch, 1e-5, vb.pp("norm"))?,
+            norm: group_norm(cfg.norm_groups, ch, 1e-5, vb.pp("norm"))?,
             qkv: candle_nn::linear(ch, 3 * ch, vb.pp("qkv"))?,
             proj: candle_nn::linear(ch, ch, vb.pp("proj"))?,
             heads: cfg.attention_heads,
@@ -322,7 +323,7 @@ impl UNet {
                 if level > 0 { Some(conv2d(current, current, 3, padded(1), vb.pp("upsample"))?) } else { None };
             up.push(Level { blocks, resample });
         }
-        let out_norm = candle_nn::group_norm(config.norm_groups, current, 1e-5, vb.pp("out.norm"))?;
+        let out_norm = group_norm(config.norm_groups, current, 1e-5, vb.pp("out.norm"))?;
         let zero = candle_nn::Init::Const(0.0);
         let out_w = vb.pp("out.conv").get_with_hints((config.image_shape[0], current, 3, 3), "weight", zero)?;
         let out_b = vb.pp("out.conv").get_with_hints(config.image_shape[0], "bias", zero)?;
