@@ -85,6 +85,11 @@ pub struct SamplerConfig {
     pub solver: Solver,
     /// DualFast mixing on top of the solver, if any.
     pub dualfast: Option<DualFast>,
+    /// Clips every x₀ prediction (after DualFast's mixing) to [−r, r], DDPM's `clip_sample`: data
+    /// known to lie in that range. Near T a cosine schedule has α ≈ 5e-5, and x₀ = (x − σε)/α
+    /// multiplies the network's error by 1/α, so unclipped data-prediction solvers start from
+    /// garbage there.
+    pub clip_x0: Option<f64>,
 }
 
 impl Solver {
@@ -178,7 +183,7 @@ impl Default for DualFast {
 impl SamplerConfig {
     /// The solver alone, without DualFast.
     pub fn new(solver: Solver) -> Self {
-        SamplerConfig { solver, dualfast: None }
+        SamplerConfig { solver, dualfast: None, clip_x0: None }
     }
 }
 

@@ -88,7 +88,7 @@ fn plan(solver: Solver, lower_order_final: bool) -> Plan {
 
 fn run(model: &mut Gaussian, grid: &[TimePoint], plan: Plan, dualfast: Option<DualFast>) -> Vec<f64> {
     let start = model.start(&grid[0]);
-    integrate(model, grid, plan, dualfast, start).unwrap()
+    integrate(model, grid, plan, dualfast, None, start).unwrap()
 }
 
 #[track_caller]
@@ -173,10 +173,10 @@ fn dualfast_off_is_bit_identical_to_the_host() {
             let host = sample(&mut model, &grid, &SamplerConfig::new(solver), start.clone()).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
             for (off, on) in all_dualfast(0.0).into_iter().zip(all_dualfast(0.2)) {
-                let config = SamplerConfig { solver, dualfast: Some(off) };
+                let config = SamplerConfig { solver, dualfast: Some(off), clip_x0: None };
                 let got = sample(&mut model, &grid, &config, start.clone()).unwrap();
                 assert_eq!(bits(&got), bits(&host), "{solver} {off:?}");
-                let config = SamplerConfig { solver, dualfast: Some(on) };
+                let config = SamplerConfig { solver, dualfast: Some(on), clip_x0: None };
                 let got = sample(&mut model, &grid, &config, start.clone()).unwrap();
                 assert_ne!(bits(&got), bits(&host), "{solver} {on:?}");
             }
@@ -325,6 +325,8 @@ fn bad_grids_models_and_options_are_errors() {
     check_error(&grid, config, vec![0.0, f32::NAN], &mut fine(), "starting sample");
     let nan_c = SamplerConfig { dualfast: Some(DualFast { c_max: f64::NAN, ..DualFast::default() }), ..config };
     check_error(&grid, nan_c, vec![0.0; 4], &mut fine(), "c_max");
+    let bad_clip = SamplerConfig { clip_x0: Some(0.0), ..config };
+    check_error(&grid, bad_clip, vec![0.0; 4], &mut fine(), "clip_x0");
     for solver in Solver::ALL {
         let mut nan_at_2 = Broken { calls: 0, at: 2, wrong_length: false };
         check_error(&grid, SamplerConfig::new(solver), vec![0.0; 4], &mut nan_at_2, "non-finite value at step 2");
@@ -343,4 +345,28 @@ fn bad_grids_models_and_options_are_errors() {
     let x = sample(&mut fine(), &one, &config, vec![1.0; 2]).unwrap();
     let p = one[0];
     assert!((f64::from(x[0]) - (1.0 - p.sigma * 0.5) / p.alpha).abs() < 1e-3);
+}
+
+/// Clipping bounds every x₀ prediction: a model whose ε is far off at the noisiest point (where
+/// 1/α is about 2e4 on the cosine schedule) still ends inside the data range, and without the clip
+/// the same run leaves it.
+#[test]
+fn clipping_keeps_every_x0_prediction_in_the_data_range() {
+    let cosine = NoiseSchedule::new(BetaSchedule::Cosine { s: 0.008 }, 1000).unwrap();
+    let grid = cosine.sampling_grid(6).unwrap();
+    for solver in Solver::ALL {
+        let run = |clip_x0| {
+            let mut off = Broken { calls: 0, at: usize::MAX, wrong_length: false };
+            sample(
+                &mut off,
+                &grid,
+                &SamplerConfig { clip_x0, ..SamplerConfig::new(solver) },
+                vec![0.3, -0.2, 1.5, -2.0],
+            )
+            .unwrap()
+        };
+        let clipped = run(Some(1.0));
+        assert!(clipped.iter().all(|v| v.abs() <= 1.0 + 1e-6), "{solver}: {clipped:?}");
+        assert!(run(None).iter().any(|v| v.abs() > 1.0), "{solver}: the unclipped run stays in range");
+    }
 }

@@ -29,7 +29,7 @@ pub trait EpsModel {
 /// σ = 0 the final step is first order and returns the x₀ prediction, as in diffusers.
 pub fn sample(model: &mut dyn EpsModel, grid: &[TimePoint], config: &SamplerConfig, x: Vec<f32>) -> Result<Vec<f32>> {
     let x = x.into_iter().map(f64::from).collect();
-    let res = integrate(&mut F32Model(model), grid, Plan::of(config.solver), config.dualfast, x)?;
+    let res = integrate(&mut F32Model(model), grid, Plan::of(config.solver), config.dualfast, config.clip_x0, x)?;
     Ok(res.into_iter().map(|v| v as f32).collect())
 }
 
@@ -56,9 +56,13 @@ pub(crate) fn integrate(
     grid: &[TimePoint],
     plan: Plan,
     dualfast: Option<DualFast>,
+    clip_x0: Option<f64>,
     x: Vec<f64>,
 ) -> Result<Vec<f64>> {
     validate(grid, plan, dualfast, &x)?;
+    if clip_x0.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(Error::InvalidInput(format!("clip_x0 must be finite and positive, got {clip_x0:?}")));
+    }
     let n = grid.len() - 1;
     let mut mixer = dualfast.map(|options| Mixer::new(options, n));
     let mut history = History::new(plan.order);
@@ -73,6 +77,9 @@ pub(crate) fn integrate(
         match &mut mixer {
             Some(mixer) => mixer.x0(i, &x, &mut pred, s),
             None => eps_to_x0(&x, &mut pred, s),
+        }
+        if let Some(r) = clip_x0 {
+            pred.iter_mut().for_each(|p| *p = p.clamp(-r, r));
         }
         if let Method::UniPc { variant, corrector: true } = plan.method {
             if i > 0 {

@@ -243,7 +243,8 @@ impl Generative for DiffusionModel {
                 return Err(Error::InvalidInput(format!("dualfast c_max must be between -1 and 1, got {}", d.c_max)));
             }
         }
-        let config = SamplerConfig { solver, dualfast: request.dualfast };
+        // Images live on [−1, 1] inside the model.
+        let config = SamplerConfig { solver, dualfast: request.dualfast, clip_x0: Some(1.0) };
         Ok(GenerationPlan::new(request.steps, Method::Ode { config, guidance }))
     }
 
