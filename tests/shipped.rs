@@ -100,3 +100,48 @@ fn shipped_bundles_are_schema_2_with_their_trained_weights() {
         tandem_runtime::bundle::Bundle::load(&dir).unwrap();
     }
 }
+
+/// The shipped DDPM teacher: small enough to ship, its recorded score meets issue 10's target (at
+/// 10 NFE, at least 80% of class-conditional samples recognised by the shipped MNIST student), and
+/// `tandem serve` generates with every sampler, with and without DualFast; a live check of the
+/// target on a few samples classifies them through the same server.
+#[test]
+fn the_shipped_ddpm_teacher_generates_recognisable_digits_with_every_sampler() {
+    let dir = std::path::PathBuf::from(shipped("mnist-ddpm"));
+    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(size <= 20 << 20, "{size} bytes");
+    let m = manifest(&dir);
+    assert_eq!(m["family"]["kind"], "diffusion");
+    let recorded = m["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!(recorded >= 0.8, "recorded sample accuracy {recorded}");
+    assert_eq!(m["metrics"]["test_n"].as_f64(), Some(1000.0));
+
+    let (ddpm, judge) = (shipped("mnist-ddpm"), shipped("mnist-student"));
+    let server = Server::start(&["--model", ddpm.as_str(), "--model", judge.as_str()]);
+    let http = Http::new();
+    let generate = |body: Value| -> Value {
+        http.ok(http.client().post(server.url("/v1/models/mnist-ddpm/generate")).json(&body)).json()
+    };
+    for sampler in ["ddim", "dpmpp2m", "dpmpp3m", "unipc", "unipc-bh1"] {
+        for dualfast in [Value::Null, json!({})] {
+            let mut body = json!({"class": 5, "n": 1, "steps": 4, "sampler": sampler});
+            if !dualfast.is_null() {
+                body["dualfast"] = dualfast;
+            }
+            let answer = generate(body);
+            assert_eq!((answer["nfe"].as_u64(), answer["images"].as_array().map(Vec::len)), (Some(4), Some(1)));
+        }
+    }
+    // Four samples of every class at the bundle's guidance, classified by the judge through the server.
+    let mut recognised = 0;
+    for class in 0..10 {
+        let answer = generate(json!({"class": class, "n": 4, "steps": 10, "sampler": "dpmpp2m", "seed": 11}));
+        let inputs: Vec<Value> =
+            answer["images"].as_array().unwrap().iter().map(|i| json!({"image": i["png_base64"]})).collect();
+        let url = server.url("/v1/models/mnist-student/classify");
+        let ranked = http.ok(http.client().post(url).json(&json!({ "inputs": inputs }))).json();
+        let labels = ranked["predictions"].as_array().unwrap().iter().map(|p| p[0]["label"].clone());
+        recognised += labels.filter(|label| *label == class.to_string()).count();
+    }
+    assert!(recognised >= 30, "{recognised} of 40 class-conditional samples were classified as their class");
+}

@@ -133,8 +133,10 @@ impl<'a, F: Family> Trainer<'a, F> {
         let restored = checkpoint::restore(path, &self.ckpt_vars, &mut self.optimizer)?;
         if restored.fingerprint != self.state.fingerprint {
             return Err(Error::InvalidArgument(format!(
-                "{} was written by a run with other settings; remove it or drop --resume",
-                path.display()
+                "{} was written by a run with other settings (fingerprint {}, this run {}); remove it or drop --resume",
+                path.display(),
+                restored.fingerprint,
+                self.state.fingerprint
             )));
         }
         self.family.restored()?;

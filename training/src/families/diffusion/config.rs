@@ -185,10 +185,14 @@ impl DiffusionConfig {
         self.out.with_file_name(format!("{name}.{suffix}"))
     }
 
-    /// Identifies the settings a resume must match.
+    /// Identifies the settings a resume must match: those that shape the weights. The guidance
+    /// scale only changes how validation and test sample and which default the bundle records, so
+    /// a finished run can be resumed to export and test again under another one.
     fn fingerprint(&self) -> String {
         let arch = serde_json::to_string(&self.arch).expect("configs serialise. This is a bug.");
-        let text = format!("diffusion|{arch}|{:?}|{}", self.hyperparameters(), self.dataset);
+        let mut weights_settings = self.hyperparameters();
+        weights_settings.remove("guidance");
+        let text = format!("diffusion|{arch}|{weights_settings:?}|{}", self.dataset);
         Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }
 }
