@@ -49,9 +49,9 @@ pub struct DiffusionBenchArgs {
     pub nfe: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_value = "ddim,dpmpp2m,unipc")]
     pub samplers: Vec<String>,
-    /// DualFast variants, each `tau:c_max:schedule:space` (e.g. `first:0.15:linear:eps`); every
+    /// DualFast variants, each `tau:c_max:schedule:space` (e.g. `first:0.3:linear:eps`); every
     /// sampler runs without DualFast and with each variant.
-    #[arg(long, value_delimiter = ',', default_value = "first:0.15:linear:eps")]
+    #[arg(long, value_delimiter = ',', default_value = "first:0.3:linear:eps")]
     pub dualfast: Vec<String>,
     /// Guidance scale (default: the teacher's).
     #[arg(long)]

@@ -47,7 +47,7 @@ pub struct Args {
     /// Wrap the ODE solver in DualFast with its defaults; any --dualfast-* flag turns it on too.
     #[arg(long)]
     dualfast: bool,
-    /// DualFast's largest mixing coefficient [default: 0.15].
+    /// DualFast's largest mixing coefficient [default: 0.3].
     #[arg(long)]
     dualfast_c_max: Option<f64>,
     /// DualFast's reference prediction: first or previous [default: first].

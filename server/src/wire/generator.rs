@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "class": 3, "n": 4, "steps": 5, "sampler": "dpmpp2m", "seed": 42, "guidance": 2.0,
-    "dualfast": {"tau": "first", "c_max": 0.15, "schedule": "linear", "space": "eps"}
+    "dualfast": {"tau": "first", "c_max": 0.3, "schedule": "linear", "space": "eps"}
 }))]
 pub struct GenerateRequest {
     /// The class index to generate (`0` to the number of labels less one); absent: unconditional.
@@ -62,7 +62,7 @@ pub struct DualFastOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = tau_schema)]
     pub tau: Option<String>,
-    /// The largest mixing coefficient c (default 0.15); 0 turns DualFast off exactly.
+    /// The largest mixing coefficient c (default 0.3); 0 turns DualFast off exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = -1, maximum = 1)]
     pub c_max: Option<f64>,
