@@ -61,7 +61,7 @@ fn generate_answers_pngs_in_json_or_raw_the_same_for_the_same_seed() {
 
     let body = json!({
         "class": 3, "n": 3, "steps": 3, "sampler": "dpmpp2m", "seed": 42, "guidance": 2.0,
-        "dualfast": {"tau": "first", "c_max": 0.15, "schedule": "linear", "space": "eps"}
+        "dualfast": {"tau": "first", "c_max": 0.3, "schedule": "linear", "space": "eps"}
     });
     let first = post(&http, &server, path, &body);
     let images = pngs(&first);
