@@ -57,6 +57,13 @@ pub struct LoopSettings {
     pub fingerprint: String,
 }
 
+/// A file beside the bundle directory `out` that belongs to its run: `<out>.<suffix>`, e.g. the
+/// checkpoint `runs/mnist.checkpoint.safetensors` of `runs/mnist`.
+pub fn sibling(out: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let name = out.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!("{name}.{suffix}"))
+}
+
 /// Trains `family` for its planned epochs, checkpointing after each, then exports the bundle and
 /// measures it.
 pub fn run<F: Family>(family: F, settings: &LoopSettings) -> Result<TrainSummary> {

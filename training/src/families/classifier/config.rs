@@ -80,8 +80,7 @@ impl TrainConfig {
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let name = self.out.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
-        self.out.with_file_name(format!("{name}.{suffix}"))
+        crate::trainer::sibling(&self.out, suffix)
     }
 
     /// The fraction of the training split that keeps its labels, if not all of it.
