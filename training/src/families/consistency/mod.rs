@@ -58,9 +58,12 @@ struct CdTeacher {
 }
 
 impl CdTeacher {
-    /// One DDIM step of the guided teacher in VE terms, from `x` at σ_hi to σ_lo per image:
-    /// x_lo = x + (σ_lo − σ_hi)·ε̂, where ε̂ is the teacher's noise estimate at the VP point
-    /// x/√(1 + σ_hi²) and timestep t(σ_hi).
+    /// One DDIM step of the guided teacher in VE terms, from `x` at σ_hi to σ_lo per image,
+    /// with the teacher's noise estimate ε̂ at the VP point x/√(1 + σ_hi²) and timestep t(σ_hi).
+    /// As served, the step goes through the clipped data estimate x̂₀ = clip(x − σ_hi·ε̂, ±1):
+    /// x_lo = x̂₀ + (σ_lo/σ_hi)·(x − x̂₀), which is x + (σ_lo − σ_hi)·ε̂ wherever nothing is clipped.
+    /// Without the clip, the teacher's error at the top of the grid (where ᾱ is tiny) became the
+    /// student's target there.
     fn step(&self, x: &Tensor, hi: &[f64], lo: &[f64], classes: &[u32]) -> Result<Tensor> {
         let n = hi.len();
         let device = x.device();
@@ -80,8 +83,9 @@ impl CdTeacher {
             let (cond, uncond) = (out.narrow(0, 0, n)?, out.narrow(0, n, n)?);
             (&uncond + ((cond - &uncond)? * self.guidance)?)?
         };
-        let step = col(hi.iter().zip(lo).map(|(h, l)| (l - h) as f32).collect())?;
-        Ok((x + eps.broadcast_mul(&step)?)?.detach())
+        let x0 = (x - eps.broadcast_mul(&col(hi.iter().map(|&h| h as f32).collect())?)?)?.clamp(-1f32, 1f32)?;
+        let ratio = col(hi.iter().zip(lo).map(|(h, l)| (l / h) as f32).collect())?;
+        Ok((&x0 + (x - &x0)?.broadcast_mul(&ratio)?)?.detach())
     }
 }
 
