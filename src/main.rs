@@ -55,7 +55,7 @@ enum Command {
     /// Train a class-conditional DDPM teacher (a `diffusion` bundle).
     TrainDiffusion(commands::diffusion::TrainDiffusionArgs),
     /// Train a consistency model (a `consistency` bundle): iCT, or CD from a diffusion bundle.
-    TrainConsistency(commands::diffusion::TrainConsistencyArgs),
+    TrainConsistency(commands::consistency::TrainConsistencyArgs),
     /// Import a model from another format as a bundle.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => commands::train::run_train(args),
         Command::Distill(args) => commands::train::run_distill(args),
         Command::TrainDiffusion(args) => commands::diffusion::run(args),
-        Command::TrainConsistency(args) => commands::diffusion::run_consistency(args),
+        Command::TrainConsistency(args) => commands::consistency::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Sample(args) => commands::sample::run(args),

@@ -9,40 +9,48 @@ use tandem_runtime::{GenerateRequest, Runtime, RuntimeConfig};
 use tandem_training::data::DatasetName;
 use tandem_training::families::consistency::{self, ConsistencyConfig, ConsistencyMethod};
 use tandem_training::families::diffusion::{train, unet_preset, DiffusionConfig};
+use tandem_training::families::image_generation::GenerationRun;
 use tandem_training::optim::AdamWConfig;
 
 fn judge() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits-student")
 }
 
-fn config(out: &Path, epochs: usize) -> DiffusionConfig {
-    DiffusionConfig {
-        name: "digits-ddpm".into(),
+/// The shared run settings of the tests' tiny models on the digits.
+fn run(name: &str, out: &Path, epochs: usize, lr: f64, seed: u64) -> GenerationRun {
+    GenerationRun {
+        name: name.into(),
         version: "1".into(),
         dataset: DatasetName::Digits,
         data_dir: out.with_file_name("data"),
         arch_name: "unet-tiny".into(),
         arch: unet_preset("unet-tiny", 8, 10).unwrap(),
-        schedule: BetaSchedule::Cosine { s: 0.008 },
-        train_steps: 1000,
         epochs,
         batch_size: 32,
-        optim: AdamWConfig { lr: 3e-3, weight_decay: 0.0, ..Default::default() },
+        optim: AdamWConfig { lr, weight_decay: 0.0, ..Default::default() },
         warmup_fraction: 0.05,
         clip_grad_norm: Some(1.0),
-        seed: 3,
+        seed,
         train_limit: None,
         ema_decay: 0.99,
         class_dropout: 0.1,
-        guidance: 2.0,
         judge: judge(),
         val_samples_per_class: 2,
         test_samples_per_class: 3,
-        eval_sampler: Solver::DpmSolverPP2M,
-        eval_steps: 4,
         out: out.to_path_buf(),
         resume: false,
         progress: false,
+    }
+}
+
+fn config(out: &Path, epochs: usize) -> DiffusionConfig {
+    DiffusionConfig {
+        run: run("digits-ddpm", out, epochs, 3e-3, 3),
+        schedule: BetaSchedule::Cosine { s: 0.008 },
+        train_steps: 1000,
+        guidance: 2.0,
+        eval_sampler: Solver::DpmSolverPP2M,
+        eval_steps: 4,
     }
 }
 
@@ -65,7 +73,7 @@ fn a_tiny_ddpm_trains_resumes_exports_and_serves() {
     let weights = || std::fs::read(out.join("model.safetensors")).unwrap();
     let exported = weights();
     let mut again = config(&out, 2);
-    again.resume = true;
+    again.run.resume = true;
     let resumed = train(&again).unwrap();
     assert_eq!(resumed.history, first.history);
     assert!(weights() == exported, "the resumed export differs");
@@ -89,12 +97,12 @@ fn a_tiny_ddpm_trains_resumes_exports_and_serves() {
 
 fn consistency_config(out: &Path, method: ConsistencyMethod) -> ConsistencyConfig {
     ConsistencyConfig {
-        name: "digits-cm".into(),
-        version: "1".into(),
-        dataset: DatasetName::Digits,
-        data_dir: out.with_file_name("data"),
-        arch_name: "unet-tiny".into(),
-        arch: unet_preset("unet-tiny", 8, 10).unwrap(),
+        run: GenerationRun {
+            batch_size: 64,
+            train_limit: Some(256),
+            test_samples_per_class: 2,
+            ..run("digits-cm", out, 1, 1e-3, 5)
+        },
         init_from_teacher: matches!(method, ConsistencyMethod::Cd { .. }),
         method,
         sigma_min: 0.002,
@@ -102,22 +110,7 @@ fn consistency_config(out: &Path, method: ConsistencyMethod) -> ConsistencyConfi
         sigma_data: 0.5,
         p_mean: -1.1,
         p_std: 2.0,
-        epochs: 1,
-        batch_size: 64,
-        optim: AdamWConfig { lr: 1e-3, weight_decay: 0.0, ..Default::default() },
-        warmup_fraction: 0.05,
-        clip_grad_norm: Some(1.0),
-        seed: 5,
-        train_limit: Some(256),
-        ema_decay: 0.99,
-        class_dropout: 0.1,
-        judge: judge(),
-        val_samples_per_class: 2,
-        test_samples_per_class: 2,
         sigma_mid_candidates: vec![0.4, 1.6],
-        out: out.to_path_buf(),
-        resume: false,
-        progress: false,
     }
 }
 
@@ -127,7 +120,9 @@ fn consistency_config(out: &Path, method: ConsistencyMethod) -> ConsistencyConfi
 fn tiny_consistency_students_train_by_cd_and_ict_and_serve() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = dir.path().join("ddpm");
-    train(&DiffusionConfig { train_limit: Some(256), test_samples_per_class: 1, ..config(&teacher, 1) }).unwrap();
+    let mut teacher_cfg = config(&teacher, 1);
+    (teacher_cfg.run.train_limit, teacher_cfg.run.test_samples_per_class) = (Some(256), 1);
+    train(&teacher_cfg).unwrap();
     let cd = ConsistencyMethod::Cd { teacher: teacher.clone(), grid: 10, guidance: 2.0 };
     for (name, method) in [("cd", cd), ("ict", ConsistencyMethod::Ict { s0: 10, s1: 1280 })] {
         let out = dir.path().join(name);

@@ -6,3 +6,4 @@
 pub mod classifier;
 pub mod consistency;
 pub mod diffusion;
+pub mod image_generation;

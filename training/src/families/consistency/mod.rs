@@ -106,18 +106,18 @@ impl<'a> ConsistencyStudent<'a> {
     /// Loads the data and the teacher, builds and seeds the student and its average.
     pub fn new(cfg: &'a ConsistencyConfig) -> Result<ConsistencyStudent<'a>> {
         let device = tandem_runtime::device::default_device();
-        let mut train_set = data::load(cfg.dataset, Split::Train, &cfg.data_dir)?;
-        if let Some(n) = cfg.train_limit {
+        let mut train_set = data::load(cfg.run.dataset, Split::Train, &cfg.run.data_dir)?;
+        if let Some(n) = cfg.run.train_limit {
             train_set = train_set.subset(&(0..n.min(train_set.len())).collect::<Vec<_>>());
         }
-        let [_, h, w] = cfg.arch.image_shape;
+        let [_, h, w] = cfg.run.arch.image_shape;
         if train_set.is_empty()
             || (train_set.height, train_set.width) != (h, w)
-            || train_set.num_classes() != cfg.arch.num_classes
+            || train_set.num_classes() != cfg.run.arch.num_classes
         {
             return Err(Error::InvalidArgument(format!(
                 "the UNet is for {h}x{w} images of {} classes; {}'s training split does not match",
-                cfg.arch.num_classes, cfg.dataset
+                cfg.run.arch.num_classes, cfg.run.dataset
             )));
         }
         let teacher = match &cfg.method {
@@ -127,7 +127,7 @@ impl<'a> ConsistencyStudent<'a> {
             ConsistencyMethod::Ict { .. } => None,
         };
         let (vars, net) = build(cfg, &device)?;
-        seeded_init(&vars, cfg.seed)?;
+        seeded_init(&vars, cfg.run.seed)?;
         zero_output(&vars)?;
         if cfg.init_from_teacher {
             let ConsistencyMethod::Cd { teacher, .. } = &cfg.method else {
@@ -136,15 +136,15 @@ impl<'a> ConsistencyStudent<'a> {
             copy_weights(&Bundle::load(teacher)?, &vars)?;
         }
         let (ema_vars, ema_net) = build(cfg, &device)?;
-        let ema = Ema::new(&vars, ema_vars, cfg.ema_decay)?;
-        let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+        let ema = Ema::new(&vars, ema_vars, cfg.run.ema_decay)?;
+        let steps_per_epoch = train_set.len().div_ceil(cfg.run.batch_size);
         Ok(ConsistencyStudent { cfg, train_set, vars, net, ema, ema_net, teacher, steps_per_epoch, device })
     }
 
     /// The bundle's family section with the given σ lists.
     fn spec(&self, sigmas: BTreeMap<String, Vec<f64>>) -> ConsistencySpec {
         ConsistencySpec {
-            architecture: self.cfg.arch.clone(),
+            architecture: self.cfg.run.arch.clone(),
             sigma_min: self.cfg.sigma_min,
             sigma_max: self.cfg.sigma_max,
             sigma_data: self.cfg.sigma_data,
@@ -184,7 +184,7 @@ impl<'a> ConsistencyStudent<'a> {
             dualfast: None,
             sigmas: None,
         };
-        judged_samples(&generator, &request, self.cfg.arch.num_classes, per_class, &self.cfg.judge)
+        judged_samples(&generator, &request, self.cfg.run.arch.num_classes, per_class, &self.cfg.run.judge)
     }
 
     /// The intermediate σ whose two-step samples the judge recognises best on validation seeds.
@@ -193,7 +193,7 @@ impl<'a> ConsistencyStudent<'a> {
         let mut best = (f64::NEG_INFINITY, self.cfg.sigma_mid_candidates[0]);
         for &mid in &self.cfg.sigma_mid_candidates {
             let (acc, _) =
-                self.judge(&self.ema_net, self.sigma_lists(mid), 2, 1_000, self.cfg.val_samples_per_class)?;
+                self.judge(&self.ema_net, self.sigma_lists(mid), 2, 1_000, self.cfg.run.val_samples_per_class)?;
             scores.insert(format!("val_2step_accuracy_sigma_{mid}"), acc);
             if acc > best.0 {
                 best = (acc, mid);
@@ -205,7 +205,7 @@ impl<'a> ConsistencyStudent<'a> {
 
 fn build(cfg: &ConsistencyConfig, device: &Device) -> Result<(VarMap, ConsistencyNet)> {
     let vars = VarMap::new();
-    let unet = UNet::new(&cfg.arch, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    let unet = UNet::new(&cfg.run.arch, VarBuilder::from_varmap(&vars, DType::F32, device))?;
     Ok((vars, ConsistencyNet::new(unet, cfg.sigma_min, cfg.sigma_data)))
 }
 
@@ -218,7 +218,9 @@ fn load_teacher(dir: &Path, grid: usize, guidance: f64, cfg: &ConsistencyConfig,
             bundle.manifest.kind()
         )));
     };
-    if spec.architecture.image_shape != cfg.arch.image_shape || spec.architecture.num_classes != cfg.arch.num_classes {
+    if spec.architecture.image_shape != cfg.run.arch.image_shape
+        || spec.architecture.num_classes != cfg.run.arch.num_classes
+    {
         return Err(Error::InvalidArgument("the teacher generates other images or classes than the student".into()));
     }
     let net = UNet::new(&spec.architecture, bundle.var_builder(device))?;
@@ -254,25 +256,26 @@ impl Family for ConsistencyStudent<'_> {
     }
 
     fn plan(&self) -> Plan {
-        Plan { epochs: self.cfg.epochs, steps_per_epoch: self.steps_per_epoch, cosine_epochs: self.cfg.epochs }
+        Plan { epochs: self.cfg.run.epochs, steps_per_epoch: self.steps_per_epoch, cosine_epochs: self.cfg.run.epochs }
     }
 
     fn batches(&self, epoch: usize) -> Vec<(usize, Vec<usize>)> {
         let mut order: Vec<usize> = (0..self.train_set.len()).collect();
-        let seed = self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
+        let seed = self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
         order.shuffle(&mut StdRng::seed_from_u64(seed));
         let first = epoch * self.steps_per_epoch;
-        order.chunks(self.cfg.batch_size).enumerate().map(|(j, c)| (first + j, c.to_vec())).collect()
+        order.chunks(self.cfg.run.batch_size).enumerate().map(|(j, c)| (first + j, c.to_vec())).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &(usize, Vec<usize>), rng: &mut StdRng) -> Result<StepOutput> {
         let (k, idx) = batch;
         let n = idx.len();
-        let dim = self.cfg.arch.image_dim();
-        let shape = (n, self.cfg.arch.image_shape[0], self.cfg.arch.image_shape[1], self.cfg.arch.image_shape[2]);
+        let dim = self.cfg.run.arch.image_dim();
+        let shape =
+            (n, self.cfg.run.arch.image_shape[0], self.cfg.run.arch.image_shape[1], self.cfg.run.arch.image_shape[2]);
         let (lo, hi, weights) = match (&self.cfg.method, &self.teacher) {
             (ConsistencyMethod::Ict { s0, s1 }, _) => {
-                let total = self.steps_per_epoch * self.cfg.epochs;
+                let total = self.steps_per_epoch * self.cfg.run.epochs;
                 let grid_n = loss::discretization_steps(*k, total, *s0, *s1);
                 let grid = karras_sigmas(grid_n, self.cfg.sigma_min, self.cfg.sigma_max, RHO);
                 let p = loss::interval_weights(&grid, self.cfg.p_mean, self.cfg.p_std);
@@ -293,16 +296,16 @@ impl Family for ConsistencyStudent<'_> {
             }
         };
         let null = self.net.unet().null_class();
-        let classes: Vec<u32> =
-            idx.iter()
-                .map(|&i| {
-                    if rng.random::<f64>() < self.cfg.class_dropout {
-                        null
-                    } else {
-                        u32::from(self.train_set.labels[i])
-                    }
-                })
-                .collect();
+        let classes: Vec<u32> = idx
+            .iter()
+            .map(|&i| {
+                if rng.random::<f64>() < self.cfg.run.class_dropout {
+                    null
+                } else {
+                    u32::from(self.train_set.labels[i])
+                }
+            })
+            .collect();
         let x0 = Tensor::from_vec(model_space(&self.train_set, idx), shape, &self.device)?;
         let z = Tensor::from_vec(normals(rng, n * dim), shape, &self.device)?;
         let col =
@@ -331,10 +334,10 @@ impl Family for ConsistencyStudent<'_> {
 
     fn validate(&mut self, epoch: usize) -> Result<Validation> {
         let mid = self.cfg.sigma_mid_candidates[self.cfg.sigma_mid_candidates.len() / 2];
-        let per_class = self.cfg.val_samples_per_class;
+        let per_class = self.cfg.run.val_samples_per_class;
         let (accuracy, images) = self.judge(&self.ema_net, self.sigma_lists(mid), 2, 1_000, per_class)?;
         let (one_step, _) = self.judge(&self.ema_net, self.sigma_lists(mid), 1, 1_000, per_class)?;
-        let path = self.cfg.grid_path(epoch + 1);
+        let path = self.cfg.run.grid_path(epoch + 1);
         tandem_runtime::fs::atomic_write(&path, &image_grid(&images, per_class, 2)?)
             .map_err(|e| Error::io(&path, e))?;
         let extra = BTreeMap::from([("sample_accuracy".into(), accuracy), ("one_step_accuracy".into(), one_step)]);
@@ -345,7 +348,7 @@ impl Family for ConsistencyStudent<'_> {
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
         let cfg = self.cfg;
-        let params = tandem_runtime::models::unet::parameter_count(&cfg.arch)?;
+        let params = tandem_runtime::models::unet::parameter_count(&cfg.run.arch)?;
         let (mid, scores) = self.choose_sigma_mid()?;
         let sigmas = self.sigma_lists(mid);
         let val_accuracy = scores.values().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -362,12 +365,12 @@ impl Family for ConsistencyStudent<'_> {
         metrics.extend(scores);
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
-            name: cfg.name.clone(),
-            version: cfg.version.clone(),
+            name: cfg.run.name.clone(),
+            version: cfg.run.version.clone(),
             family: FamilySpec::Consistency(self.spec(sigmas)),
             files: Vec::new(),
             provenance: Provenance {
-                dataset: cfg.dataset.to_string(),
+                dataset: cfg.run.dataset.to_string(),
                 dataset_sha256: self.train_set.source_sha256.clone(),
                 recipe: cfg.method.name().into(),
                 hyperparameters: cfg.hyperparameters(),
@@ -386,7 +389,7 @@ impl Family for ConsistencyStudent<'_> {
         };
         let unet = UNet::new(&spec.architecture, bundle.var_builder(&self.device))?;
         let net = ConsistencyNet::new(unet, spec.sigma_min, spec.sigma_data);
-        let per_class = self.cfg.test_samples_per_class;
+        let per_class = self.cfg.run.test_samples_per_class;
         let (accuracy, _) = self.judge(&net, spec.sigmas.clone(), 2, 2_000_000, per_class)?;
         Ok(TestReport { accuracy, n: spec.architecture.num_classes * per_class })
     }

@@ -74,30 +74,30 @@ impl<'a> DdpmTeacher<'a> {
     /// Loads the splits, builds and seeds the network and its average.
     pub fn new(cfg: &'a DiffusionConfig) -> Result<DdpmTeacher<'a>> {
         let device = tandem_runtime::device::default_device();
-        let mut train_set = data::load(cfg.dataset, Split::Train, &cfg.data_dir)?;
-        if let Some(n) = cfg.train_limit {
+        let mut train_set = data::load(cfg.run.dataset, Split::Train, &cfg.run.data_dir)?;
+        if let Some(n) = cfg.run.train_limit {
             train_set = train_set.subset(&(0..n.min(train_set.len())).collect::<Vec<_>>());
         }
         if train_set.is_empty() {
             return Err(Error::InvalidArgument("the training split is empty".into()));
         }
-        let [_, h, w] = cfg.arch.image_shape;
-        if (train_set.height, train_set.width) != (h, w) || train_set.num_classes() != cfg.arch.num_classes {
+        let [_, h, w] = cfg.run.arch.image_shape;
+        if (train_set.height, train_set.width) != (h, w) || train_set.num_classes() != cfg.run.arch.num_classes {
             return Err(Error::InvalidArgument(format!(
                 "the UNet is for {h}x{w} images of {} classes; {} has {}x{} images of {}",
-                cfg.arch.num_classes,
-                cfg.dataset,
+                cfg.run.arch.num_classes,
+                cfg.run.dataset,
                 train_set.height,
                 train_set.width,
                 train_set.num_classes()
             )));
         }
-        let val_set = data::load(cfg.dataset, Split::Val, &cfg.data_dir)?;
+        let val_set = data::load(cfg.run.dataset, Split::Val, &cfg.run.data_dir)?;
         let (vars, net) = build(cfg, &device)?;
-        seeded_init(&vars, cfg.seed)?;
+        seeded_init(&vars, cfg.run.seed)?;
         zero_output(&vars)?;
         let (ema_vars, ema_net) = build(cfg, &device)?;
-        let ema = Ema::new(&vars, ema_vars, cfg.ema_decay)?;
+        let ema = Ema::new(&vars, ema_vars, cfg.run.ema_decay)?;
         let schedule = NoiseSchedule::new(cfg.schedule, cfg.train_steps)?;
         Ok(DdpmTeacher { cfg, train_set, val_set, vars, net, ema, ema_net, schedule, device })
     }
@@ -105,7 +105,7 @@ impl<'a> DdpmTeacher<'a> {
     /// The bundle's family section.
     fn spec(&self) -> DiffusionSpec {
         DiffusionSpec {
-            architecture: self.cfg.arch.clone(),
+            architecture: self.cfg.run.arch.clone(),
             schedule: self.cfg.schedule,
             train_steps: self.cfg.train_steps,
             labels: self.train_set.classes.clone(),
@@ -115,7 +115,7 @@ impl<'a> DdpmTeacher<'a> {
 
     /// Noised images for the loss: x_t, the noise ε and the timesteps, for images `idx`.
     fn noised(&self, idx: &[usize], rng: &mut StdRng) -> Result<(Tensor, Tensor, Vec<f32>)> {
-        let dim = self.cfg.arch.image_dim();
+        let dim = self.cfg.run.arch.image_dim();
         let x0 = model_space(&self.train_set, idx);
         let t: Vec<usize> = idx.iter().map(|_| rng.random_range(0..self.cfg.train_steps)).collect();
         let eps = normals(rng, idx.len() * dim);
@@ -128,7 +128,7 @@ impl<'a> DdpmTeacher<'a> {
                 x0[range.clone()].iter().zip(&eps[range]).map(|(x, e)| (a * f64::from(*x) + s * f64::from(*e)) as f32),
             );
         }
-        let shape = image_shape(&self.cfg.arch.image_shape, idx.len());
+        let shape = image_shape(&self.cfg.run.arch.image_shape, idx.len());
         Ok((
             Tensor::from_vec(xt, shape, &self.device)?,
             Tensor::from_vec(eps, shape, &self.device)?,
@@ -141,7 +141,7 @@ impl<'a> DdpmTeacher<'a> {
     fn val_loss(&self) -> Result<f64> {
         let n = VAL_LOSS_IMAGES.min(self.val_set.len());
         let mut rng = StdRng::seed_from_u64(0x5eed_1055);
-        let dim = self.cfg.arch.image_dim();
+        let dim = self.cfg.run.arch.image_dim();
         let mut total = 0.0;
         for start in (0..n).step_by(EVAL_BATCH) {
             let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(n)).collect();
@@ -154,7 +154,7 @@ impl<'a> DdpmTeacher<'a> {
                     (ab.sqrt() * f64::from(x0[j]) + (1.0 - ab).sqrt() * f64::from(eps[j])) as f32
                 })
                 .collect();
-            let shape = image_shape(&self.cfg.arch.image_shape, idx.len());
+            let shape = image_shape(&self.cfg.run.arch.image_shape, idx.len());
             let classes: Vec<u32> = idx.iter().map(|&i| u32::from(self.val_set.labels[i])).collect();
             let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
             let pred = self.ema_net.forward(&Tensor::from_vec(xt, shape, &self.device)?, &tf, &classes, false)?;
@@ -168,7 +168,7 @@ impl<'a> DdpmTeacher<'a> {
 /// A fresh UNet under its own `VarMap`.
 fn build(cfg: &DiffusionConfig, device: &Device) -> Result<(VarMap, UNet)> {
     let vars = VarMap::new();
-    let net = UNet::new(&cfg.arch, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    let net = UNet::new(&cfg.run.arch, VarBuilder::from_varmap(&vars, DType::F32, device))?;
     Ok((vars, net))
 }
 
@@ -246,31 +246,30 @@ impl Family for DdpmTeacher<'_> {
     }
 
     fn plan(&self) -> Plan {
-        let steps = self.train_set.len().div_ceil(self.cfg.batch_size);
-        Plan { epochs: self.cfg.epochs, steps_per_epoch: steps, cosine_epochs: self.cfg.epochs }
+        let steps = self.train_set.len().div_ceil(self.cfg.run.batch_size);
+        Plan { epochs: self.cfg.run.epochs, steps_per_epoch: steps, cosine_epochs: self.cfg.run.epochs }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.train_set.len()).collect();
-        let seed = self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
+        let seed = self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
         order.shuffle(&mut StdRng::seed_from_u64(seed));
-        order.chunks(self.cfg.batch_size).map(<[usize]>::to_vec).collect()
+        order.chunks(self.cfg.run.batch_size).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, rng: &mut StdRng) -> Result<StepOutput> {
         let (xt, eps, t) = self.noised(batch, rng)?;
         let null = self.net.null_class();
-        let classes: Vec<u32> =
-            batch
-                .iter()
-                .map(|&i| {
-                    if rng.random::<f64>() < self.cfg.class_dropout {
-                        null
-                    } else {
-                        u32::from(self.train_set.labels[i])
-                    }
-                })
-                .collect();
+        let classes: Vec<u32> = batch
+            .iter()
+            .map(|&i| {
+                if rng.random::<f64>() < self.cfg.run.class_dropout {
+                    null
+                } else {
+                    u32::from(self.train_set.labels[i])
+                }
+            })
+            .collect();
         let pred = self.net.forward(&xt, &t, &classes, true)?;
         let loss = (pred - eps)?.sqr()?.mean_all()?;
         // A noise predictor has no accuracy per step: hits stay 0.
@@ -290,29 +289,29 @@ impl Family for DdpmTeacher<'_> {
     fn validate(&mut self, epoch: usize) -> Result<Validation> {
         let loss = self.val_loss()?;
         let generator = Generator::diffusion(self.ema_net.clone(), self.spec(), &self.device)?;
-        let per_class = self.cfg.val_samples_per_class;
-        let classes = self.cfg.arch.num_classes;
+        let per_class = self.cfg.run.val_samples_per_class;
+        let classes = self.cfg.run.arch.num_classes;
         let (accuracy, images) =
-            judged_samples(&generator, &self.eval_request(1_000), classes, per_class, &self.cfg.judge)?;
+            judged_samples(&generator, &self.eval_request(1_000), classes, per_class, &self.cfg.run.judge)?;
         let grid = image_grid(&images, per_class, 2)?;
-        let path = self.cfg.grid_path(epoch + 1);
+        let path = self.cfg.run.grid_path(epoch + 1);
         tandem_runtime::fs::atomic_write(&path, &grid).map_err(|e| Error::io(&path, e))?;
         Ok(Validation { loss, accuracy, extra: BTreeMap::from([("sample_accuracy".into(), accuracy)]) })
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
         let cfg = self.cfg;
-        let params = tandem_runtime::models::unet::parameter_count(&cfg.arch)?;
+        let params = tandem_runtime::models::unet::parameter_count(&cfg.run.arch)?;
         let val_accuracy = history.last().map_or(0.0, |r| r.val_accuracy);
-        let judge = Bundle::load(&cfg.judge)?;
+        let judge = Bundle::load(&cfg.run.judge)?;
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
-            name: cfg.name.clone(),
-            version: cfg.version.clone(),
+            name: cfg.run.name.clone(),
+            version: cfg.run.version.clone(),
             family: FamilySpec::Diffusion(self.spec()),
             files: Vec::new(),
             provenance: Provenance {
-                dataset: cfg.dataset.to_string(),
+                dataset: cfg.run.dataset.to_string(),
                 dataset_sha256: self.train_set.source_sha256.clone(),
                 recipe: "ddpm".into(),
                 hyperparameters: cfg.hyperparameters(),
@@ -336,10 +335,10 @@ impl Family for DdpmTeacher<'_> {
         };
         let net = UNet::new(&spec.architecture, bundle.var_builder(&self.device))?;
         let generator = Generator::diffusion(net, spec.clone(), &self.device)?;
-        let per_class = self.cfg.test_samples_per_class;
+        let per_class = self.cfg.run.test_samples_per_class;
         let classes = spec.architecture.num_classes;
         let (accuracy, _) =
-            judged_samples(&generator, &self.eval_request(2_000_000), classes, per_class, &self.cfg.judge)?;
+            judged_samples(&generator, &self.eval_request(2_000_000), classes, per_class, &self.cfg.run.judge)?;
         Ok(TestReport { accuracy, n: classes * per_class })
     }
 }
