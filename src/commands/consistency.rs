@@ -52,15 +52,9 @@ pub fn run(args: TrainConsistencyArgs) -> anyhow::Result<()> {
     // a generator), which adds noise to every target: consistency students train without dropout.
     run.arch.dropout = 0.0;
     let cfg = ConsistencyConfig {
-        run,
-        method,
-        sigma_min: 0.002,
-        sigma_max: 80.0,
-        sigma_data: 0.5,
-        p_mean: -1.1,
-        p_std: 2.0,
         sigma_mid_candidates: args.sigma_mid.clone(),
         init_from_teacher: args.init_from_teacher,
+        ..ConsistencyConfig::new(run, method)
     };
     args.run.announce(&cfg.run, cfg.method.name())?;
     let summary = consistency::train(&cfg)?;

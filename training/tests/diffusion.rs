@@ -96,21 +96,16 @@ fn a_tiny_ddpm_trains_resumes_exports_and_serves() {
 }
 
 fn consistency_config(out: &Path, method: ConsistencyMethod) -> ConsistencyConfig {
+    let run = GenerationRun {
+        batch_size: 64,
+        train_limit: Some(256),
+        test_samples_per_class: 2,
+        ..run("digits-cm", out, 1, 1e-3, 5)
+    };
     ConsistencyConfig {
-        run: GenerationRun {
-            batch_size: 64,
-            train_limit: Some(256),
-            test_samples_per_class: 2,
-            ..run("digits-cm", out, 1, 1e-3, 5)
-        },
         init_from_teacher: matches!(method, ConsistencyMethod::Cd { .. }),
-        method,
-        sigma_min: 0.002,
-        sigma_max: 80.0,
-        sigma_data: 0.5,
-        p_mean: -1.1,
-        p_std: 2.0,
         sigma_mid_candidates: vec![0.4, 1.6],
+        ..ConsistencyConfig::new(run, method)
     }
 }
 

@@ -68,6 +68,23 @@ pub struct ConsistencyConfig {
 }
 
 impl ConsistencyConfig {
+    /// A run with the σ range, σ_data and noise-level distribution of Karras et al. and iCT
+    /// (σ ∈ [0.002, 80], σ_data 0.5, ln σ ~ N(−1.1, 2²)), the default σ candidates of two-step
+    /// sampling, and a freshly initialised student.
+    pub fn new(run: GenerationRun, method: ConsistencyMethod) -> ConsistencyConfig {
+        ConsistencyConfig {
+            run,
+            method,
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            sigma_data: 0.5,
+            p_mean: -1.1,
+            p_std: 2.0,
+            sigma_mid_candidates: vec![0.2, 0.4, 0.8, 1.6, 3.2],
+            init_from_teacher: false,
+        }
+    }
+
     /// Refuses settings that cannot train.
     pub fn validate(&self) -> Result<()> {
         let (lo, hi, sd) = (self.sigma_min, self.sigma_max, self.sigma_data);

@@ -31,7 +31,7 @@ use tandem_runtime::families::generator::{image_grid, GenerateRequest, Generator
 use tandem_runtime::models::consistency::ConsistencyNet;
 use tandem_runtime::models::unet::UNet;
 
-use super::diffusion::{judged_samples, model_space, normals, zero_output, Ema};
+use super::diffusion::{dropped_classes, judged_samples, model_space, normals, zero_output, Ema};
 use crate::data::{self, Dataset, Split};
 use crate::init::seeded_init;
 use crate::report::{EpochRecord, TrainSummary};
@@ -295,17 +295,8 @@ impl Family for ConsistencyStudent<'_> {
                 return Err(Error::InvalidArgument("CD without a teacher. This is a bug.".into()))
             }
         };
-        let null = self.net.unet().null_class();
-        let classes: Vec<u32> = idx
-            .iter()
-            .map(|&i| {
-                if rng.random::<f64>() < self.cfg.run.class_dropout {
-                    null
-                } else {
-                    u32::from(self.train_set.labels[i])
-                }
-            })
-            .collect();
+        let classes =
+            dropped_classes(&self.train_set, idx, self.net.unet().null_class(), self.cfg.run.class_dropout, rng);
         let x0 = Tensor::from_vec(model_space(&self.train_set, idx), shape, &self.device)?;
         let z = Tensor::from_vec(normals(rng, n * dim), shape, &self.device)?;
         let col =

@@ -57,6 +57,12 @@ pub(crate) fn normals(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.sample(StandardNormal)).collect()
 }
 
+/// The class of each image of a batch, replaced by `null` with probability `dropout`: what
+/// classifier-free guidance trains on.
+pub(crate) fn dropped_classes(ds: &Dataset, idx: &[usize], null: u32, dropout: f64, rng: &mut StdRng) -> Vec<u32> {
+    idx.iter().map(|&i| if rng.random::<f64>() < dropout { null } else { u32::from(ds.labels[i]) }).collect()
+}
+
 /// One run of the family.
 pub struct DdpmTeacher<'a> {
     cfg: &'a DiffusionConfig,
@@ -259,17 +265,7 @@ impl Family for DdpmTeacher<'_> {
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, rng: &mut StdRng) -> Result<StepOutput> {
         let (xt, eps, t) = self.noised(batch, rng)?;
-        let null = self.net.null_class();
-        let classes: Vec<u32> = batch
-            .iter()
-            .map(|&i| {
-                if rng.random::<f64>() < self.cfg.run.class_dropout {
-                    null
-                } else {
-                    u32::from(self.train_set.labels[i])
-                }
-            })
-            .collect();
+        let classes = dropped_classes(&self.train_set, batch, self.net.null_class(), self.cfg.run.class_dropout, rng);
         let pred = self.net.forward(&xt, &t, &classes, true)?;
         let loss = (pred - eps)?.sqr()?.mean_all()?;
         // A noise predictor has no accuracy per step: hits stay 0.
