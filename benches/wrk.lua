@@ -13,9 +13,9 @@
 --   TANDEM_LOAD_PENDING  file to write the requests that got no answer to, one a line: the id and
 --                        when it was written, in microseconds since the epoch
 --
--- done() prints one line, "TANDEM_LOAD_JSON {...}": statuses, latency percentiles of the 200s
--- (measured from writing the request to its answer, 1% bins), requests without an answer, and
--- how far the open-loop schedule fell behind.
+-- done() prints one line, "TANDEM_LOAD_JSON {...}": statuses, latency percentiles and the latency
+-- distribution of the 200s (measured from writing the request to its answer, 1% bins), requests
+-- without an answer, and how far the open-loop schedule fell behind.
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -148,6 +148,12 @@ function done(summary, _, _)
     end
     return 0
   end
+  -- The latency distribution of the 200s as [upper edge of a 1% bin in ms, share at or below].
+  local cdf_parts, cumulative = {}, 0
+  for _, b in ipairs(bins) do
+    cumulative = cumulative + total.latency[b]
+    table.insert(cdf_parts, string.format("[%.4f,%.5f]", math.exp((b + 1) / 100) / 1000, cumulative / ok))
+  end
   local status_parts = {}
   for status, n in pairs(total.statuses) do
     table.insert(status_parts, string.format('"%d":%d', status, n))
@@ -161,9 +167,9 @@ function done(summary, _, _)
   local e = summary.errors
   io.write(string.format(
     'TANDEM_LOAD_JSON {"duration_s":%.3f,"sent":%d,"answered":%d,"statuses":{%s},' ..
-    '"ok_p50_ms":%.2f,"ok_p99_ms":%.2f,"ok_p999_ms":%.2f,"ok_max_ms":%.2f,"unanswered":%d,"late_slots":%d,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"timeout":%d}}\n',
+    '"ok_p50_ms":%.2f,"ok_p90_ms":%.2f,"ok_p99_ms":%.2f,"ok_p999_ms":%.2f,"ok_max_ms":%.2f,"unanswered":%d,' ..
+    '"late_slots":%d,"errors":{"connect":%d,"read":%d,"write":%d,"timeout":%d},"ok_cdf":[%s]}\n',
     summary.duration / 1e6, total.sent, summary.requests, table.concat(status_parts, ","),
-    percentile(0.5), percentile(0.99), percentile(0.999), percentile(1.0), #total.pending, total.late,
-    e.connect, e.read, e.write, e.timeout))
+    percentile(0.5), percentile(0.9), percentile(0.99), percentile(0.999), percentile(1.0), #total.pending,
+    total.late, e.connect, e.read, e.write, e.timeout, table.concat(cdf_parts, ",")))
 end

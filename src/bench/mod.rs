@@ -6,9 +6,14 @@ mod embed;
 mod kernels;
 mod machine;
 mod python;
+mod serve;
+mod serve_load;
+mod serve_process;
 
 pub use diffusion::{run_diffusion_bench, DiffusionBenchArgs};
 pub use distill::{run_distill_bench, DistillBenchArgs};
 pub use embed::{run_embed_bench, EmbedBenchArgs};
 pub use kernels::run_kernels;
 pub use machine::Machine;
+pub use serve::{run_serve_bench, ServeBenchArgs};
+pub use serve_process::run_http_floor;

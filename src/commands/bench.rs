@@ -24,6 +24,15 @@ pub enum BenchCommand {
     /// Diffusion sampling: FID-CNN, classifier accuracy, MSE to a many-step reference and images/s
     /// for every solver with and without DualFast over a list of NFE, and consistency students.
     Diffusion(Box<crate::bench::DiffusionBenchArgs>),
+    /// Served classify throughput and latency at 1 to 256 clients (wrk): batching off, batching
+    /// on, cache hits, against the model alone in-process and a minimal axum handler, with plots.
+    Serve(Box<crate::bench::ServeBenchArgs>),
+    /// The minimal axum server `bench serve` measures as the HTTP ceiling (runs until SIGTERM).
+    #[command(hide = true)]
+    HttpFloor {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -32,5 +41,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Distill(args) => crate::bench::run_distill_bench(*args),
         BenchCommand::Embed(args) => crate::bench::run_embed_bench(*args),
         BenchCommand::Diffusion(args) => crate::bench::run_diffusion_bench(*args),
+        BenchCommand::Serve(args) => crate::bench::run_serve_bench(*args),
+        BenchCommand::HttpFloor { port } => crate::bench::run_http_floor(port),
     }
 }

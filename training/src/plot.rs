@@ -1,4 +1,5 @@
-//! Learning curves: a PNG of loss and accuracy per epoch, written next to each bundle.
+//! Learning curves (a PNG of loss and accuracy per epoch, written next to each bundle) and the
+//! line charts of benchmarks.
 //!
 //! Text needs a font, and a training machine may have none installed, so DejaVu Sans (Bitstream
 //! Vera licence, `training/assets/DEJAVU-LICENSE.txt`) is embedded in the binary.
@@ -47,15 +48,109 @@ struct Series {
 /// Draws train/validation loss (left) and accuracy (right) per epoch into a PNG at `path`.
 /// Accuracies in a record's `extra` (e.g. the auxiliary head's) are drawn as further lines.
 pub fn learning_curve(history: &[EpochRecord], title: &str, path: &Path) -> Result<()> {
+    write_png(path, WIDTH, |rgb| draw(history, title, rgb))
+}
+
+/// Renders `draw` into an RGB buffer `width` × [`HEIGHT`] and writes it atomically as a PNG.
+fn write_png(path: &Path, width: u32, draw: impl FnOnce(&mut [u8]) -> std::result::Result<(), String>) -> Result<()> {
     register_font()?;
     let bad = |e: String| Error::InvalidData { file: path.display().to_string(), reason: e };
-    let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(history, title, &mut rgb).map_err(bad)?;
+    let mut rgb = vec![0u8; (width * HEIGHT * 3) as usize];
+    draw(&mut rgb).map_err(bad)?;
     let mut png = Vec::new();
     PngEncoder::new(&mut png)
-        .write_image(&rgb, WIDTH, HEIGHT, ExtendedColorType::Rgb8)
+        .write_image(&rgb, width, HEIGHT, ExtendedColorType::Rgb8)
         .map_err(|e| bad(e.to_string()))?;
     tandem_runtime::fs::atomic_write(path, &png).map_err(|e| Error::io(path, e))
+}
+
+/// A benchmark figure: named lines over one x axis, logarithmic on request (powers of two such
+/// as client counts, or latencies spanning decades).
+pub struct LineChart {
+    /// The title above the plot.
+    pub title: String,
+    /// What x measures.
+    pub x_desc: String,
+    /// What y measures.
+    pub y_desc: String,
+    /// Space x logarithmically (every x must be positive).
+    pub log_x: bool,
+    /// Space y logarithmically (for figures that span decades; every y must be positive).
+    pub log_y: bool,
+    /// The lines: a label and its points, drawn in order.
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Draws `chart` into a PNG at `path`.
+pub fn line_chart(chart: &LineChart, path: &Path) -> Result<()> {
+    write_png(path, WIDTH * 3 / 4, |rgb| draw_chart(chart, rgb))
+}
+
+fn draw_chart(chart: &LineChart, rgb: &mut [u8]) -> std::result::Result<(), String> {
+    let root = BitMapBackend::with_buffer(rgb, (WIDTH * 3 / 4, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root.titled(&chart.title, (FAMILY, 18)).map_err(|e| e.to_string())?;
+    let log = |on: bool| move |v: f64| if on { v.max(f64::MIN_POSITIVE).log10() } else { v };
+    let (to_x, to_y) = (log(chart.log_x), log(chart.log_y));
+    let points = || chart.lines.iter().flat_map(|(_, p)| p.iter().map(|&(x, y)| (to_x(x), to_y(y))));
+    let span = |values: Vec<f64>| {
+        let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = if lo < hi {
+            (lo, hi)
+        } else if lo == hi {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (0.0, 1.0)
+        };
+        let pad = (hi - lo) * 0.04;
+        (lo - pad, hi + pad)
+    };
+    let (x_lo, x_hi) = span(points().map(|p| p.0).collect());
+    let (y_lo, y_hi) = span(points().map(|p| p.1).collect());
+    // A linear y axis starts at zero, so that heights compare.
+    let y_lo = if chart.log_y { y_lo } else { y_lo.min(0.0) };
+    let mut plot = ChartBuilder::on(&root)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+        .map_err(|e| e.to_string())?;
+    let label = |on: bool| {
+        move |v: &f64| {
+            let v = if on { 10f64.powf(*v) } else { *v };
+            if v.abs() >= 100.0 || (v - v.round()).abs() < 1e-6 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        }
+    };
+    let (x_label, y_label) = (label(chart.log_x), label(chart.log_y));
+    plot.configure_mesh()
+        .x_desc(chart.x_desc.as_str())
+        .y_desc(chart.y_desc.as_str())
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for ((label, line), color) in chart.lines.iter().zip(PALETTE.iter().cycle()) {
+        let style = color.stroke_width(2);
+        let line: Vec<(f64, f64)> = line.iter().map(|&(x, y)| (to_x(x), to_y(y))).collect();
+        plot.draw_series(LineSeries::new(line.iter().copied(), style))
+            .map_err(|e| e.to_string())?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    }
+    plot.configure_series_labels()
+        .label_font((FAMILY, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
 }
 
 fn series(history: &[EpochRecord], label: &str, value: impl Fn(&EpochRecord) -> Option<f64>) -> Series {
@@ -194,5 +289,39 @@ mod tests {
         // One epoch and an empty history still draw.
         learning_curve(&history[..1], "one", &path).unwrap();
         learning_curve(&[], "none", &path).unwrap();
+    }
+
+    #[test]
+    fn line_charts_draw_on_linear_and_log_axes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chart.png");
+        let lines = vec![
+            ("a".to_string(), vec![(1.0, 10.0), (4.0, 30.0), (64.0, 35.0)]),
+            ("b".to_string(), vec![(1.0, 5.0), (4.0, 12.0), (64.0, 20.0)]),
+        ];
+        for log_x in [false, true] {
+            let chart = LineChart {
+                title: "t".into(),
+                x_desc: "x".into(),
+                y_desc: "y".into(),
+                log_x,
+                log_y: log_x,
+                lines: lines.clone(),
+            };
+            line_chart(&chart, &path).unwrap();
+            let img = image::open(&path).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (WIDTH * 3 / 4, HEIGHT));
+            let has = |want: [u8; 3]| img.pixels().any(|p| p.0 == want);
+            assert!(has([31, 119, 180]) && has([255, 127, 14]), "log_x {log_x}");
+        }
+        let empty = LineChart {
+            title: "t".into(),
+            x_desc: "x".into(),
+            y_desc: "y".into(),
+            log_x: true,
+            log_y: false,
+            lines: vec![],
+        };
+        line_chart(&empty, &path).unwrap();
     }
 }
