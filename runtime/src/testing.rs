@@ -126,6 +126,7 @@ pub fn write_tiny_consistency_bundle(dir: &Path, name: &str) -> Result<PathBuf> 
         sigma_max: 80.0,
         sigma_data: 0.5,
         sigmas: BTreeMap::from([("1".into(), vec![80.0]), ("2".into(), vec![80.0, 0.8])]),
+        parametrization: Default::default(),
     };
     let path = dir.join(name);
     write_bundle(&path, &generic_manifest(name, FamilySpec::Consistency(spec)), &tiny_unet_vars(&cfg)?)?;

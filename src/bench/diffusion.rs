@@ -279,7 +279,7 @@ pub fn run_diffusion_bench(args: DiffusionBenchArgs) -> Result<()> {
         };
         let unet = UNet::new(&cspec.architecture, student.var_builder(&device))?;
         let generator = Generator::consistency(
-            ConsistencyNet::new(unet, cspec.sigma_min, cspec.sigma_data),
+            ConsistencyNet::new(unet, cspec.sigma_min, cspec.sigma_data, &cspec.parametrization)?,
             cspec.clone(),
             &device,
         );

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tandem_training::families::consistency::{self, ConsistencyConfig, ConsistencyMethod};
+use tandem_training::families::consistency::{self, ConsistencyConfig, ConsistencyMethod, StudentParametrization};
 
 use super::diffusion::GenerationRunArgs;
 
@@ -32,6 +32,14 @@ pub struct TrainConsistencyArgs {
     pub s0: usize,
     #[arg(long, default_value_t = 1280)]
     pub s1: usize,
+    /// What the student's UNet predicts: from-eps (ε on the teacher's schedule, blended into the
+    /// data estimate; cd only, where it lets --init-from-teacher start from the teacher's denoiser)
+    /// or edm (Song et al.'s scalings around a raw network) [default: from-eps for cd, edm for ict].
+    #[arg(long)]
+    pub parametrization: Option<String>,
+    /// k of the from-eps boundary scalings: f leaves the identity over σ − σ_min ≈ σ_data/k.
+    #[arg(long, default_value_t = 10.0)]
+    pub timestep_scaling: f64,
     /// Candidate intermediate σ of two-step sampling, chosen on validation at export.
     #[arg(long, value_delimiter = ',', default_value = "0.2,0.4,0.8,1.6,3.2")]
     pub sigma_mid: Vec<f64>,
@@ -47,6 +55,12 @@ pub fn run(args: TrainConsistencyArgs) -> anyhow::Result<()> {
         ("cd", None) => anyhow::bail!("cd distills a diffusion bundle: give --teacher DIR"),
         (other, _) => anyhow::bail!("unknown --method {other:?}: expected ict or cd"),
     };
+    let default = if args.method == "cd" { "from-eps" } else { "edm" };
+    let parametrization = match args.parametrization.as_deref().unwrap_or(default) {
+        "from-eps" => StudentParametrization::FromTeacherEps { timestep_scaling: args.timestep_scaling },
+        "edm" => StudentParametrization::Edm,
+        other => anyhow::bail!("unknown --parametrization {other:?}: expected from-eps or edm"),
+    };
     let mut run = args.run.to_run(2e-4)?;
     // Student and target passes would draw different dropout masks (candle's dropout cannot share
     // a generator), which adds noise to every target: consistency students train without dropout.
@@ -54,6 +68,7 @@ pub fn run(args: TrainConsistencyArgs) -> anyhow::Result<()> {
     let cfg = ConsistencyConfig {
         sigma_mid_candidates: args.sigma_mid.clone(),
         init_from_teacher: args.init_from_teacher,
+        parametrization,
         ..ConsistencyConfig::new(run, method)
     };
     args.run.announce(&cfg.run, cfg.method.name())?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tandem_runtime::diffusion::{BetaSchedule, Solver};
 use tandem_runtime::{GenerateRequest, Runtime, RuntimeConfig};
 use tandem_training::data::DatasetName;
-use tandem_training::families::consistency::{self, ConsistencyConfig, ConsistencyMethod};
+use tandem_training::families::consistency::{self, ConsistencyConfig, ConsistencyMethod, StudentParametrization};
 use tandem_training::families::diffusion::{train, unet_preset, DiffusionConfig};
 use tandem_training::families::image_generation::GenerationRun;
 use tandem_training::optim::AdamWConfig;
@@ -102,9 +102,15 @@ fn consistency_config(out: &Path, method: ConsistencyMethod) -> ConsistencyConfi
         test_samples_per_class: 2,
         ..run("digits-cm", out, 1, 1e-3, 5)
     };
+    let cd = matches!(method, ConsistencyMethod::Cd { .. });
     ConsistencyConfig {
-        init_from_teacher: matches!(method, ConsistencyMethod::Cd { .. }),
+        init_from_teacher: cd,
         sigma_mid_candidates: vec![0.4, 1.6],
+        parametrization: if cd {
+            StudentParametrization::FromTeacherEps { timestep_scaling: 10.0 }
+        } else {
+            StudentParametrization::Edm
+        },
         ..ConsistencyConfig::new(run, method)
     }
 }
@@ -129,6 +135,14 @@ fn tiny_consistency_students_train_by_cd_and_ict_and_serve() {
         let mid = manifest["metrics"]["sigma_mid"].as_f64().unwrap();
         assert!([0.4, 1.6].contains(&mid), "{name}: sigma_mid {mid}");
         assert_eq!(manifest["family"]["sigmas"]["2"][1].as_f64(), Some(mid));
+        // CD's student predicts ε on the teacher's schedule, which its bundle carries.
+        let parametrization = &manifest["family"]["parametrization"];
+        let expected = if name == "cd" { "from_eps" } else { "edm" };
+        assert_eq!(parametrization["type"], expected, "{name}: {parametrization}");
+        if name == "cd" {
+            assert_eq!(parametrization["schedule"]["type"], "cosine");
+            assert_eq!(parametrization["train_steps"], 1000);
+        }
         let rt = Runtime::new(RuntimeConfig::default());
         rt.load(&out).unwrap();
         let request = GenerateRequest {

@@ -151,6 +151,9 @@ pub struct ConsistencySpec {
     /// The σ to sample at for each supported step count, chosen on validation: `"2": [80, 0.8]`
     /// starts at 80 and re-noises to 0.8 once. A request may give its own.
     pub sigmas: BTreeMap<String, Vec<f64>>,
+    /// What the UNet predicts and how the model's output is made from it (`edm` when absent).
+    #[serde(default)]
+    pub parametrization: crate::models::consistency::Parametrization,
 }
 
 /// A text embedder: a BERT-family encoder, its tokenizer file and its pooling.

@@ -145,6 +145,31 @@ impl NoiseSchedule {
     pub fn ve_sigma(&self, t: usize) -> f64 {
         (-self.log_alpha_bar[t]).exp_m1().sqrt()
     }
+
+    /// The inverse of [`NoiseSchedule::ve_sigma`]: the (fractional) timestep whose VE noise level
+    /// is `sigma`, interpolating ln σ between the integer steps. Noise levels outside the steps'
+    /// are clamped to the first and last step, as the network never saw them.
+    pub fn time_at_ve_sigma(&self, sigma: f64) -> f64 {
+        let steps = self.train_steps();
+        if sigma <= self.ve_sigma(0) {
+            return 0.0;
+        }
+        if sigma >= self.ve_sigma(steps - 1) {
+            return (steps - 1) as f64;
+        }
+        // ve_sigma increases with t: the last t with ve_sigma(t) <= sigma.
+        let (mut lo, mut hi) = (0usize, steps - 1);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if self.ve_sigma(mid) <= sigma {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (a, b) = (self.ve_sigma(lo).ln(), self.ve_sigma(hi).ln());
+        lo as f64 + (sigma.ln() - a) / (b - a)
+    }
 }
 
 impl TimePoint {
@@ -175,6 +200,19 @@ mod tests {
 
     fn ddpm() -> NoiseSchedule {
         NoiseSchedule::new(BetaSchedule::Linear { start: 1e-4, end: 0.02 }, 1000).unwrap()
+    }
+
+    #[test]
+    fn the_time_at_a_ve_noise_level_inverts_it() {
+        let schedule = ddpm();
+        for t in [3usize, 100, 517, 998] {
+            let back = schedule.time_at_ve_sigma(schedule.ve_sigma(t));
+            assert!((back - t as f64).abs() < 1e-9, "{t} came back as {back}");
+        }
+        assert_eq!(schedule.time_at_ve_sigma(1e-6), 0.0);
+        assert_eq!(schedule.time_at_ve_sigma(1e6), 999.0);
+        let between = schedule.time_at_ve_sigma((schedule.ve_sigma(10) * schedule.ve_sigma(11)).sqrt());
+        assert!(between > 10.0 && between < 11.0);
     }
 
     /// Checks the grid of `steps` against its expected timesteps (the final clean point excluded).

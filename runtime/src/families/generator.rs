@@ -596,7 +596,12 @@ pub(crate) fn load_consistency(
     device: &Device,
     batch: BatchConfig,
 ) -> Result<Arc<dyn Served>> {
-    let net = ConsistencyNet::new(unet(bundle, &spec.architecture, device)?, spec.sigma_min, spec.sigma_data);
+    let net = ConsistencyNet::new(
+        unet(bundle, &spec.architecture, device)?,
+        spec.sigma_min,
+        spec.sigma_data,
+        &spec.parametrization,
+    )?;
     let model = ConsistencyModelNet { net, spec: spec.clone(), device: device.clone() };
     let info = ModelInfo::of(bundle, params(&spec.architecture)?);
     Ok(Arc::new(Loaded::new(info, Generator { model }, batch)))

@@ -34,6 +34,19 @@ pub enum ConsistencyMethod {
     },
 }
 
+/// What the student's UNet predicts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StudentParametrization {
+    /// A raw network inside Song et al.'s scalings (the runtime's `edm`).
+    Edm,
+    /// ε on the teacher's VP schedule, blended into x̂₀ with timestep scaling k (the runtime's
+    /// `from_eps`; CD only): a student initialised from the teacher starts as its one-step denoiser.
+    FromTeacherEps {
+        /// k of the boundary scalings.
+        timestep_scaling: f64,
+    },
+}
+
 impl ConsistencyMethod {
     /// The recipe name in provenance.
     pub fn name(&self) -> &'static str {
@@ -65,6 +78,8 @@ pub struct ConsistencyConfig {
     pub sigma_mid_candidates: Vec<f64>,
     /// Start from the teacher's weights (CD only; the architectures must match).
     pub init_from_teacher: bool,
+    /// What the student's UNet predicts.
+    pub parametrization: StudentParametrization,
 }
 
 impl ConsistencyConfig {
@@ -82,6 +97,7 @@ impl ConsistencyConfig {
             p_std: 2.0,
             sigma_mid_candidates: vec![0.2, 0.4, 0.8, 1.6, 3.2],
             init_from_teacher: false,
+            parametrization: StudentParametrization::Edm,
         }
     }
 
@@ -95,6 +111,18 @@ impl ConsistencyConfig {
         }
         if self.sigma_mid_candidates.iter().any(|s| !(*s > lo && *s < hi)) || self.sigma_mid_candidates.is_empty() {
             return Err(Error::InvalidArgument(format!("sigma-mid candidates must lie in ({lo}, {hi})")));
+        }
+        if let StudentParametrization::FromTeacherEps { timestep_scaling } = self.parametrization {
+            if !matches!(self.method, ConsistencyMethod::Cd { .. }) {
+                return Err(Error::InvalidArgument(
+                    "the from-eps parametrization takes a CD teacher's schedule".into(),
+                ));
+            }
+            if !(timestep_scaling.is_finite() && timestep_scaling > 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "--timestep-scaling must be finite and positive, got {timestep_scaling}"
+                )));
+            }
         }
         match &self.method {
             ConsistencyMethod::Ict { s0, s1 } if *s0 == 0 || s1 < s0 => {
@@ -123,6 +151,15 @@ impl ConsistencyConfig {
             ("sigma_mid_candidates".into(), json!(self.sigma_mid_candidates)),
             ("init_from_teacher".into(), json!(self.init_from_teacher)),
         ]);
+        match self.parametrization {
+            StudentParametrization::Edm => {
+                h.insert("parametrization".into(), json!("edm"));
+            }
+            StudentParametrization::FromTeacherEps { timestep_scaling } => {
+                h.insert("parametrization".into(), json!("from_eps"));
+                h.insert("timestep_scaling".into(), json!(timestep_scaling));
+            }
+        }
         match &self.method {
             ConsistencyMethod::Ict { s0, s1 } => {
                 h.insert("s0".into(), json!(s0));

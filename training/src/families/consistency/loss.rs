@@ -4,7 +4,6 @@
 
 use candle_core::{Result, Tensor};
 use rand::Rng;
-use tandem_runtime::diffusion::NoiseSchedule;
 
 /// iCT's curriculum: the number of σ grid points at optimiser step `k` of `total`,
 /// N(k) = min(s₀·2^⌊k/K′⌋, s₁) + 1 with K′ = ⌊K / (log₂⌊s₁/s₀⌋ + 1)⌋, so N doubles over equal stages
@@ -65,37 +64,11 @@ pub fn huber_c(dim: usize) -> f64 {
     0.00054 * (dim as f64).sqrt()
 }
 
-/// The (fractional) timestep of a VP schedule whose VE noise level σ_t/α_t equals `sigma`, by
-/// interpolating ln σ between the integer steps; noise levels below step 0's are clamped to 0, as
-/// the teacher never saw less noise.
-pub fn teacher_time(schedule: &NoiseSchedule, sigma: f64) -> f64 {
-    let steps = schedule.train_steps();
-    if sigma <= schedule.ve_sigma(0) {
-        return 0.0;
-    }
-    if sigma >= schedule.ve_sigma(steps - 1) {
-        return (steps - 1) as f64;
-    }
-    // ve_sigma increases with t: find the last t with ve_sigma(t) <= sigma.
-    let (mut lo, mut hi) = (0usize, steps - 1);
-    while hi - lo > 1 {
-        let mid = (lo + hi) / 2;
-        if schedule.ve_sigma(mid) <= sigma {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    let (a, b) = (schedule.ve_sigma(lo).ln(), schedule.ve_sigma(hi).ln());
-    lo as f64 + (sigma.ln() - a) / (b - a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
     use rand::SeedableRng;
-    use tandem_runtime::diffusion::BetaSchedule;
 
     #[test]
     fn the_curriculum_doubles_from_11_to_1281_over_eight_stages() {
@@ -132,17 +105,5 @@ mod tests {
         let b = Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
         let d = pseudo_huber(&a, &b, 4.0).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(d, vec![1.0, 0.0], "√(9 + 16) − 4 and 0");
-    }
-
-    #[test]
-    fn teacher_time_inverts_the_ve_noise_level() {
-        let schedule = NoiseSchedule::new(BetaSchedule::Linear { start: 1e-4, end: 0.02 }, 1000).unwrap();
-        for t in [3usize, 100, 517, 998] {
-            let back = teacher_time(&schedule, schedule.ve_sigma(t));
-            assert!((back - t as f64).abs() < 1e-9, "{t} came back as {back}");
-        }
-        assert_eq!(teacher_time(&schedule, 1e-6), 0.0);
-        let between = teacher_time(&schedule, (schedule.ve_sigma(10) * schedule.ve_sigma(11)).sqrt());
-        assert!(between > 10.0 && between < 11.0);
     }
 }

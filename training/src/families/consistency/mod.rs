@@ -9,7 +9,7 @@
 //! - CD: the lower point is one DDIM (Euler) step of the guided DDPM teacher from the upper one, on a
 //!   fixed Karras grid. The teacher is variance-preserving and the student variance-exploding; the
 //!   two meet in [`CdTeacher::step`]: x_VP = x_VE/√(1 + σ²) and the teacher's timestep is the one
-//!   whose σ_t/α_t is σ ([`loss::teacher_time`]).
+//!   whose σ_t/α_t is σ ([`NoiseSchedule::time_at_ve_sigma`]).
 //!
 //! Validation judges two-step samples with a classifier bundle, like the DDPM family; at export
 //! the intermediate σ of two- and four-step sampling is chosen among candidates on validation.
@@ -26,9 +26,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tandem_runtime::bundle::{now_rfc3339, Bundle, ConsistencySpec, FamilySpec, Manifest, Provenance, SCHEMA_VERSION};
-use tandem_runtime::diffusion::{karras_sigmas, NoiseSchedule};
+use tandem_runtime::diffusion::{karras_sigmas, BetaSchedule, NoiseSchedule};
 use tandem_runtime::families::generator::{image_grid, GenerateRequest, Generator, CONSISTENCY_SAMPLER};
-use tandem_runtime::models::consistency::ConsistencyNet;
+use tandem_runtime::models::consistency::{ConsistencyNet, Parametrization};
 use tandem_runtime::models::unet::UNet;
 
 use super::diffusion::{dropped_classes, judged_samples, model_space, normals, zero_output, Ema};
@@ -38,7 +38,7 @@ use crate::report::{EpochRecord, TrainSummary};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
 use crate::{Error, Result};
 
-pub use config::{ConsistencyConfig, ConsistencyMethod};
+pub use config::{ConsistencyConfig, ConsistencyMethod, StudentParametrization};
 
 /// Trains a consistency model: checkpoints every epoch, exports the bundle and measures it.
 pub fn train(cfg: &ConsistencyConfig) -> Result<TrainSummary> {
@@ -52,6 +52,9 @@ const RHO: f64 = 7.0;
 /// The frozen DDPM teacher of CD.
 struct CdTeacher {
     net: UNet,
+    /// The teacher's β schedule and steps, which a `from_eps` student takes over.
+    beta: BetaSchedule,
+    train_steps: usize,
     schedule: NoiseSchedule,
     guidance: f64,
     grid: Vec<f64>,
@@ -70,7 +73,7 @@ impl CdTeacher {
         let col = |v: Vec<f32>| Tensor::from_vec(v, (n, 1, 1, 1), device);
         let to_vp = col(hi.iter().map(|s| (1.0 / (1.0 + s * s).sqrt()) as f32).collect())?;
         let x_vp = x.broadcast_mul(&to_vp)?;
-        let t: Vec<f32> = hi.iter().map(|&s| loss::teacher_time(&self.schedule, s) as f32).collect();
+        let t: Vec<f32> = hi.iter().map(|&s| self.schedule.time_at_ve_sigma(s) as f32).collect();
         let null = self.net.null_class();
         let eps = if self.guidance == 1.0 {
             self.net.forward(&x_vp, &t, classes, false)?
@@ -98,6 +101,8 @@ pub struct ConsistencyStudent<'a> {
     ema: Ema,
     ema_net: ConsistencyNet,
     teacher: Option<CdTeacher>,
+    /// The runtime's form of the student's parametrization (the teacher's schedule filled in).
+    parametrization: Parametrization,
     steps_per_epoch: usize,
     device: Device,
 }
@@ -126,7 +131,16 @@ impl<'a> ConsistencyStudent<'a> {
             }
             ConsistencyMethod::Ict { .. } => None,
         };
-        let (vars, net) = build(cfg, &device)?;
+        let parametrization = match (cfg.parametrization, &teacher) {
+            (StudentParametrization::Edm, _) => Parametrization::Edm,
+            (StudentParametrization::FromTeacherEps { timestep_scaling }, Some(t)) => {
+                Parametrization::FromEps { schedule: t.beta, train_steps: t.train_steps, timestep_scaling }
+            }
+            (StudentParametrization::FromTeacherEps { .. }, None) => {
+                return Err(Error::InvalidArgument("the from-eps parametrization needs a CD teacher".into()))
+            }
+        };
+        let (vars, net) = build(cfg, &parametrization, &device)?;
         seeded_init(&vars, cfg.run.seed)?;
         zero_output(&vars)?;
         if cfg.init_from_teacher {
@@ -135,10 +149,21 @@ impl<'a> ConsistencyStudent<'a> {
             };
             copy_weights(&Bundle::load(teacher)?, &vars)?;
         }
-        let (ema_vars, ema_net) = build(cfg, &device)?;
+        let (ema_vars, ema_net) = build(cfg, &parametrization, &device)?;
         let ema = Ema::new(&vars, ema_vars, cfg.run.ema_decay)?;
         let steps_per_epoch = train_set.len().div_ceil(cfg.run.batch_size);
-        Ok(ConsistencyStudent { cfg, train_set, vars, net, ema, ema_net, teacher, steps_per_epoch, device })
+        Ok(ConsistencyStudent {
+            cfg,
+            train_set,
+            vars,
+            net,
+            ema,
+            ema_net,
+            teacher,
+            parametrization,
+            steps_per_epoch,
+            device,
+        })
     }
 
     /// The bundle's family section with the given σ lists.
@@ -150,6 +175,7 @@ impl<'a> ConsistencyStudent<'a> {
             sigma_data: self.cfg.sigma_data,
             labels: self.train_set.classes.clone(),
             sigmas,
+            parametrization: self.parametrization.clone(),
         }
     }
 
@@ -203,10 +229,10 @@ impl<'a> ConsistencyStudent<'a> {
     }
 }
 
-fn build(cfg: &ConsistencyConfig, device: &Device) -> Result<(VarMap, ConsistencyNet)> {
+fn build(cfg: &ConsistencyConfig, p: &Parametrization, device: &Device) -> Result<(VarMap, ConsistencyNet)> {
     let vars = VarMap::new();
     let unet = UNet::new(&cfg.run.arch, VarBuilder::from_varmap(&vars, DType::F32, device))?;
-    Ok((vars, ConsistencyNet::new(unet, cfg.sigma_min, cfg.sigma_data)))
+    Ok((vars, ConsistencyNet::new(unet, cfg.sigma_min, cfg.sigma_data, p)?))
 }
 
 fn load_teacher(dir: &Path, grid: usize, guidance: f64, cfg: &ConsistencyConfig, device: &Device) -> Result<CdTeacher> {
@@ -225,7 +251,14 @@ fn load_teacher(dir: &Path, grid: usize, guidance: f64, cfg: &ConsistencyConfig,
     }
     let net = UNet::new(&spec.architecture, bundle.var_builder(device))?;
     let schedule = NoiseSchedule::new(spec.schedule, spec.train_steps)?;
-    Ok(CdTeacher { net, schedule, guidance, grid: karras_sigmas(grid, cfg.sigma_min, cfg.sigma_max, RHO) })
+    Ok(CdTeacher {
+        net,
+        beta: spec.schedule,
+        train_steps: spec.train_steps,
+        schedule,
+        guidance,
+        grid: karras_sigmas(grid, cfg.sigma_min, cfg.sigma_max, RHO),
+    })
 }
 
 /// Copies every tensor of a bundle whose name and shape the student has (the whole UNet when the
@@ -379,7 +412,7 @@ impl Family for ConsistencyStudent<'_> {
             return Err(Error::InvalidArgument(format!("{} is not a consistency bundle", dir.display())));
         };
         let unet = UNet::new(&spec.architecture, bundle.var_builder(&self.device))?;
-        let net = ConsistencyNet::new(unet, spec.sigma_min, spec.sigma_data);
+        let net = ConsistencyNet::new(unet, spec.sigma_min, spec.sigma_data, &spec.parametrization)?;
         let per_class = self.cfg.run.test_samples_per_class;
         let (accuracy, _) = self.judge(&net, spec.sigmas.clone(), 2, 2_000_000, per_class)?;
         Ok(TestReport { accuracy, n: spec.architecture.num_classes * per_class })
