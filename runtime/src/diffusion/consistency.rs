@@ -17,12 +17,17 @@ pub trait ConsistencyModel {
 /// `noise(k)` returns z_k for the whole batch (the caller derives it from per-item seeds, so
 /// that batched and unbatched runs agree byte for byte). `sigmas` must be finite, strictly
 /// decreasing and above `sigma_min`. The model is evaluated `sigmas.len()` times.
+///
+/// With `clip`, every denoised estimate is clamped to that range before it is re-noised or
+/// returned (the reference code's `clip_denoised`): an estimate's excursions past the data range
+/// are error, and re-noising would carry them into the next step.
 pub fn consistency_sample(
     model: &mut dyn ConsistencyModel,
     sigmas: &[f64],
     sigma_min: f64,
     x: Vec<f32>,
     noise: &mut dyn FnMut(usize) -> Vec<f32>,
+    clip: Option<(f32, f32)>,
 ) -> Result<Vec<f32>> {
     validate(sigmas, sigma_min, &x)?;
     let len = x.len();
@@ -56,6 +61,9 @@ pub fn consistency_sample(
             return Err(Error::Internal(format!(
                 "the consistency model returned a non-finite value at step {k} (sigma {sigma}), element {i}"
             )));
+        }
+        if let Some((lo, hi)) = clip {
+            x.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
         }
     }
     Ok(x)
@@ -138,11 +146,30 @@ mod tests {
 
     /// Runs the sampler on `sigmas` from z₀ = (1, −0.5, 2) with z_k = k·(0.3, −0.2, 0.1).
     fn run(model: &mut Gaussian, sigmas: &[f64]) -> Result<Vec<f32>> {
+        run_clipped(model, sigmas, None)
+    }
+
+    fn run_clipped(model: &mut Gaussian, sigmas: &[f64], clip: Option<(f32, f32)>) -> Result<Vec<f32>> {
         let sigma_max = sigmas.first().copied().unwrap_or(1.0);
         let x: Vec<f32> = [1.0, -0.5, 2.0].iter().map(|z| (z * sigma_max) as f32).collect();
-        consistency_sample(model, sigmas, SIGMA_MIN, x, &mut |k| {
-            [0.3, -0.2, 0.1].iter().map(|z| z * k as f32).collect()
-        })
+        let mut noise = |k: usize| [0.3, -0.2, 0.1].iter().map(|z| z * k as f32).collect();
+        consistency_sample(model, sigmas, SIGMA_MIN, x, &mut noise, clip)
+    }
+
+    #[test]
+    fn clipping_bounds_every_denoised_estimate_before_it_is_renoised() {
+        let (z0, z1) = ([1.0f64, -0.5, 2.0], [0.3f64, -0.2, 0.1]);
+        let mut model = gaussian();
+        let two = run_clipped(&mut model, &[80.0, 0.821], Some((-1.0, 1.0))).unwrap();
+        let scale = (0.821f64 * 0.821 - SIGMA_MIN * SIGMA_MIN).sqrt();
+        let mut clipped_any = false;
+        for j in 0..3 {
+            let first = model.f(j, z0[j] * 80.0, 80.0);
+            clipped_any |= first.abs() > 1.0;
+            let expect = model.f(j, first.clamp(-1.0, 1.0) + scale * z1[j], 0.821).clamp(-1.0, 1.0);
+            assert!((f64::from(two[j]) - expect).abs() < 1e-5, "{j}: {} vs {expect}", two[j]);
+        }
+        assert!(clipped_any, "the example must exercise the clip");
     }
 
     #[test]
@@ -177,10 +204,10 @@ mod tests {
                 Ok(vec![f32::NAN; x.len()])
             }
         }
-        let err = consistency_sample(&mut Broken, &[80.0], SIGMA_MIN, vec![1.0], &mut |_| vec![0.0]).unwrap_err();
+        let err = consistency_sample(&mut Broken, &[80.0], SIGMA_MIN, vec![1.0], &mut |_| vec![0.0], None).unwrap_err();
         assert!(err.to_string().contains("step 0"), "{err}");
-        let err =
-            consistency_sample(&mut gaussian(), &[80.0, 1.0], SIGMA_MIN, vec![1.0; 3], &mut |_| vec![0.0]).unwrap_err();
+        let err = consistency_sample(&mut gaussian(), &[80.0, 1.0], SIGMA_MIN, vec![1.0; 3], &mut |_| vec![0.0], None)
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     }
 

@@ -312,7 +312,8 @@ impl Generative for ConsistencyModelNet {
         let x: Vec<f32> = x.iter().map(|v| (f64::from(*v) * sigmas[0]) as f32).collect();
         let mut noise = |_: usize| rngs.iter_mut().flat_map(|rng| normals(rng, dim)).collect::<Vec<f32>>();
         let mut model = Denoiser { net: &self.net, classes, device: &self.device };
-        consistency_sample(&mut model, sigmas, self.spec.sigma_min, x, &mut noise)
+        // Served samples stay in the data range at every step, as the diffusion solvers' x₀ do.
+        consistency_sample(&mut model, sigmas, self.spec.sigma_min, x, &mut noise, Some((-1.0, 1.0)))
     }
 }
 

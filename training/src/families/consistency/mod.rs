@@ -339,7 +339,10 @@ impl Family for ConsistencyStudent<'_> {
             Some(teacher) => teacher.step(&x_hi, &hi, &lo, &classes)?,
             None => (&x0 + z.broadcast_mul(&col(&lo)?)?)?,
         };
-        let target = self.net.forward(&x_lo, &lo, &classes, false)?.detach();
+        // The target is a data estimate: clamped to the data range, as the served sampler clamps
+        // every step, so that its error at high σ (where an ε-predicting student multiplies its
+        // network's error by σ) is not taught back.
+        let target = self.net.forward(&x_lo, &lo, &classes, false)?.detach().clamp(-1f32, 1f32)?;
         let pred = self.net.forward(&x_hi, &hi, &classes, true)?;
         let d = loss::pseudo_huber(&pred, &target, loss::huber_c(dim))?;
         let w = Tensor::from_vec(weights.iter().map(|v| *v as f32).collect::<Vec<_>>(), n, &self.device)?;
