@@ -15,6 +15,10 @@ use crate::{Error, Result, Runtime};
 /// by bundle id, so an entry is only ever read back by the family that wrote it.
 pub(crate) type CachedOutput = Arc<dyn Any + Send + Sync>;
 
+/// Preparation this small (pixels, or characters of text) runs inline: a 64×64 image, or a few
+/// sentences, take microseconds, less than the blocking pool's round trip.
+pub(crate) const INLINE_PREPARE_UNITS: usize = 4096;
+
 enum Slot<F: Family> {
     Ready(F::Output),
     /// A miss, queued with the request's other misses; its cache key, if it may be cached.
@@ -71,12 +75,20 @@ impl Runtime {
     }
 
     /// Runs request preparation (decoding, resizing, tokenizing) on the blocking pool, so that CPU
-    /// work never stalls the async executor that other connections share.
-    pub(crate) async fn prepare<T, P>(prepare: P) -> Result<T>
+    /// work never stalls the async executor that other connections share; `units` (pixels, or
+    /// characters of text) up to [`INLINE_PREPARE_UNITS`] run on the calling task instead.
+    ///
+    /// The hand-off to the pool and back costs tens of microseconds: for a 28×28 image that was
+    /// most of a cached request's time in the runtime (`tandem bench serve`'s breakdown), while
+    /// the work itself takes a few.
+    pub(crate) async fn prepare<T, P>(units: usize, prepare: P) -> Result<T>
     where
         T: Send + 'static,
         P: FnOnce() -> Result<T> + Send + 'static,
     {
+        if units <= INLINE_PREPARE_UNITS {
+            return prepare();
+        }
         tokio::task::spawn_blocking(prepare)
             .await
             .map_err(|e| Error::Internal(format!("preparation task failed: {e}")))?

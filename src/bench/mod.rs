@@ -7,6 +7,7 @@ mod kernels;
 mod machine;
 mod python;
 mod serve;
+mod serve_breakdown;
 mod serve_load;
 mod serve_process;
 

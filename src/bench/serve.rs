@@ -19,6 +19,7 @@ use tandem_runtime::{ClassifyRequest, Runtime, RuntimeConfig};
 use tandem_training::plot::{line_chart, LineChart};
 
 use super::machine::Machine;
+use super::serve_breakdown;
 use super::serve_load::{find_wrk, LoadResult, Wrk};
 use super::serve_process::{self, free_port, ProcessSample};
 
@@ -56,7 +57,7 @@ struct Config {
     http_floor: bool,
 }
 
-const CONFIGS: [Config; 4] = [
+const CONFIGS: [Config; 5] = [
     Config {
         name: "batching off",
         serve_args: &["--max-batch-size", "1", "--cache-capacity", "0"],
@@ -64,6 +65,12 @@ const CONFIGS: [Config; 4] = [
         http_floor: false,
     },
     Config { name: "batching on", serve_args: &["--cache-capacity", "0"], bodies: 256, http_floor: false },
+    Config {
+        name: "batching on, adaptive delay",
+        serve_args: &["--cache-capacity", "0", "--batch-delay-policy", "adaptive"],
+        bodies: 256,
+        http_floor: false,
+    },
     Config { name: "cache hits", serve_args: &[], bodies: 1, http_floor: false },
     Config { name: "axum floor", serve_args: &[], bodies: 256, http_floor: true },
 ];
@@ -110,6 +117,14 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
         );
     }
     let ceiling = model_ceiling(&args.model, &model, side)?;
+    let breakdown = serve_breakdown::measure(&args.model, &model, side, Duration::from_secs(2))?;
+    if !args.json {
+        let b = &breakdown;
+        println!(
+            "a cached request in-process, no sockets: the whole app {:.1} µs = JSON decode {:.1} + runtime (cache hit) {:.1} + JSON encode {:.1} + routing, middleware and glue {:.1}",
+            b.app_us, b.decode_us, b.runtime_us, b.encode_us, b.rest_us
+        );
+    }
     if !args.json {
         println!(
             "model alone, in-process: {:.0} items/s at batch {} (best of {:?})",
@@ -149,6 +164,7 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
             "load_generator": wrk.version,
             "seconds": args.seconds,
             "model_alone": ceiling,
+            "in_process_breakdown_us": breakdown,
             "rows": rows,
             "served_vs_model_alone_at_64": kept_at_64,
             "best_cached_vs_axum_floor": cached_vs_floor,

@@ -113,7 +113,9 @@ impl Runtime {
         images: Vec<crate::image::GrayImage>,
     ) -> Result<Vec<Arc<Vec<f32>>>> {
         let family = model.family.clone();
-        let items = Runtime::prepare(move || Ok(images.iter().map(|img| family.prepare(img)).collect())).await?;
+        let pixels = images.iter().map(|img| img.width() * img.height()).sum();
+        let items =
+            Runtime::prepare(pixels, move || Ok(images.iter().map(|img| family.prepare(img)).collect())).await?;
         self.infer(model, items).await
     }
 }

@@ -274,7 +274,8 @@ impl Runtime {
         Ok(SimilarityResponse { model: model.info.id.clone(), scores, usage })
     }
 
-    /// Tokenizes off the executor, then runs the shared request path: raw pooled vectors.
+    /// Tokenizes (off the executor unless the texts are short), then runs the shared request path:
+    /// raw pooled vectors.
     async fn embed_raw(
         &self,
         model: &Loaded<Embedder>,
@@ -282,7 +283,8 @@ impl Runtime {
         truncate: bool,
     ) -> Result<(Vec<Arc<Vec<f32>>>, TextUsage)> {
         let family = model.family.clone();
-        let (items, usage) = Runtime::prepare(move || family.prepare(&texts, truncate)).await?;
+        let chars = texts.iter().map(String::len).sum();
+        let (items, usage) = Runtime::prepare(chars, move || family.prepare(&texts, truncate)).await?;
         Ok((self.infer(model, items).await?, usage))
     }
 
