@@ -17,7 +17,7 @@ pub(crate) type CachedOutput = Arc<dyn Any + Send + Sync>;
 
 /// Preparation this small (pixels, or characters of text) runs inline: a 64×64 image, or a few
 /// sentences, take microseconds, less than the blocking pool's round trip.
-pub(crate) const INLINE_PREPARE_UNITS: usize = 4096;
+pub const INLINE_PREPARE_UNITS: usize = 4096;
 
 enum Slot<F: Family> {
     Ready(F::Output),

@@ -96,7 +96,7 @@ async fn run(
         BodyKind::RawImage => {
             let bytes = Bytes::from_request(request, state).await?;
             let budget = ImageBudget::of(state);
-            let images = blocking(move |_| decode_raw(&bytes, budget)).await?;
+            let images = blocking(bytes.len(), move |_| decode_raw(&bytes, budget)).await?;
             (images, query.top_k)
         }
         BodyKind::Json => {
@@ -104,7 +104,8 @@ async fn run(
             validate(&body.inputs, state.config.max_inputs)?;
             let top_k = body.top_k.or(query.top_k);
             let budget = ImageBudget::of(state);
-            let images = blocking(move |cancelled| decode_inputs(&body.inputs, budget, cancelled)).await?;
+            let units = body.inputs.iter().map(ClassifyInput::size).sum();
+            let images = blocking(units, move |cancelled| decode_inputs(&body.inputs, budget, cancelled)).await?;
             (images, top_k)
         }
     };
@@ -243,11 +244,16 @@ fn at_index(i: usize, err: ApiError) -> ApiError {
 /// Runs CPU-bound decoding off the async workers, so that a large batch of JPEGs does not stall
 /// other connections. `f` is handed a flag that turns true when the request is dropped (its
 /// deadline passed, or the client left), so that it can stop instead of decoding for nobody.
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+/// Work of at most [`tandem_runtime::INLINE_PREPARE_UNITS`] (`units`: pixels sent, or bytes of
+/// encoded images) runs inline: the pool's round trip would cost more than the work.
+async fn blocking<T, F>(units: usize, f: F) -> Result<T, ApiError>
 where
     F: FnOnce(&AtomicBool) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
+    if units <= tandem_runtime::INLINE_PREPARE_UNITS {
+        return f(&AtomicBool::new(false));
+    }
     let cancelled = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(cancelled.clone());
     tokio::task::spawn_blocking(move || f(&cancelled))

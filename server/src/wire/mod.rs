@@ -199,6 +199,16 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> R
     T::deserialize(deserializer).map(Some)
 }
 
+impl ClassifyInput {
+    /// How much decoding it asks for: the pixels sent, or the characters of the encoded image.
+    pub fn size(&self) -> usize {
+        match self {
+            ClassifyInput::Image(encoded) => encoded.len(),
+            ClassifyInput::Pixels(rows) => rows.iter().map(Vec::len).sum(),
+        }
+    }
+}
+
 impl TryFrom<InputFields> for ClassifyInput {
     type Error = &'static str;
 
