@@ -320,9 +320,20 @@ impl Family for ConsistencyStudent<'_> {
             }
             (ConsistencyMethod::Cd { .. }, Some(teacher)) => {
                 let i: Vec<usize> = (0..n).map(|_| rng.random_range(0..teacher.grid.len() - 1)).collect();
-                let lo = i.iter().map(|&i| teacher.grid[i]).collect();
-                let hi = i.iter().map(|&i| teacher.grid[i + 1]).collect();
-                (lo, hi, vec![1.0; n])
+                let lo: Vec<f64> = i.iter().map(|&i| teacher.grid[i]).collect();
+                let hi: Vec<f64> = i.iter().map(|&i| teacher.grid[i + 1]).collect();
+                // CD weighs pairs equally (λ = 1), in the units of the network's output: f's error
+                // is the network's times |c_out|, which a from-eps student's σ makes 80 at the
+                // top of the grid, so its pairs are divided by |c_out| (1 for an edm student,
+                // whose c_out stays below σ_data).
+                let w = hi
+                    .iter()
+                    .map(|&h| match self.parametrization {
+                        Parametrization::Edm => 1.0,
+                        Parametrization::FromEps { .. } => 1.0 / self.net.scalings(h).c_out.abs().max(1.0),
+                    })
+                    .collect();
+                (lo, hi, w)
             }
             (ConsistencyMethod::Cd { .. }, None) => {
                 return Err(Error::InvalidArgument("CD without a teacher. This is a bug.".into()))
