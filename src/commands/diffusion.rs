@@ -90,12 +90,8 @@ impl GenerationRunArgs {
 
     /// The shared run settings, with the command's own default learning rate.
     pub fn to_run(&self, default_lr: f64) -> anyhow::Result<GenerationRun> {
-        let name = match &self.name {
-            Some(n) => n.clone(),
-            None => self.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()),
-        };
         Ok(GenerationRun {
-            name,
+            name: super::train::bundle_name(self.name.as_deref(), &self.out),
             version: self.version.clone(),
             dataset: self.dataset,
             data_dir: self.data_dir.clone().unwrap_or_else(default_data_dir),

@@ -249,12 +249,8 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
         DatasetName::Digits => (8, 10),
         _ => (28, 10),
     };
-    let name = match &run.name {
-        Some(n) => n.clone(),
-        None => run.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-    };
     Ok(TrainConfig {
-        name,
+        name: bundle_name(run.name.as_deref(), &run.out),
         version: run.version.clone(),
         dataset: run.dataset,
         data_dir: run.data_dir.clone().unwrap_or_else(default_data_dir),
@@ -276,6 +272,14 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
         labeled_fraction: None,
         clip_grad_norm: run.clip_grad_norm,
     })
+}
+
+/// `--name`, else the output directory's name (`model` for a path without one).
+pub fn bundle_name(name: Option<&str>, out: &std::path::Path) -> String {
+    match name {
+        Some(n) => n.to_owned(),
+        None => out.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned()),
+    }
 }
 
 pub fn print_summary(summary: &TrainSummary, json: bool) {
