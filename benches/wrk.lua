@@ -1,8 +1,10 @@
--- wrk script of benches/overload.sh and benches/faults.sh: posts distinct JSON classify requests
--- and accounts for every one of them by its x-request-id, which the server echoes.
+-- wrk script of benches/overload.sh, benches/faults.sh and `tandem bench serve`: posts distinct JSON
+-- classify (or embedding) requests and accounts for every one of them by its x-request-id, which
+-- the server echoes.
 --
 -- Settings come from the environment (wrk passes script arguments only to init()):
---   TANDEM_LOAD_MODEL    model name to classify with (required)
+--   TANDEM_LOAD_MODEL    model name to classify or embed with (required)
+--   TANDEM_LOAD_KIND     classify (28x28 pixel arrays) or embed (one sentence, /v1/embeddings) [classify]
 --   TANDEM_LOAD_SIDE     image side in pixels [28]
 --   TANDEM_LOAD_BODIES   distinct bodies per thread, cycled [256]
 --   TANDEM_LOAD_RATE     total requests per second; unset = closed loop (each connection sends
@@ -30,12 +32,33 @@ end
 local function now_us() return clock_us(1) end -- CLOCK_MONOTONIC
 
 local model = assert(os.getenv("TANDEM_LOAD_MODEL"), "set TANDEM_LOAD_MODEL")
+local kind = os.getenv("TANDEM_LOAD_KIND") or "classify"
 local side = tonumber(os.getenv("TANDEM_LOAD_SIDE") or "28")
 local body_count = tonumber(os.getenv("TANDEM_LOAD_BODIES") or "256")
 local rate = tonumber(os.getenv("TANDEM_LOAD_RATE") or "")
 local threads = tonumber(os.getenv("TANDEM_LOAD_THREADS") or "1")
 local pending_file = os.getenv("TANDEM_LOAD_PENDING")
-local path = "/v1/models/" .. model .. "/classify"
+local path = kind == "embed" and "/v1/embeddings" or ("/v1/models/" .. model .. "/classify")
+
+-- Words of the embed bodies: sentences of 6 to 14 of them, drawn per body.
+local words = { "the", "model", "serves", "a", "quick", "request", "over", "http", "while", "batching",
+  "keeps", "latency", "low", "and", "throughput", "high", "under", "load", "from", "many", "clients",
+  "each", "sentence", "is", "distinct", "so", "no", "cache", "answers", "it" }
+
+local function body_of(b)
+  if kind == "embed" then
+    local n, picked = math.random(6, 14), {}
+    for i = 1, n do picked[i] = words[math.random(1, #words)] end
+    return '{"model":"' .. model .. '","input":"' .. table.concat(picked, " ") .. " " .. index .. "-" .. b .. '"}'
+  end
+  local rows = {}
+  for r = 1, side do
+    local row = {}
+    for c = 1, side do row[c] = math.random(0, 255) end
+    rows[r] = "[" .. table.concat(row, ",") .. "]"
+  end
+  return '{"inputs":[{"pixels":[' .. table.concat(rows, ",") .. ']}],"top_k":3}'
+end
 
 -- Main state: hand each thread its index.
 local thread_list = {}
@@ -58,13 +81,7 @@ local function bin_of(us) return math.floor(math.log(math.max(us, 1)) * 100) end
 function init(args)
   math.randomseed(1000 + index)
   for b = 1, body_count do
-    local rows = {}
-    for r = 1, side do
-      local row = {}
-      for c = 1, side do row[c] = math.random(0, 255) end
-      rows[r] = "[" .. table.concat(row, ",") .. "]"
-    end
-    local body = '{"inputs":[{"pixels":[' .. table.concat(rows, ",") .. ']}],"top_k":3}'
+    local body = body_of(b)
     local text = wrk.format("POST", path, { ["Content-Type"] = "application/json", ["X-Request-Id"] = "@ID@" }, body)
     local at = text:find("@ID@", 1, true)
     requests[b] = { text:sub(1, at - 1), text:sub(at + 4) }

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tandem_runtime::image::GrayImage;
-use tandem_runtime::{ClassifyRequest, Runtime, RuntimeConfig};
+use tandem_runtime::{ClassifyRequest, EmbedRequest, Runtime, RuntimeConfig};
 use tandem_training::plot::{line_chart, LineChart};
 
 use super::machine::Machine;
 use super::serve_breakdown;
-use super::serve_load::{find_wrk, LoadResult, Wrk};
+use super::serve_load::{find_wrk, Load, LoadResult, Wrk};
 use super::serve_process::{self, free_port, ProcessSample};
 
 /// Settings of `tandem bench serve`.
@@ -35,6 +35,10 @@ pub struct ServeBenchArgs {
     /// Length of each measured load, in seconds (after a warm-up of a fifth of it).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Also serve this embedder bundle (e.g. all-MiniLM-L6-v2 after `tandem import hf`) with one
+    /// short distinct sentence per request on `/v1/embeddings`, batching off and on.
+    #[arg(long)]
+    pub embedder: Option<PathBuf>,
     /// Write the throughput and latency plots (PNG) into this folder.
     #[arg(long)]
     pub plots: Option<PathBuf>,
@@ -44,6 +48,15 @@ pub struct ServeBenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What a load is aimed at: a bundle, its model name, and the request the load script sends.
+struct Target {
+    dir: PathBuf,
+    model: String,
+    /// `classify` (one `side`×`side` pixel array) or `embed` (one sentence).
+    kind: &'static str,
+    side: usize,
 }
 
 /// A served configuration: how the server runs and what the load sends.
@@ -64,15 +77,27 @@ const CONFIGS: [Config; 5] = [
         bodies: 256,
         http_floor: false,
     },
+    // The defaults: the adaptive delay policy.
     Config { name: "batching on", serve_args: &["--cache-capacity", "0"], bodies: 256, http_floor: false },
     Config {
-        name: "batching on, adaptive delay",
-        serve_args: &["--cache-capacity", "0", "--batch-delay-policy", "adaptive"],
+        name: "batching on, fixed delay",
+        serve_args: &["--cache-capacity", "0", "--batch-delay-policy", "fixed"],
         bodies: 256,
         http_floor: false,
     },
     Config { name: "cache hits", serve_args: &[], bodies: 1, http_floor: false },
     Config { name: "axum floor", serve_args: &[], bodies: 256, http_floor: true },
+];
+
+/// The embedder's configurations, cache off.
+const EMBEDDER_CONFIGS: [Config; 2] = [
+    Config {
+        name: "embedder, batching off",
+        serve_args: &["--max-batch-size", "1", "--cache-capacity", "0"],
+        bodies: 256,
+        http_floor: false,
+    },
+    Config { name: "embedder, batching on", serve_args: &["--cache-capacity", "0"], bodies: 256, http_floor: false },
 ];
 
 /// One configuration at one concurrency.
@@ -105,6 +130,7 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
         bail!("{} is not a classifier bundle: `tandem bench serve` loads classifiers", args.model.display());
     };
     let (model, side) = (bundle.manifest.name.clone(), spec.input.shape[2]);
+    let target = Target { dir: args.model.clone(), model: model.clone(), kind: "classify", side };
     let wrk = find_wrk(args.wrk.as_deref())?;
     if !args.json {
         println!("tandem bench serve | {}", machine.describe());
@@ -138,20 +164,39 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
         println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     }
     let mut rows = Vec::new();
-    for config in &CONFIGS {
-        for &concurrency in &args.concurrency {
-            let row = measure(config, concurrency, &args, &wrk, &model, side)?;
-            if !args.json {
-                print_row(&row);
+    let mut table = |configs: &[Config], target: &Target| -> Result<()> {
+        for config in configs {
+            for &concurrency in &args.concurrency {
+                let row = measure(config, concurrency, &args, &wrk, target)?;
+                if !args.json {
+                    print_row(&row);
+                }
+                rows.push(row);
             }
-            rows.push(row);
         }
-    }
+        Ok(())
+    };
+    table(&CONFIGS, &target)?;
+    let embedder = match &args.embedder {
+        Some(dir) => {
+            let bundle = tandem_runtime::bundle::Bundle::load(dir).with_context(|| dir.display().to_string())?;
+            if bundle.manifest.embedder().is_none() {
+                bail!("{} is not an embedder bundle", dir.display());
+            }
+            let target = Target { dir: dir.clone(), model: bundle.manifest.name.clone(), kind: "embed", side: 0 };
+            let ceiling = embedder_ceiling(dir, &target.model)?;
+            table(&EMBEDDER_CONFIGS, &target)?;
+            Some((bundle.model_id(), ceiling))
+        }
+        None => None,
+    };
     if let Some(dir) = &args.plots {
         plot(dir, &rows, &ceiling, &model, &machine)?;
     }
     let at = |config: &str, c: usize| rows.iter().find(|r| r.config == config && r.concurrency == c);
     let kept_at_64 = at("batching on", 64).map(|r| r.items_per_s / ceiling.items_per_s);
+    let embedder_kept_at_64 =
+        embedder.as_ref().and_then(|(_, c)| Some(at("embedder, batching on", 64)?.items_per_s / c.items_per_s));
     let cached_vs_floor = args
         .concurrency
         .iter()
@@ -167,12 +212,25 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
             "in_process_breakdown_us": breakdown,
             "rows": rows,
             "served_vs_model_alone_at_64": kept_at_64,
+            "embedder": embedder.as_ref().map(|(id, c)| serde_json::json!({"model": id, "model_alone": c})),
+            "embedder_served_vs_model_alone_at_64": embedder_kept_at_64,
             "best_cached_vs_axum_floor": cached_vs_floor,
         });
         println!("{out}");
     } else {
         if let Some(kept) = kept_at_64 {
             println!("\nbatching on at 64 clients keeps {:.0}% of the model alone", kept * 100.0);
+        }
+        if let Some((id, c)) = &embedder {
+            println!(
+                "embedder {id} alone, in-process: {:.0} sentences/s at batch {} (best of {:?})",
+                c.items_per_s,
+                c.batch,
+                c.tried.iter().map(|(b, r)| format!("{b}: {r:.0}")).collect::<Vec<_>>()
+            );
+        }
+        if let Some(kept) = embedder_kept_at_64 {
+            println!("embedder batching on at 64 clients keeps {:.0}% of the model alone", kept * 100.0);
         }
         if let Some(ratio) = cached_vs_floor {
             println!("cache hits reach {:.0}% of the axum floor's requests/s (best concurrency)", ratio * 100.0);
@@ -205,27 +263,23 @@ fn print_row(r: &Row) {
 }
 
 /// One fresh server (or axum floor) under one load.
-fn measure(
-    config: &Config,
-    concurrency: usize,
-    args: &ServeBenchArgs,
-    wrk: &Wrk,
-    model: &str,
-    side: usize,
-) -> Result<Row> {
+fn measure(config: &Config, concurrency: usize, args: &ServeBenchArgs, wrk: &Wrk, target: &Target) -> Result<Row> {
     let port = free_port()?;
     let exe = std::env::current_exe().context("locating the tandem binary")?;
     let mut command = Command::new(exe);
     if config.http_floor {
         command.args(["bench", "http-floor", "--port", &port.to_string()]);
     } else {
-        command.arg("serve").arg("--model").arg(&args.model).args(config.serve_args);
+        command.arg("serve").arg("--model").arg(&target.dir).args(config.serve_args);
         command.args(["--port", &port.to_string(), "--host", "127.0.0.1"]);
     }
     command.env("TANDEM_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
     let mut server = ServerGuard(command.spawn().context("starting the server")?);
     serve_process::wait_ready(&mut server.0, port, Duration::from_secs(60))?;
-    let load = |seconds: Duration| wrk.run(port, model, side, concurrency, config.bodies, seconds);
+    let load = |seconds: Duration| {
+        let load = Load { model: &target.model, kind: target.kind, side: target.side, bodies: config.bodies };
+        wrk.run(port, &load, concurrency, seconds)
+    };
     load(warmup(args.seconds))?;
     let before = (ProcessSample::of(server.0.id())?, metrics(port, config.http_floor)?);
     let result: LoadResult = load(Duration::from_secs(args.seconds))?;
@@ -338,6 +392,49 @@ fn model_ceiling(dir: &Path, model: &str, side: usize) -> Result<Ceiling> {
     }
     let (batch, items_per_s) = tried.iter().copied().fold((0, 0.0), |best, t| if t.1 > best.1 { t } else { best });
     Ok(Ceiling { batch, items_per_s, tried })
+}
+
+/// The embedder's in-process ceiling: the runtime's embed entry point, cache off, on distinct
+/// short sentences, at each batch size.
+fn embedder_ceiling(dir: &Path, model: &str) -> Result<Ceiling> {
+    let rt = Runtime::new(RuntimeConfig { cache_capacity: 0, ..RuntimeConfig::default() });
+    rt.load(dir)?;
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let texts = short_sentences(512);
+    let mut tried = Vec::new();
+    for batch in [1usize, 8, 32, 64] {
+        let started = Instant::now();
+        let (mut items, mut i) = (0usize, 0usize);
+        while started.elapsed() < Duration::from_secs(2) || items < 2 * batch {
+            let chunk: Vec<String> = (0..batch).map(|j| texts[(i + j) % texts.len()].clone()).collect();
+            let request = EmbedRequest { texts: chunk, truncate: true, normalize: None, dimensions: None };
+            tokio.block_on(rt.embed(model, request))?;
+            items += batch;
+            i += batch;
+        }
+        tried.push((batch, items as f64 / started.elapsed().as_secs_f64()));
+    }
+    let (batch, items_per_s) = tried.iter().copied().fold((0, 0.0), |best, t| if t.1 > best.1 { t } else { best });
+    Ok(Ceiling { batch, items_per_s, tried })
+}
+
+/// `n` distinct sentences of 6 to 14 words, like the load script's embed bodies.
+fn short_sentences(n: usize) -> Vec<String> {
+    const WORDS: [&str; 16] = [
+        "the", "model", "serves", "a", "quick", "request", "over", "http", "while", "batching", "keeps", "latency",
+        "low", "under", "load", "clients",
+    ];
+    let mut state = 3u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    (0..n)
+        .map(|i| {
+            let words: Vec<&str> = (0..6 + next() % 9).map(|_| WORDS[next() % WORDS.len()]).collect();
+            format!("{} {i}", words.join(" "))
+        })
+        .collect()
 }
 
 /// Throughput against concurrency (with the in-process ceiling as a flat line), and the latency

@@ -86,18 +86,21 @@ impl LoadResult {
     }
 }
 
+/// What each request of a load is.
+pub struct Load<'a> {
+    /// The model name in the route or body.
+    pub model: &'a str,
+    /// `classify` or `embed` (the script's `TANDEM_LOAD_KIND`).
+    pub kind: &'a str,
+    /// Image side of classify bodies.
+    pub side: usize,
+    /// Distinct bodies per wrk thread, cycled.
+    pub bodies: usize,
+}
+
 impl Wrk {
-    /// A closed loop of `connections` for `seconds` against the classify route of `model`,
-    /// cycling `bodies` distinct `side`×`side` images per thread.
-    pub fn run(
-        &self,
-        port: u16,
-        model: &str,
-        side: usize,
-        connections: usize,
-        bodies: usize,
-        seconds: Duration,
-    ) -> Result<LoadResult> {
+    /// A closed loop of `connections` for `seconds` of `load`'s requests.
+    pub fn run(&self, port: u16, load: &Load, connections: usize, seconds: Duration) -> Result<LoadResult> {
         // Two threads at most: the client shares the machine with the server.
         let threads = connections.min(2);
         let mut command = Command::new(&self.program);
@@ -105,9 +108,10 @@ impl Wrk {
             command.env("LD_LIBRARY_PATH", lib);
         }
         let output = command
-            .env("TANDEM_LOAD_MODEL", model)
-            .env("TANDEM_LOAD_SIDE", side.to_string())
-            .env("TANDEM_LOAD_BODIES", bodies.to_string())
+            .env("TANDEM_LOAD_MODEL", load.model)
+            .env("TANDEM_LOAD_KIND", load.kind)
+            .env("TANDEM_LOAD_SIDE", load.side.max(1).to_string())
+            .env("TANDEM_LOAD_BODIES", load.bodies.to_string())
             .env("TANDEM_LOAD_THREADS", threads.to_string())
             .env_remove("TANDEM_LOAD_RATE")
             .env_remove("TANDEM_LOAD_PENDING")
