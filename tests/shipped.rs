@@ -133,9 +133,19 @@ fn the_shipped_ddpm_teacher_generates_recognisable_digits_with_every_sampler() {
         }
     }
     // Four samples of every class at the bundle's guidance, classified by the judge through the server.
+    let recognised = recognised_by_the_judge(&server, &http, "mnist-ddpm", json!({"steps": 10, "sampler": "dpmpp2m"}));
+    assert!(recognised >= 30, "{recognised} of 40 class-conditional samples were classified as their class");
+}
+
+/// How many of four samples per class (seed 11) that `model` generates with `settings` the
+/// shipped MNIST student, served beside it, classifies as their class.
+fn recognised_by_the_judge(server: &Server, http: &Http, model: &str, settings: Value) -> usize {
     let mut recognised = 0;
     for class in 0..10 {
-        let answer = generate(json!({"class": class, "n": 4, "steps": 10, "sampler": "dpmpp2m", "seed": 11}));
+        let mut body = json!({"class": class, "n": 4, "seed": 11});
+        body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+        let url = server.url(&format!("/v1/models/{model}/generate"));
+        let answer: Value = http.ok(http.client().post(url).json(&body)).json();
         let inputs: Vec<Value> =
             answer["images"].as_array().unwrap().iter().map(|i| json!({"image": i["png_base64"]})).collect();
         let url = server.url("/v1/models/mnist-student/classify");
@@ -144,5 +154,34 @@ fn the_shipped_ddpm_teacher_generates_recognisable_digits_with_every_sampler() {
         let want = class.to_string();
         recognised += labels.filter(|label| label.as_str() == Some(want.as_str())).count();
     }
-    assert!(recognised >= 30, "{recognised} of 40 class-conditional samples were classified as their class");
+    recognised
+}
+
+/// The shipped consistency student (CD from `mnist-ddpm`): small enough to ship, served at 1, 2
+/// and 4 steps, and its two-step samples recognised as their class as often as its manifest
+/// records (0.605 on 1,000 samples; issue 10's target is 0.70, which it misses), checked live on
+/// 40 samples with a margin for their small number.
+#[test]
+fn the_shipped_consistency_student_generates_in_one_two_and_four_steps() {
+    let dir = std::path::PathBuf::from(shipped("mnist-consistency"));
+    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(size <= 20 << 20, "{size} bytes");
+    let m = manifest(&dir);
+    assert_eq!(m["family"]["kind"], "consistency");
+    assert_eq!(m["family"]["parametrization"]["type"], "from_eps");
+    let recorded = m["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!(recorded >= 0.6, "recorded two-step sample accuracy {recorded}");
+
+    let (student, judge) = (shipped("mnist-consistency"), shipped("mnist-student"));
+    let server = Server::start(&["--model", student.as_str(), "--model", judge.as_str()]);
+    let http = Http::new();
+    for steps in [1, 2, 4] {
+        let body = json!({"class": 3, "n": 2, "steps": steps, "sampler": "consistency"});
+        let answer: Value =
+            http.ok(http.client().post(server.url("/v1/models/mnist-consistency/generate")).json(&body)).json();
+        assert_eq!((answer["nfe"].as_u64(), answer["images"].as_array().map(Vec::len)), (Some(steps), Some(2)));
+    }
+    let recognised =
+        recognised_by_the_judge(&server, &http, "mnist-consistency", json!({"steps": 2, "sampler": "consistency"}));
+    assert!(recognised >= 18, "{recognised} of 40 two-step samples were classified as their class");
 }
