@@ -107,14 +107,7 @@ fn shipped_bundles_are_schema_2_with_their_trained_weights() {
 /// target on a few samples classifies them through the same server.
 #[test]
 fn the_shipped_ddpm_teacher_generates_recognisable_digits_with_every_sampler() {
-    let dir = std::path::PathBuf::from(shipped("mnist-ddpm"));
-    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    assert!(size <= 20 << 20, "{size} bytes");
-    let m = manifest(&dir);
-    assert_eq!(m["family"]["kind"], "diffusion");
-    let recorded = m["metrics"]["test_accuracy"].as_f64().unwrap();
-    assert!(recorded >= 0.8, "recorded sample accuracy {recorded}");
-    assert_eq!(m["metrics"]["test_n"].as_f64(), Some(1000.0));
+    shipped_generator("mnist-ddpm", "diffusion", 0.8);
 
     let (ddpm, judge) = (shipped("mnist-ddpm"), shipped("mnist-student"));
     let server = Server::start(&["--model", ddpm.as_str(), "--model", judge.as_str()]);
@@ -135,6 +128,20 @@ fn the_shipped_ddpm_teacher_generates_recognisable_digits_with_every_sampler() {
     // Four samples of every class at the bundle's guidance, classified by the judge through the server.
     let recognised = recognised_by_the_judge(&server, &http, "mnist-ddpm", json!({"steps": 10, "sampler": "dpmpp2m"}));
     assert!(recognised >= 30, "{recognised} of 40 class-conditional samples were classified as their class");
+}
+
+/// The manifest of shipped generative bundle `name`, after checking that it fits the 20 MB budget,
+/// is of `kind`, and records a judged sample accuracy of at least `min_accuracy` on 1,000 samples.
+fn shipped_generator(name: &str, kind: &str, min_accuracy: f64) -> Value {
+    let dir = std::path::PathBuf::from(shipped(name));
+    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(size <= 20 << 20, "{name}: {size} bytes");
+    let m = manifest(&dir);
+    assert_eq!(m["family"]["kind"], kind, "{name}");
+    let recorded = m["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!(recorded >= min_accuracy, "{name}: recorded sample accuracy {recorded}");
+    assert_eq!(m["metrics"]["test_n"].as_f64(), Some(1000.0), "{name}");
+    m
 }
 
 /// How many of four samples per class (seed 11) that `model` generates with `settings` the
@@ -163,14 +170,8 @@ fn recognised_by_the_judge(server: &Server, http: &Http, model: &str, settings: 
 /// 40 samples with a margin for their small number.
 #[test]
 fn the_shipped_consistency_student_generates_in_one_two_and_four_steps() {
-    let dir = std::path::PathBuf::from(shipped("mnist-consistency"));
-    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    assert!(size <= 20 << 20, "{size} bytes");
-    let m = manifest(&dir);
-    assert_eq!(m["family"]["kind"], "consistency");
+    let m = shipped_generator("mnist-consistency", "consistency", 0.6);
     assert_eq!(m["family"]["parametrization"]["type"], "from_eps");
-    let recorded = m["metrics"]["test_accuracy"].as_f64().unwrap();
-    assert!(recorded >= 0.6, "recorded two-step sample accuracy {recorded}");
 
     let (student, judge) = (shipped("mnist-consistency"), shipped("mnist-student"));
     let server = Server::start(&["--model", student.as_str(), "--model", judge.as_str()]);
