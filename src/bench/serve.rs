@@ -19,7 +19,7 @@ use tandem_runtime::{ClassifyRequest, EmbedRequest, Runtime, RuntimeConfig};
 use tandem_training::plot::{line_chart, LineChart};
 
 use super::machine::Machine;
-use super::serve_breakdown;
+use super::serve_breakdown::{self, pseudo_random};
 use super::serve_load::{find_wrk, Load, LoadResult, Wrk};
 use super::serve_process::{self, free_port, ProcessSample};
 
@@ -150,14 +150,7 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
             "a cached request in-process, no sockets: the whole app {:.1} µs = JSON decode {:.1} + runtime (cache hit) {:.1} + JSON encode {:.1} + routing, middleware and glue {:.1}",
             b.app_us, b.decode_us, b.runtime_us, b.encode_us, b.rest_us
         );
-    }
-    if !args.json {
-        println!(
-            "model alone, in-process: {:.0} items/s at batch {} (best of {:?})",
-            ceiling.items_per_s,
-            ceiling.batch,
-            ceiling.tried.iter().map(|(b, r)| format!("{b}: {r:.0}")).collect::<Vec<_>>()
-        );
+        println!("model alone, in-process: {}", ceiling.describe("items"));
         println!(
             "\n| configuration | clients | requests/s | items/s | p50 ms | p90 ms | p99 ms | mean batch | cache hits | server CPU (cores) | server RSS MiB | non-200 |"
         );
@@ -222,12 +215,7 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
             println!("\nbatching on at 64 clients keeps {:.0}% of the model alone", kept * 100.0);
         }
         if let Some((id, c)) = &embedder {
-            println!(
-                "embedder {id} alone, in-process: {:.0} sentences/s at batch {} (best of {:?})",
-                c.items_per_s,
-                c.batch,
-                c.tried.iter().map(|(b, r)| format!("{b}: {r:.0}")).collect::<Vec<_>>()
-            );
+            println!("embedder {id} alone, in-process: {}", c.describe("sentences"));
         }
         if let Some(kept) = embedder_kept_at_64 {
             println!("embedder batching on at 64 clients keeps {:.0}% of the model alone", kept * 100.0);
@@ -353,7 +341,7 @@ fn metrics(port: u16, http_floor: bool) -> Result<Counters> {
     })
 }
 
-/// The in-process ceiling: the runtime's classify entry point, cache off, at each batch size.
+/// An in-process ceiling: the best items/s over batch sizes, and every size tried.
 #[derive(Debug, Clone, Serialize)]
 struct Ceiling {
     batch: usize,
@@ -361,61 +349,65 @@ struct Ceiling {
     tried: Vec<(usize, f64)>,
 }
 
-fn model_ceiling(dir: &Path, model: &str, side: usize) -> Result<Ceiling> {
-    let rt = Runtime::new(RuntimeConfig { cache_capacity: 0, ..RuntimeConfig::default() });
-    rt.load(dir)?;
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut seed = 1u64;
-    let mut image = || -> Result<GrayImage> {
-        let pixels = (0..side * side)
-            .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                f32::from((seed >> 56) as u8)
-            })
-            .collect();
-        Ok(GrayImage::from_pixels(side, side, pixels)?)
-    };
-    let mut tried = Vec::new();
-    for batch in [1usize, 8, 32, 64, 128] {
-        let requests = (0..16)
-            .map(|_| Ok(ClassifyRequest { images: (0..batch).map(|_| image()).collect::<Result<_>>()?, top_k: 3 }))
-            .collect::<Result<Vec<_>>>()?;
-        let started = Instant::now();
-        let mut items = 0usize;
-        let mut i = 0;
-        while started.elapsed() < Duration::from_secs(2) || items < 4 * batch {
-            tokio.block_on(rt.classify(model, requests[i % requests.len()].clone()))?;
-            items += batch;
-            i += 1;
+impl Ceiling {
+    /// Times `call(batch, first)` (one call of `batch` items, the `first` a running item index)
+    /// for 2 s per batch size, with at least two calls, and keeps the fastest size.
+    fn measure(batches: &[usize], mut call: impl FnMut(usize, usize) -> Result<()>) -> Result<Ceiling> {
+        let mut tried = Vec::new();
+        for &batch in batches {
+            let started = Instant::now();
+            let mut items = 0usize;
+            while started.elapsed() < Duration::from_secs(2) || items < 2 * batch {
+                call(batch, items)?;
+                items += batch;
+            }
+            tried.push((batch, items as f64 / started.elapsed().as_secs_f64()));
         }
-        tried.push((batch, items as f64 / started.elapsed().as_secs_f64()));
+        let (batch, items_per_s) = tried.iter().copied().fold((0, 0.0), |best, t| if t.1 > best.1 { t } else { best });
+        Ok(Ceiling { batch, items_per_s, tried })
     }
-    let (batch, items_per_s) = tried.iter().copied().fold((0, 0.0), |best, t| if t.1 > best.1 { t } else { best });
-    Ok(Ceiling { batch, items_per_s, tried })
+
+    /// e.g. `3840 items/s at batch 32 (best of ["1: 1316", ...])`.
+    fn describe(&self, unit: &str) -> String {
+        let tried: Vec<String> = self.tried.iter().map(|(b, r)| format!("{b}: {r:.0}")).collect();
+        format!("{:.0} {unit}/s at batch {} (best of {tried:?})", self.items_per_s, self.batch)
+    }
 }
 
-/// The embedder's in-process ceiling: the runtime's embed entry point, cache off, on distinct
-/// short sentences, at each batch size.
-fn embedder_ceiling(dir: &Path, model: &str) -> Result<Ceiling> {
+/// A runtime with the cache off (every call computes) holding the bundle in `dir`.
+fn uncached_runtime(dir: &Path) -> Result<(Runtime, tokio::runtime::Runtime)> {
     let rt = Runtime::new(RuntimeConfig { cache_capacity: 0, ..RuntimeConfig::default() });
     rt.load(dir)?;
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok((rt, tokio::runtime::Builder::new_current_thread().enable_all().build()?))
+}
+
+/// The classifier's in-process ceiling: the runtime's classify entry point on distinct
+/// pseudo-random images.
+fn model_ceiling(dir: &Path, model: &str, side: usize) -> Result<Ceiling> {
+    let (rt, tokio) = uncached_runtime(dir)?;
+    let mut next = pseudo_random(1);
+    let images = (0..1024)
+        .map(|_| {
+            let pixels = (0..side * side).map(|_| f32::from((next() >> 24) as u8)).collect();
+            Ok(GrayImage::from_pixels(side, side, pixels)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ceiling::measure(&[1, 8, 32, 64, 128], |batch, first| {
+        let images = (0..batch).map(|j| images[(first + j) % images.len()].clone()).collect();
+        tokio.block_on(rt.classify(model, ClassifyRequest { images, top_k: 3 }))?;
+        Ok(())
+    })
+}
+
+/// The embedder's in-process ceiling: the runtime's embed entry point on distinct short sentences.
+fn embedder_ceiling(dir: &Path, model: &str) -> Result<Ceiling> {
+    let (rt, tokio) = uncached_runtime(dir)?;
     let texts = short_sentences(512);
-    let mut tried = Vec::new();
-    for batch in [1usize, 8, 32, 64] {
-        let started = Instant::now();
-        let (mut items, mut i) = (0usize, 0usize);
-        while started.elapsed() < Duration::from_secs(2) || items < 2 * batch {
-            let chunk: Vec<String> = (0..batch).map(|j| texts[(i + j) % texts.len()].clone()).collect();
-            let request = EmbedRequest { texts: chunk, truncate: true, normalize: None, dimensions: None };
-            tokio.block_on(rt.embed(model, request))?;
-            items += batch;
-            i += batch;
-        }
-        tried.push((batch, items as f64 / started.elapsed().as_secs_f64()));
-    }
-    let (batch, items_per_s) = tried.iter().copied().fold((0, 0.0), |best, t| if t.1 > best.1 { t } else { best });
-    Ok(Ceiling { batch, items_per_s, tried })
+    Ceiling::measure(&[1, 8, 32, 64], |batch, first| {
+        let texts = (0..batch).map(|j| texts[(first + j) % texts.len()].clone()).collect();
+        tokio.block_on(rt.embed(model, EmbedRequest { texts, truncate: true, normalize: None, dimensions: None }))?;
+        Ok(())
+    })
 }
 
 /// `n` distinct sentences of 6 to 14 words, like the load script's embed bodies.
@@ -424,11 +416,8 @@ fn short_sentences(n: usize) -> Vec<String> {
         "the", "model", "serves", "a", "quick", "request", "over", "http", "while", "batching", "keeps", "latency",
         "low", "under", "load", "clients",
     ];
-    let mut state = 3u64;
-    let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
+    let mut random = pseudo_random(3);
+    let mut next = move || random() as usize;
     (0..n)
         .map(|i| {
             let words: Vec<&str> = (0..6 + next() % 9).map(|_| WORDS[next() % WORDS.len()]).collect();
