@@ -56,6 +56,8 @@ enum Command {
     TrainDiffusion(commands::diffusion::TrainDiffusionArgs),
     /// Train a consistency model (a `consistency` bundle): iCT, or CD from a diffusion bundle.
     TrainConsistency(commands::consistency::TrainConsistencyArgs),
+    /// Train an image tokenizer (an `image_tokenizer` bundle): DualToken or a single-codebook baseline.
+    TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
     /// Import a model from another format as a bundle.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
@@ -63,6 +65,10 @@ enum Command {
     Eval(commands::eval::Args),
     /// Generate images with a diffusion or consistency bundle and write them as one grid PNG.
     Sample(commands::sample::Args),
+    /// Turn images into discrete tokens with an image tokenizer bundle.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Decode pixel tokens (a JSON file) into a PNG with an image tokenizer bundle.
+    Detokenize(commands::tokenize::DetokenizeArgs),
     /// Serve bundles over HTTP.
     Serve(commands::serve::Args),
     /// Run benchmarks.
@@ -87,9 +93,12 @@ fn main() -> anyhow::Result<()> {
         Command::Distill(args) => commands::train::run_distill(args),
         Command::TrainDiffusion(args) => commands::diffusion::run(args),
         Command::TrainConsistency(args) => commands::consistency::run(args),
+        Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Sample(args) => commands::sample::run(args),
+        Command::Tokenize(args) => commands::tokenize::run_tokenize(args),
+        Command::Detokenize(args) => commands::tokenize::run_detokenize(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Openapi => {

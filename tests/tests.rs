@@ -14,3 +14,4 @@ mod resume;
 mod retrieval;
 mod settings;
 mod shipped;
+mod tokenize;

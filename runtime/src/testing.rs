@@ -7,12 +7,13 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::bundle::{
-    write_bundle, ClassifierSpec, ConsistencySpec, DiffusionSpec, FamilySpec, InferenceSpec, InputSpec, Manifest,
-    Provenance, SCHEMA_VERSION,
+    write_bundle, ClassifierSpec, ConsistencySpec, DiffusionSpec, FamilySpec, ImageTokenizerSpec, InferenceSpec,
+    InputSpec, Manifest, Provenance, SCHEMA_VERSION,
 };
 use crate::diffusion::BetaSchedule;
 use crate::image::RESIZE_FILTER;
 use crate::models::cnn::{Cnn, CnnConfig, LayerSpec};
+use crate::models::image_tokenizer::{ImageTokenizer, ImageTokenizerConfig, TokenizerLayout};
 use crate::models::unet::{tiny_config, UNet, UNetConfig};
 use crate::Result;
 
@@ -130,5 +131,29 @@ pub fn write_tiny_consistency_bundle(dir: &Path, name: &str) -> Result<PathBuf> 
     };
     let path = dir.join(name);
     write_bundle(&path, &generic_manifest(name, FamilySpec::Consistency(spec)), &tiny_unet_vars(&cfg)?)?;
+    Ok(path)
+}
+
+/// The architecture of [`write_tiny_tokenizer_bundle`]: a dual tokenizer for 28×28 grayscale
+/// images of ten classes, over a 2-layer ViT of width 16 (a 7×7 grid, depth 2, 64 codes).
+pub fn tiny_tokenizer_config() -> ImageTokenizerConfig {
+    let mut cfg = ImageTokenizerConfig::small([1, 28, 28], 10, TokenizerLayout::Dual);
+    cfg.encoder.dim = 16;
+    cfg.encoder.depth = 2;
+    cfg.encoder.heads = 2;
+    (cfg.pixel_layer, cfg.shortcut_layer, cfg.semantic_layer) = (1, None, 1);
+    (cfg.code_dim, cfg.codebook_size, cfg.decoder_blocks, cfg.decoder_channels) = (4, 64, 1, 8);
+    cfg
+}
+
+/// Writes a random-weight `image_tokenizer` bundle of [`tiny_tokenizer_config`] to `dir/name`
+/// and returns its path.
+pub fn write_tiny_tokenizer_bundle(dir: &Path, name: &str) -> Result<PathBuf> {
+    let cfg = tiny_tokenizer_config();
+    let varmap = VarMap::new();
+    ImageTokenizer::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    let spec = ImageTokenizerSpec { labels: (0..10).map(|i| i.to_string()).collect(), architecture: cfg };
+    let path = dir.join(name);
+    write_bundle(&path, &generic_manifest(name, FamilySpec::ImageTokenizer(spec)), &varmap)?;
     Ok(path)
 }

@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::classifier::router())
         .merge(routes::embedder::router())
         .merge(routes::generator::router())
+        .merge(routes::image_tokenizer::router())
         .merge(routes::kserve::router())
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(

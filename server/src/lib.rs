@@ -28,6 +28,7 @@ mod config;
 mod connections;
 mod error;
 mod extract;
+mod images;
 mod log_limit;
 mod metrics;
 mod middleware;

@@ -16,7 +16,9 @@ use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorShape, ErrorType};
-use crate::routes::{self, admin, classifier, docs, embedder, generator, health, kserve, metrics, models};
+use crate::routes::{
+    self, admin, classifier, docs, embedder, generator, health, image_tokenizer, kserve, metrics, models,
+};
 use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
 
@@ -71,6 +73,8 @@ fn behind_api_layers(path: &str) -> bool {
         embedder::rerank,
         embedder::similarity,
         generator::generate,
+        image_tokenizer::tokenize,
+        image_tokenizer::detokenize,
         kserve::server_live,
         kserve::server_ready,
         kserve::server_metadata,
@@ -108,6 +112,8 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
         "classify" => classifier::CLASSIFY_ERRORS,
         "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => routes::INFERENCE_ERRORS,
         "generate" => generator::GENERATE_ERRORS,
+        "tokenize" => image_tokenizer::TOKENIZE_ERRORS,
+        "detokenize" => image_tokenizer::DETOKENIZE_ERRORS,
         "server_ready" => kserve::SERVER_READY_ERRORS,
         "model_metadata" | "model_version_metadata" => kserve::METADATA_ERRORS,
         "model_ready" | "model_version_ready" => kserve::MODEL_READY_ERRORS,

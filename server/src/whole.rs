@@ -1,9 +1,11 @@
-//! Reading optional counts (`dimensions`, `top_n`) and tensor dimensions (`shape`) from JSON as
-//! the OpenAPI document states them: whole numbers of at least 1, and of at least 0.
+//! Reading optional counts (`dimensions`, `top_n`), tensor dimensions (`shape`) and token ids from
+//! JSON as the OpenAPI document states them: whole numbers of at least 1, of at least 0, and of
+//! any sign.
 //!
 //! JSON Schema counts `2.0` as an integer, so whole-number floats are served. Values past the
 //! Rust type saturate rather than fail: the bound that matters (a model's width, a document count,
-//! a model's input shape) is checked later against the model, with a message that names it.
+//! a model's input shape, a codebook's size) is checked later against the model, with a message
+//! that names it.
 
 use std::fmt;
 
@@ -80,6 +82,50 @@ impl Visitor<'_> for WholeVisitor {
     }
 }
 
+/// A whole number of any sign, saturating at the bounds of `i64`.
+struct Integer(i64);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(IntegerVisitor).map(Integer)
+    }
+}
+
+struct IntegerVisitor;
+
+impl Visitor<'_> for IntegerVisitor {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a whole number")
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<i64, E> {
+        Ok(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<i64, E> {
+        Ok(value)
+    }
+
+    fn visit_u128<E: de::Error>(self, value: u128) -> Result<i64, E> {
+        Ok(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+
+    fn visit_i128<E: de::Error>(self, value: i128) -> Result<i64, E> {
+        Ok(i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX }))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<i64, E> {
+        // NaN's fraction is NaN, which is not 0, so NaN fails too.
+        if value.fract() != 0.0 {
+            return Err(E::custom(format!("must be a whole number, got {value}")));
+        }
+        // `as` saturates, which is the intent for huge values.
+        Ok(value as i64)
+    }
+}
+
 /// An optional count in a JSON body; `null` means the same as leaving it out.
 pub(crate) fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
     Ok(Option::<Count>::deserialize(deserializer)?.map(|c| c.0))
@@ -88,6 +134,22 @@ pub(crate) fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Resu
 /// An optional size in bytes; `null` means the same as leaving it out.
 pub(crate) fn optional_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     Ok(Option::<Dimension>::deserialize(deserializer)?.map(|d| d.0))
+}
+
+/// One dimension of a grid: a whole number of at least 0, saturating at `usize::MAX`.
+pub(crate) fn dimension<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    Ok(usize::try_from(Dimension::deserialize(deserializer)?.0).unwrap_or(usize::MAX))
+}
+
+/// Ids such as tokens: whole numbers of any sign, saturating at the bounds of `i64`, so that the
+/// model's own range check names the id that does not fit.
+pub(crate) fn integers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<i64>, D::Error> {
+    Ok(Vec::<Integer>::deserialize(deserializer)?.into_iter().map(|i| i.0).collect())
+}
+
+/// Optional [`integers`]; `null` means the same as leaving them out.
+pub(crate) fn optional_integers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<i64>>, D::Error> {
+    Ok(Option::<Vec<Integer>>::deserialize(deserializer)?.map(|ids| ids.into_iter().map(|i| i.0).collect()))
 }
 
 /// A tensor's shape: whole numbers of at least 0.
@@ -138,6 +200,28 @@ mod tests {
         assert!(shape(json!([-1])).unwrap_err().contains("at least 0, got -1"));
         assert!(shape(json!([0.5])).is_err());
         assert!(shape(json!(3)).is_err());
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        #[serde(deserialize_with = "super::integers")]
+        ids: Vec<i64>,
+    }
+
+    #[test]
+    fn integers_are_whole_numbers_of_any_sign_saturating() {
+        let ids = |v: serde_json::Value| {
+            serde_json::from_value::<Tokens>(json!({ "ids": v })).map(|t| t.ids).map_err(|e| e.to_string())
+        };
+        assert_eq!(ids(json!([0, 7, 3.0, -1])), Ok(vec![0, 7, 3, -1]));
+        assert_eq!(ids(json!([1e30, -1e30])), Ok(vec![i64::MAX, i64::MIN]));
+        assert_eq!(ids(json!([u64::MAX])), Ok(vec![i64::MAX]));
+        let huge: Tokens = serde_json::from_str(r#"{"ids": [167976156296019542016, -167976156296019542016]}"#).unwrap();
+        assert_eq!(huge.ids, vec![i64::MAX, i64::MIN]);
+        assert!(ids(json!([1.5])).unwrap_err().contains("whole number, got 1.5"));
+        for bad in [json!(["1"]), json!([null]), json!([true]), json!([[1]]), json!(3)] {
+            assert!(ids(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[derive(serde::Deserialize)]

@@ -27,6 +27,10 @@ pub struct TrainConsistencyArgs {
     /// Start from the teacher's weights (cd; same architecture).
     #[arg(long)]
     pub init_from_teacher: bool,
+    /// Continue from a trained consistency bundle (same architecture and parametrization): a warm
+    /// restart of the weights under a fresh optimiser and schedule.
+    #[arg(long, value_name = "BUNDLE")]
+    pub init_from: Option<PathBuf>,
     /// iCT's curriculum: the first and last grid sizes minus one.
     #[arg(long, default_value_t = 10)]
     pub s0: usize,
@@ -68,6 +72,7 @@ pub fn run(args: TrainConsistencyArgs) -> anyhow::Result<()> {
     let cfg = ConsistencyConfig {
         sigma_mid_candidates: args.sigma_mid.clone(),
         init_from_teacher: args.init_from_teacher,
+        init_from: args.init_from.clone(),
         parametrization,
         ..ConsistencyConfig::new(run, method)
     };

@@ -9,4 +9,6 @@ pub mod import;
 pub mod quickstart;
 pub mod sample;
 pub mod serve;
+pub mod tokenize;
 pub mod train;
+pub mod train_tokenizer;

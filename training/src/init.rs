@@ -28,8 +28,13 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
 fn init_values(name: &str, var: &Var, all: &std::collections::HashMap<String, Var>, rng: &mut StdRng) -> Vec<f32> {
     let n = var.elem_count();
     let leaf = name.rsplit('.').next().unwrap_or(name);
-    // Batch norm (`*_bn`) and group norm (`norm`, in the UNet) start as the identity.
-    let is_bn = name.rsplit('.').nth(1).is_some_and(|layer| layer.ends_with("_bn") || layer == "norm");
+    // Batch norm (`*_bn`), group norm (`norm`, in the UNet) and layer norm (`norm`, `norm1`,
+    // `shortcut_norm`, in the ViTs) start as the identity.
+    let is_bn = name.rsplit('.').nth(1).is_some_and(|layer| {
+        layer.ends_with("_bn")
+            || layer.ends_with("_norm")
+            || layer.strip_prefix("norm").is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+    });
     match (is_bn, leaf) {
         (true, "weight") | (_, "running_var") => vec![1.0; n],
         (true, "bias") | (_, "running_mean") => vec![0.0; n],

@@ -9,7 +9,6 @@ pub mod arch;
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
-pub mod differentiable;
 mod error;
 pub mod eval;
 pub mod families;

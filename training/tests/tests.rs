@@ -3,3 +3,4 @@
 mod diffusion;
 mod methods;
 mod reproduction;
+mod tokenizer;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffusion::BetaSchedule;
 use crate::models::cnn::CnnConfig;
+use crate::models::image_tokenizer::ImageTokenizerConfig;
 use crate::models::sentence_encoder::{BertConfig, Pooling};
 use crate::models::unet::UNetConfig;
 
@@ -74,11 +75,13 @@ pub enum FamilySpec {
     Diffusion(DiffusionSpec),
     /// A consistency model: a UNet that maps a noisy image to its clean end point in one call.
     Consistency(ConsistencySpec),
+    /// An image tokenizer: images to discrete codes and back (DualToken and its baselines).
+    ImageTokenizer(ImageTokenizerSpec),
 }
 
 impl FamilySpec {
     /// Every kind this runtime serves, in a fixed order; docs and tidy tests walk it.
-    pub const KINDS: [&'static str; 4] = ["classifier", "embedder", "diffusion", "consistency"];
+    pub const KINDS: [&'static str; 5] = ["classifier", "embedder", "diffusion", "consistency", "image_tokenizer"];
 
     /// The wire name of the kind.
     pub fn kind(&self) -> &'static str {
@@ -87,6 +90,7 @@ impl FamilySpec {
             FamilySpec::Embedder(_) => "embedder",
             FamilySpec::Diffusion(_) => "diffusion",
             FamilySpec::Consistency(_) => "consistency",
+            FamilySpec::ImageTokenizer(_) => "image_tokenizer",
         }
     }
 }
@@ -154,6 +158,19 @@ pub struct ConsistencySpec {
     /// What the UNet predicts and how the model's output is made from it (`edm` when absent).
     #[serde(default)]
     pub parametrization: crate::models::consistency::Parametrization,
+}
+
+/// An image tokenizer: a ViT encoder whose features are quantised into one or two streams of
+/// residual codes, a decoder from the pixel stream back to an image, and (with a semantic stream)
+/// the encoder's remaining layers and head run on the de-quantised semantic codes. Images are
+/// scaled from 0–255 to [−1, 1].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageTokenizerSpec {
+    /// The network and its full config; weights must match it exactly.
+    pub architecture: ImageTokenizerConfig,
+    /// Class labels of the head, by class index.
+    pub labels: Vec<String>,
 }
 
 /// A text embedder: a BERT-family encoder, its tokenizer file and its pooling.

@@ -389,6 +389,16 @@ pub fn to_pixels(values: &[f32], shape: [usize; 3]) -> Vec<u8> {
     out
 }
 
+impl GeneratedImage {
+    /// An image from channel-first values in model space ([−1, 1], clamped), with its PNG.
+    pub fn from_model_space(values: &[f32], shape: [usize; 3]) -> Result<GeneratedImage> {
+        let [c, h, w] = shape;
+        let pixels = to_pixels(values, shape);
+        let png = encode_png(&pixels, w, h, c)?;
+        Ok(GeneratedImage { width: w, height: h, pixels, png })
+    }
+}
+
 /// Tiles images of one size into a grid PNG, `cols` per row, `gap` pixels of black between them.
 pub fn image_grid(images: &[Arc<GeneratedImage>], cols: usize, gap: usize) -> Result<Vec<u8>> {
     let Some(first) = images.first() else {
@@ -458,14 +468,7 @@ impl<G: Generative> Family for Generator<G> {
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
             return Err(Error::Internal(format!("the sampler produced a non-finite value at element {i}")));
         }
-        let [c, h, w] = shape;
-        out.chunks(dim)
-            .map(|values| {
-                let pixels = to_pixels(values, shape);
-                let png = encode_png(&pixels, w, h, c)?;
-                Ok(Arc::new(GeneratedImage { width: w, height: h, pixels, png }))
-            })
-            .collect()
+        out.chunks(dim).map(|values| Ok(Arc::new(GeneratedImage::from_model_space(values, shape)?))).collect()
     }
 
     fn warmup_item(&self) -> GenerateItem {

@@ -3,6 +3,7 @@
 pub mod classifier;
 pub mod embedder;
 pub mod generator;
+pub mod image_tokenizer;
 
 use std::sync::Arc;
 
@@ -20,5 +21,6 @@ pub(crate) fn load(bundle: &Bundle, device: &Device, batch: BatchConfig) -> Resu
         FamilySpec::Embedder(spec) => embedder::load(bundle, spec, device, batch),
         FamilySpec::Diffusion(spec) => generator::load_diffusion(bundle, spec, device, batch),
         FamilySpec::Consistency(spec) => generator::load_consistency(bundle, spec, device, batch),
+        FamilySpec::ImageTokenizer(spec) => image_tokenizer::load(bundle, spec, device, batch),
     }
 }

@@ -3,5 +3,8 @@
 pub mod bert_inference;
 pub mod cnn;
 pub mod consistency;
+pub mod image_tokenizer;
+pub mod rvq;
 pub mod sentence_encoder;
 pub mod unet;
+pub mod vit;

@@ -1,19 +1,15 @@
 //! Classification: JSON (base64 images or pixel arrays, many per request) or one raw PNG/JPEG body.
+//!
+//! The route serves classifiers, and image tokenizers too, which classify by the head run on an
+//! image's semantic tokens; both answer in the same shape.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::header;
+use axum::extract::{Request, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use tandem_runtime::image::{GrayImage, ImageHeader};
 
 use crate::error::{ApiError, ErrorType};
-use crate::extract::{Json as ApiJson, Path, Query};
+use crate::extract::{Path, Query};
+use crate::images::{read_images, ImageInputs};
 use crate::state::AppState;
 use crate::wire::{ClassifyInput, ClassifyQuery, ClassifyRequest, ClassifyResponse};
 
@@ -35,11 +31,8 @@ pub(crate) const CLASSIFY_ERRORS: &[ErrorType] = &[
     ErrorType::Unavailable,
 ];
 
-/// Standard base64 that also accepts missing padding, which some clients strip.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+/// The kinds the classify route serves.
+pub(crate) const KINDS: &[&str] = &["classifier", super::image_tokenizer::KIND];
 
 /// The routes that serve classifiers, as named in 422 answers to other kinds' models.
 pub(crate) const ROUTES: &[&str] = &["POST /v1/models/{id}/classify", super::kserve::INFER_ROUTE];
@@ -48,17 +41,13 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/models/{id}/classify", post(classify))
 }
 
-/// How the body arrived, decided by its content type.
-enum BodyKind {
-    Json,
-    RawImage,
-}
-
 /// Classifies one or more grayscale images.
 ///
 /// Send either a JSON body (`application/json`) with up to `max_inputs` inputs, each a base64
 /// PNG/JPEG (`image`) or a pixel array (`pixels`), or a single raw `image/png` / `image/jpeg` body
 /// with `top_k` in the query string. Images of another size than the model's input are resized.
+/// Serves `classifier` models, and `image_tokenizer` models, which classify by the head run on
+/// each image's semantic tokens (a tokenizer without a semantic stream answers 422).
 #[utoipa::path(
     post,
     path = "/v1/models/{id}/classify",
@@ -83,245 +72,24 @@ pub(crate) async fn classify(
     Query(query): Query<ClassifyQuery>,
     request: Request,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
-    super::on_model(&state, &id, "classifier", |model| run(&state, model, query, request)).await.map(Json)
-}
-
-async fn run(
-    state: &AppState,
-    model: String,
-    query: ClassifyQuery,
-    request: Request,
-) -> Result<ClassifyResponse, ApiError> {
-    let (images, top_k) = match body_kind(&request)? {
-        BodyKind::RawImage => {
-            let bytes = Bytes::from_request(request, state).await?;
-            let budget = ImageBudget::of(state);
-            let images = blocking(bytes.len(), move |_| decode_raw(&bytes, budget)).await?;
-            (images, query.top_k)
-        }
-        BodyKind::Json => {
-            let ApiJson(body) = ApiJson::<ClassifyRequest>::from_request(request, state).await?;
-            validate(&body.inputs, state.config.max_inputs)?;
-            let top_k = body.top_k.or(query.top_k);
-            let budget = ImageBudget::of(state);
-            let units = body.inputs.iter().map(ClassifyInput::size).sum();
-            let images = blocking(units, move |cancelled| decode_inputs(&body.inputs, budget, cancelled)).await?;
-            (images, top_k)
-        }
-    };
-    let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
-    let response = state.runtime.classify(&model, tandem_runtime::ClassifyRequest { images, top_k }).await?;
-    Ok(ClassifyResponse::from(response))
-}
-
-/// Picks the body form from `Content-Type`, ignoring parameters such as `charset`.
-fn body_kind(request: &Request) -> Result<BodyKind, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    match content_type.as_deref() {
-        Some("image/png" | "image/jpeg") => Ok(BodyKind::RawImage),
-        Some(ct) if ct == "application/json" || ct.ends_with("+json") => Ok(BodyKind::Json),
-        Some(ct) => Err(ApiError::new(
-            ErrorType::UnsupportedMediaType,
-            format!("content type {ct:?} is not accepted: send application/json, image/png or image/jpeg"),
-        )),
-        None => Err(ApiError::new(
-            ErrorType::UnsupportedMediaType,
-            "missing content type: send application/json, image/png or image/jpeg".to_owned(),
-        )),
-    }
-}
-
-/// Cheap count checks, done before any decoding so that a bad request costs little. The shape of
-/// each input (exactly one of `image` or `pixels`) is already enforced by its type.
-fn validate(inputs: &[ClassifyInput], max_inputs: usize) -> Result<(), ApiError> {
-    if inputs.is_empty() {
-        return Err(ApiError::new(ErrorType::InvalidInput, "inputs must hold at least one input".to_owned()));
-    }
-    if inputs.len() > max_inputs {
-        return Err(ApiError::new(
-            ErrorType::TooManyInputs,
-            format!("{} inputs sent, at most {max_inputs} are accepted per request", inputs.len()),
-        ));
-    }
-    Ok(())
-}
-
-/// How many pixels a request's images may decode to: per image, and all together.
-#[derive(Debug, Clone, Copy)]
-struct ImageBudget {
-    per_image: u64,
-    per_request: u64,
-}
-
-impl ImageBudget {
-    fn of(state: &AppState) -> ImageBudget {
-        ImageBudget { per_image: state.config.max_image_pixels, per_request: state.config.max_request_pixels }
-    }
-
-    #[cfg(test)]
-    fn unlimited() -> ImageBudget {
-        ImageBudget { per_image: u64::MAX, per_request: u64::MAX }
-    }
-}
-
-fn decode_raw(bytes: &[u8], budget: ImageBudget) -> Result<Vec<GrayImage>, ApiError> {
-    if bytes.is_empty() {
-        return Err(ApiError::new(ErrorType::InvalidImage, "the request body is empty".to_owned()));
-    }
-    Ok(vec![GrayImage::decode_within(bytes, budget.per_image.min(budget.per_request))?])
-}
-
-/// One input after the cheap first pass: encoded bytes whose header has been read, or pixels.
-enum Undecoded<'a> {
-    Encoded(Vec<u8>),
-    Pixels(&'a [Vec<f64>]),
-}
-
-/// Decodes every input, naming the offending one in errors. A first pass reads only base64 and
-/// image headers, so that a request whose images declare more pixels than the budget is refused
-/// before any is decoded; the second pass decodes, and stops early once `cancelled` is set (the
-/// request timed out or the client went away).
-fn decode_inputs(
-    inputs: &[ClassifyInput],
-    budget: ImageBudget,
-    cancelled: &AtomicBool,
-) -> Result<Vec<GrayImage>, ApiError> {
-    let mut total: u64 = 0;
-    let mut pending = Vec::with_capacity(inputs.len());
-    for (i, input) in inputs.iter().enumerate() {
-        let (item, pixels) = match input {
-            ClassifyInput::Image(encoded) => {
-                let bytes = BASE64.decode(encoded.trim()).map_err(|e| {
-                    at_index(i, ApiError::new(ErrorType::InvalidImage, format!("image is not valid base64: {e}")))
-                })?;
-                let header = ImageHeader::read(&bytes).map_err(|e| at_index(i, e.into()))?;
-                header.check(budget.per_image).map_err(|e| at_index(i, e.into()))?;
-                (Undecoded::Encoded(bytes), header.pixels())
-            }
-            ClassifyInput::Pixels(rows) => {
-                (Undecoded::Pixels(rows), rows.len() as u64 * rows.first().map_or(0, Vec::len) as u64)
-            }
+    let (state, id) = (&state, id.as_str());
+    super::on_model_of(state, id, KINDS, |info| async move {
+        let (images, body) = read_images::<ClassifyRequest>(state, request).await?;
+        let top_k = body.and_then(|body| body.top_k).or(query.top_k).unwrap_or(DEFAULT_TOP_K);
+        // By the id as requested, like `on_model`: a hot reload may have swapped `name@1` for
+        // `name@2` since `info` was read.
+        let response = if info.kind == super::image_tokenizer::KIND {
+            state.runtime.classify_by_tokens(id, images, top_k).await?
+        } else {
+            state.runtime.classify(id, tandem_runtime::ClassifyRequest { images, top_k }).await?
         };
-        total = total.saturating_add(pixels);
-        if total > budget.per_request {
-            return Err(ApiError::new(
-                ErrorType::ImageTooLarge,
-                format!(
-                    "inputs[0..={i}] hold {total} pixels, more than the {} accepted per request",
-                    budget.per_request
-                ),
-            ));
-        }
-        pending.push(item);
-    }
-    let mut images = Vec::with_capacity(pending.len());
-    for (i, item) in pending.into_iter().enumerate() {
-        if cancelled.load(Ordering::Relaxed) {
-            return Err(ApiError::of(ErrorType::Timeout));
-        }
-        let image = match item {
-            Undecoded::Encoded(bytes) => GrayImage::decode_within(&bytes, budget.per_image),
-            Undecoded::Pixels(rows) => GrayImage::from_rows(rows),
-        };
-        images.push(image.map_err(|e| at_index(i, e.into()))?);
-    }
-    Ok(images)
+        Ok(Json(ClassifyResponse::from(response)))
+    })
+    .await
 }
 
-fn at_index(i: usize, err: ApiError) -> ApiError {
-    match err.error_type() {
-        kind @ (ErrorType::InvalidImage | ErrorType::InvalidInput | ErrorType::ImageTooLarge) => {
-            ApiError::new(kind, format!("inputs[{i}]: {}", err.message()))
-        }
-        _ => err,
-    }
-}
-
-/// Runs CPU-bound decoding off the async workers, so that a large batch of JPEGs does not stall
-/// other connections. `f` is handed a flag that turns true when the request is dropped (its
-/// deadline passed, or the client left), so that it can stop instead of decoding for nobody.
-/// Work of at most [`tandem_runtime::INLINE_PREPARE_UNITS`] (`units`: pixels sent, or bytes of
-/// encoded images) runs inline: the pool's round trip would cost more than the work.
-async fn blocking<T, F>(units: usize, f: F) -> Result<T, ApiError>
-where
-    F: FnOnce(&AtomicBool) -> Result<T, ApiError> + Send + 'static,
-    T: Send + 'static,
-{
-    if units <= tandem_runtime::INLINE_PREPARE_UNITS {
-        return f(&AtomicBool::new(false));
-    }
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
-    tokio::task::spawn_blocking(move || f(&cancelled))
-        .await
-        .map_err(|e| ApiError::new(ErrorType::Internal, format!("decode task failed: {e}")))?
-}
-
-/// Sets its flag when dropped, including when the request's future is dropped mid-await.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pixels() -> ClassifyInput {
-        ClassifyInput::Pixels(vec![vec![0.0, 1.0]])
-    }
-
-    #[test]
-    fn validation_rejects_empty_and_too_many() {
-        assert_eq!(validate(&[], 4).unwrap_err().error_type(), ErrorType::InvalidInput);
-        assert_eq!(validate(&vec![pixels(); 5], 4).unwrap_err().error_type(), ErrorType::TooManyInputs);
-        assert!(validate(&[pixels()], 1).is_ok());
-    }
-
-    #[test]
-    fn bad_base64_is_an_invalid_image_naming_its_index() {
-        let inputs = vec![pixels(), ClassifyInput::Image("***".into())];
-        let err = decode_inputs(&inputs, ImageBudget::unlimited(), &AtomicBool::new(false)).unwrap_err();
-        assert_eq!(err.error_type(), ErrorType::InvalidImage);
-        assert!(err.to_string().starts_with("inputs[1]: "), "{err}");
-        let message = err.body().error.message;
-        assert!(!message.ends_with('.'), "{message}");
-    }
-
-    fn png_input(width: u32, height: u32) -> ClassifyInput {
-        let mut bytes = Vec::new();
-        image::GrayImage::new(width, height)
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .expect("encodes");
-        ClassifyInput::Image(BASE64.encode(bytes))
-    }
-
-    #[test]
-    fn image_budgets_are_checked_from_headers_per_image_and_per_request() {
-        let budget = ImageBudget { per_image: 100 * 100, per_request: 3 * 64 * 64 };
-        let fresh = AtomicBool::new(false);
-        let big = decode_inputs(&[pixels(), png_input(200, 100)], budget, &fresh).unwrap_err();
-        assert_eq!(big.error_type(), ErrorType::ImageTooLarge);
-        assert!(big.to_string().starts_with("inputs[1]: 200x100"), "{big}");
-        let many = vec![png_input(64, 64); 4];
-        let sum = decode_inputs(&many, budget, &fresh).unwrap_err();
-        assert_eq!(sum.error_type(), ErrorType::ImageTooLarge);
-        assert!(sum.to_string().contains("inputs[0..=3] hold 16384 pixels"), "{sum}");
-        assert_eq!(decode_inputs(&many[..3], budget, &fresh).expect("within budget").len(), 3);
-        let cancelled = decode_inputs(&many[..3], budget, &AtomicBool::new(true)).unwrap_err();
-        assert_eq!(cancelled.error_type(), ErrorType::Timeout);
-    }
-
-    #[test]
-    fn unpadded_base64_is_accepted() {
-        assert_eq!(BASE64.decode("YWI").expect("decodes"), b"ab");
-        assert_eq!(BASE64.decode("YWI=").expect("decodes"), b"ab");
+impl ImageInputs for ClassifyRequest {
+    fn inputs(&self) -> &[ClassifyInput] {
+        &self.inputs
     }
 }

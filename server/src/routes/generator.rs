@@ -5,17 +5,16 @@
 //! server's `max_generate_images` and `max_generate_steps` before anything is queued.
 
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine;
 use tandem_runtime::diffusion::DualFast;
 use tandem_runtime::families::generator::{default_sampler, default_steps};
 use tandem_runtime::ModelInfo;
 
 use crate::error::{ApiError, ErrorType};
 use crate::extract::{Json as ApiJson, Path};
+use crate::images::{png_base64, png_response, wants_png};
 use crate::state::AppState;
 use crate::wire::generator::{DualFastOptions, GenerateRequest, GenerateResponse, GeneratedImage};
 
@@ -76,15 +75,10 @@ pub(crate) async fn generate(
         let res = state.runtime.generate(id, request).await?;
         if raw_png && n == 1 {
             if let Some(image) = res.images.first() {
-                let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))];
-                return Ok((content_type, image.png.clone()).into_response());
+                return Ok(png_response(image.png.clone()));
             }
         }
-        let images = res
-            .images
-            .iter()
-            .map(|image| GeneratedImage { png_base64: base64::engine::general_purpose::STANDARD.encode(&image.png) })
-            .collect();
+        let images = res.images.iter().map(|image| GeneratedImage { png_base64: png_base64(&image.png) }).collect();
         Ok(Json(GenerateResponse { model: res.model, nfe: res.nfe, images }).into_response())
     })
     .await
@@ -142,57 +136,9 @@ fn dualfast(options: DualFastOptions) -> Result<DualFast, ApiError> {
     )?)
 }
 
-/// Whether `Accept` asks for `image/png` (or `image/*`) at least as much as for JSON. `*/*` counts
-/// for neither, so that clients sending it by default get JSON.
-fn wants_png(headers: &HeaderMap) -> bool {
-    let (mut png, mut json) = (0.0_f32, 0.0_f32);
-    for value in headers.get_all(header::ACCEPT) {
-        let Ok(value) = value.to_str() else { continue };
-        for range in value.split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            match media.as_str() {
-                "image/png" | "image/*" => png = png.max(q),
-                "application/json" | "application/*" => json = json.max(q),
-                _ => {}
-            }
-        }
-    }
-    png > 0.0 && png >= json
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[track_caller]
-    fn check(accept: &[&str], expect: bool) {
-        let mut headers = HeaderMap::new();
-        for value in accept {
-            headers.append(header::ACCEPT, HeaderValue::from_str(value).expect("a header value"));
-        }
-        assert_eq!(wants_png(&headers), expect, "{accept:?}");
-    }
-
-    #[test]
-    fn accept_picks_png_only_when_asked_and_not_outweighed_by_json() {
-        check(&[], false);
-        check(&["*/*"], false);
-        check(&["application/json"], false);
-        check(&["image/png"], true);
-        check(&["image/*"], true);
-        check(&["IMAGE/PNG"], true);
-        check(&["image/png, */*;q=0.8"], true);
-        check(&["application/json", "image/png"], true);
-        check(&["application/json, image/png;q=0.5"], false);
-        check(&["image/png;q=0.9, application/json;q=0.2"], true);
-        check(&["image/png;q=0"], false);
-        check(&["image/webp"], false);
-    }
 
     #[test]
     fn dualfast_options_fill_in_defaults_and_refuse_unknown_names() {

@@ -2,7 +2,8 @@
 //!
 //! Inference routes come one module per model family, named after the family's `kind`
 //! (`classifier.rs`, ...), each with the list of routes it serves; `generator.rs` serves the two
-//! image generation kinds, `diffusion` and `consistency`, with one route. Every inference handler goes
+//! image generation kinds, `diffusion` and `consistency`, with one route; `classifier.rs`'s route
+//! serves `image_tokenizer` models as well as classifiers. Every inference handler goes
 //! through [`on_model`], so resolving the model, refusing other kinds and per-model metrics are
 //! written once. `kserve.rs` speaks the Open Inference Protocol (`/v2`) for every family it maps.
 
@@ -12,6 +13,7 @@ pub(crate) mod docs;
 pub(crate) mod embedder;
 pub(crate) mod generator;
 pub(crate) mod health;
+pub(crate) mod image_tokenizer;
 pub(crate) mod kserve;
 pub(crate) mod metrics;
 pub(crate) mod models;
@@ -43,6 +45,7 @@ pub(crate) fn routes_for_kind(kind: &str) -> &'static [&'static str] {
         "classifier" => classifier::ROUTES,
         "embedder" => embedder::ROUTES,
         "diffusion" | "consistency" => generator::ROUTES,
+        "image_tokenizer" => image_tokenizer::ROUTES,
         _ => &[],
     }
 }

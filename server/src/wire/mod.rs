@@ -3,6 +3,7 @@
 
 pub mod embedder;
 pub mod generator;
+pub mod image_tokenizer;
 pub mod kserve;
 
 use std::collections::BTreeMap;
@@ -169,7 +170,7 @@ pub struct ModelDetail {
     pub created_at: String,
 }
 
-/// One image to classify: a base64 file or a pixel array, never both and never neither.
+/// One image to classify or tokenize: a base64 file or a pixel array, never both and never neither.
 ///
 /// On the wire this is `{"image": "..."}` or `{"pixels": [[...]]}`; an enum makes the "exactly
 /// one" rule a property of the type, so nothing after deserialization has to re-check it.
@@ -253,7 +254,7 @@ impl PartialSchema for ClassifyInput {
         OneOfBuilder::new()
             .item(branch("image", image.into()))
             .item(branch("pixels", pixels.into()))
-            .description(Some("One image to classify: exactly one of `image` or `pixels`."))
+            .description(Some("One image: exactly one of `image` or `pixels`."))
             .into()
     }
 }

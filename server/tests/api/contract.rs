@@ -57,6 +57,8 @@ fn spec_is_openapi_3_1_with_every_route() {
         "/v1/models/{id}/rerank",
         "/v1/models/{id}/similarity",
         "/v1/models/{id}/generate",
+        "/v1/models/{id}/tokenize",
+        "/v1/models/{id}/detokenize",
         "/metrics",
         "/openapi.json",
         "/docs",
@@ -191,6 +193,36 @@ fn generate_schema_states_the_server_rules_and_both_answer_forms() {
     assert_eq!(types, ["application/json", "image/png"].into());
     assert_eq!(ok["application/json"]["schema"]["$ref"], "#/components/schemas/GenerateResponse");
     assert_eq!(schemas["GeneratedImage"]["required"], serde_json::json!(["png_base64"]));
+}
+
+/// The tokenizer routes take images in every form classify takes, and detokenize answers JSON or a
+/// PNG; their request schemas are closed and state what is required.
+#[test]
+fn tokenizer_schemas_state_both_body_and_answer_forms() {
+    let spec = spec();
+    let schemas = &spec["components"]["schemas"];
+    let content_types =
+        |value: &Value| -> BTreeSet<String> { value.as_object().expect("content").keys().cloned().collect() };
+    let tokenize = &spec["paths"]["/v1/models/{id}/tokenize"]["post"];
+    let body = &tokenize["requestBody"]["content"];
+    assert_eq!(content_types(body), ["application/json", "image/jpeg", "image/png"].map(String::from).into());
+    assert_eq!(body["application/json"]["schema"]["$ref"], "#/components/schemas/TokenizeRequest");
+    assert_eq!(schemas["TokenizeRequest"]["additionalProperties"], false);
+    assert_eq!(schemas["TokenizeRequest"]["properties"]["inputs"]["minItems"], 1);
+    let ok = &tokenize["responses"]["200"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(ok, "#/components/schemas/TokenizeResponse");
+    assert_eq!(schemas["ImageTokens"]["required"], serde_json::json!(["pixel_tokens", "shape"]));
+
+    let detokenize = &spec["paths"]["/v1/models/{id}/detokenize"]["post"];
+    let request = &schemas["DetokenizeRequest"];
+    assert_eq!(request["additionalProperties"], false);
+    assert_eq!(request["required"], serde_json::json!(["pixel_tokens", "shape"]));
+    assert_eq!(schemas["TokenShape"]["additionalProperties"], false);
+    assert_eq!(schemas["TokenShape"]["required"], serde_json::json!(["height", "width", "depth"]));
+    let ok = &detokenize["responses"]["200"]["content"];
+    assert_eq!(content_types(ok), ["application/json", "image/png"].map(String::from).into());
+    assert_eq!(ok["application/json"]["schema"]["$ref"], "#/components/schemas/DetokenizeResponse");
+    assert_eq!(schemas["DetokenizeResponse"]["required"], serde_json::json!(["model", "png_base64"]));
 }
 
 /// The load request's schema states the runtime's rule for names and versions, so that a client

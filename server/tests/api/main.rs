@@ -4,6 +4,7 @@
 mod common;
 mod contract;
 mod embedder;
+mod image_tokenizer;
 mod kserve;
 mod lifecycle;
 mod router;

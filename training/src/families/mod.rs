@@ -7,3 +7,4 @@ pub mod classifier;
 pub mod consistency;
 pub mod diffusion;
 pub mod image_generation;
+pub mod tokenizer;

@@ -148,7 +148,7 @@ impl Stages {
     /// The cosine schedule covers the branch stage; the fine-tuning stages have constant rates.
     fn plan(&self, steps_per_epoch: usize) -> Plan {
         let epochs = self.branch_epochs + self.prefixes.len() * self.stage_epochs;
-        Plan { epochs, steps_per_epoch, cosine_epochs: self.branch_epochs }
+        Plan { epochs, steps_per_epoch, cosine_epochs: self.branch_epochs, cosine_from: 0 }
     }
 
     fn phase(&self, epoch: usize) -> Phase {

@@ -69,7 +69,7 @@ pub trait ClassifierMethod {
 
     /// The run's epochs and the span of its cosine schedule.
     fn plan(&self, run: &ClassifierRun, steps_per_epoch: usize) -> Plan {
-        Plan { epochs: run.epochs, steps_per_epoch, cosine_epochs: run.epochs }
+        Plan { epochs: run.epochs, steps_per_epoch, cosine_epochs: run.epochs, cosine_from: 0 }
     }
 
     /// What epoch `epoch` runs, when the method has stages.

@@ -97,6 +97,9 @@ pub struct Plan {
     /// Epochs the warm-up plus cosine schedule spans; epochs after them need a constant rate
     /// ([`EpochPlan::constant_lr`]).
     pub cosine_epochs: usize,
+    /// The epoch the schedule starts at; a family whose first stage trains something else on a
+    /// constant rate (a teacher, say) starts the schedule of its main stage after it.
+    pub cosine_from: usize,
 }
 
 /// What one epoch runs.

@@ -155,7 +155,10 @@ impl<'a, F: Family> Trainer<'a, F> {
     /// The learning rate of the step after `steps` steps, in an epoch that runs `epoch`.
     fn lr(&self, epoch: &EpochPlan, steps: usize) -> f64 {
         let peak = self.settings.optim.lr;
-        epoch.constant_lr.unwrap_or_else(|| cosine_lr(steps, self.cosine_steps, self.warmup, peak, COSINE_FLOOR))
+        let into_schedule = steps.saturating_sub(self.plan.cosine_from * self.plan.steps_per_epoch);
+        epoch
+            .constant_lr
+            .unwrap_or_else(|| cosine_lr(into_schedule, self.cosine_steps, self.warmup, peak, COSINE_FLOOR))
     }
 
     fn progress_bar(&self, epoch: usize, steps: usize) -> ProgressBar {

@@ -93,7 +93,7 @@ impl Family for Line {
     }
 }
 
-const PLAN: Plan = Plan { epochs: 4, steps_per_epoch: 4, cosine_epochs: 3 };
+const PLAN: Plan = Plan { epochs: 4, steps_per_epoch: 4, cosine_epochs: 3, cosine_from: 0 };
 
 fn settings(dir: &Path, resume: bool) -> LoopSettings {
     LoopSettings {

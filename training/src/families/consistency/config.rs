@@ -78,6 +78,9 @@ pub struct ConsistencyConfig {
     pub sigma_mid_candidates: Vec<f64>,
     /// Start from the teacher's weights (CD only; the architectures must match).
     pub init_from_teacher: bool,
+    /// Continue from a trained `consistency` bundle of the same architecture and parametrization
+    /// (a warm restart: the optimiser and its schedule start afresh, the weights do not).
+    pub init_from: Option<PathBuf>,
     /// What the student's UNet predicts.
     pub parametrization: StudentParametrization,
 }
@@ -97,6 +100,7 @@ impl ConsistencyConfig {
             p_std: 2.0,
             sigma_mid_candidates: vec![0.2, 0.4, 0.8, 1.6, 3.2],
             init_from_teacher: false,
+            init_from: None,
             parametrization: StudentParametrization::Edm,
         }
     }
@@ -111,6 +115,9 @@ impl ConsistencyConfig {
         }
         if self.sigma_mid_candidates.iter().any(|s| !(*s > lo && *s < hi)) || self.sigma_mid_candidates.is_empty() {
             return Err(Error::InvalidArgument(format!("sigma-mid candidates must lie in ({lo}, {hi})")));
+        }
+        if self.init_from_teacher && self.init_from.is_some() {
+            return Err(Error::InvalidArgument("give --init-from-teacher or --init-from, not both".into()));
         }
         if let StudentParametrization::FromTeacherEps { timestep_scaling } = self.parametrization {
             if !matches!(self.method, ConsistencyMethod::Cd { .. }) {
@@ -180,11 +187,12 @@ impl ConsistencyConfig {
 
     fn fingerprint(&self) -> String {
         let text = format!(
-            "consistency|{}|{:?}|{}|{:?}",
+            "consistency|{}|{:?}|{}|{:?}|{:?}",
             self.run.arch_json(),
             self.hyperparameters(),
             self.run.dataset,
-            self.method
+            self.method,
+            self.init_from
         );
         Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }

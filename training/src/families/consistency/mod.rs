@@ -149,6 +149,9 @@ impl<'a> ConsistencyStudent<'a> {
             };
             copy_weights(&Bundle::load(teacher)?, &vars)?;
         }
+        if let Some(dir) = &cfg.init_from {
+            copy_weights(&earlier_student(dir, &parametrization)?, &vars)?;
+        }
         let (ema_vars, ema_net) = build(cfg, &parametrization, &device)?;
         let ema = Ema::new(&vars, ema_vars, cfg.run.ema_decay)?;
         let steps_per_epoch = train_set.len().div_ceil(cfg.run.batch_size);
@@ -261,8 +264,28 @@ fn load_teacher(dir: &Path, grid: usize, guidance: f64, cfg: &ConsistencyConfig,
     })
 }
 
-/// Copies every tensor of a bundle whose name and shape the student has (the whole UNet when the
-/// architectures match).
+/// A trained `consistency` bundle to continue from; its parametrization must be the run's, since
+/// the same weights mean another function under another one.
+fn earlier_student(dir: &Path, parametrization: &Parametrization) -> Result<Bundle> {
+    let bundle = Bundle::load(dir)?;
+    match &bundle.manifest.family {
+        FamilySpec::Consistency(spec) if &spec.parametrization == parametrization => Ok(bundle),
+        FamilySpec::Consistency(spec) => Err(Error::InvalidArgument(format!(
+            "{} was trained with the {:?} parametrization, this run uses {:?}",
+            dir.display(),
+            spec.parametrization,
+            parametrization
+        ))),
+        other => Err(Error::InvalidArgument(format!(
+            "--init-from takes a consistency bundle; {} is a {} bundle",
+            dir.display(),
+            other.kind()
+        ))),
+    }
+}
+
+/// Copies every tensor that the student has from a bundle, by name and shape (the whole UNet when
+/// the architectures match).
 fn copy_weights(bundle: &Bundle, vars: &VarMap) -> Result<()> {
     let data = vars.data().lock().expect("varmap lock poisoned. This is a bug.");
     let vb = bundle.var_builder(&Device::Cpu);
@@ -289,7 +312,12 @@ impl Family for ConsistencyStudent<'_> {
     }
 
     fn plan(&self) -> Plan {
-        Plan { epochs: self.cfg.run.epochs, steps_per_epoch: self.steps_per_epoch, cosine_epochs: self.cfg.run.epochs }
+        Plan {
+            epochs: self.cfg.run.epochs,
+            steps_per_epoch: self.steps_per_epoch,
+            cosine_epochs: self.cfg.run.epochs,
+            cosine_from: 0,
+        }
     }
 
     fn batches(&self, epoch: usize) -> Vec<(usize, Vec<usize>)> {
@@ -401,6 +429,10 @@ impl Family for ConsistencyStudent<'_> {
             ("val_last_epoch_accuracy".into(), history.last().map_or(0.0, |r| r.val_accuracy)),
         ]);
         metrics.extend(scores);
+        let mut hyperparameters = cfg.hyperparameters();
+        if let Some(dir) = &cfg.init_from {
+            hyperparameters.insert("init_from".into(), serde_json::json!(Bundle::load(dir)?.id));
+        }
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
             name: cfg.run.name.clone(),
@@ -411,7 +443,7 @@ impl Family for ConsistencyStudent<'_> {
                 dataset: cfg.run.dataset.to_string(),
                 dataset_sha256: self.train_set.source_sha256.clone(),
                 recipe: cfg.method.name().into(),
-                hyperparameters: cfg.hyperparameters(),
+                hyperparameters,
                 teacher,
             },
             metrics,

@@ -253,7 +253,7 @@ impl Family for DdpmTeacher<'_> {
 
     fn plan(&self) -> Plan {
         let steps = self.train_set.len().div_ceil(self.cfg.run.batch_size);
-        Plan { epochs: self.cfg.run.epochs, steps_per_epoch: steps, cosine_epochs: self.cfg.run.epochs }
+        Plan { epochs: self.cfg.run.epochs, steps_per_epoch: steps, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {

@@ -218,11 +218,11 @@ impl CustomOp1 for SoftmaxOp {
 
 #[cfg(test)]
 mod tests {
+    use crate::models::sentence_encoder::{pool, BertConfig, Pooling, SentenceEncoder};
     use candle_core::{Device, Var};
     use candle_nn::{Linear, VarMap};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-    use tandem_runtime::models::sentence_encoder::{pool, BertConfig, Pooling, SentenceEncoder};
 
     use super::*;
 
