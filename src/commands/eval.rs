@@ -18,6 +18,9 @@ pub enum Task {
     Classification,
     /// nDCG@10, recall@1, recall@10 and MRR@10 on the WordNet retrieval benchmark.
     Retrieval,
+    /// An image tokenizer's reconstructions (PSNR, SSIM, FID-CNN), semantics (head accuracy,
+    /// linear probes) and codebook usage on a dataset split.
+    Tokenizer,
 }
 
 /// Arguments of `tandem eval`.
@@ -56,6 +59,16 @@ pub struct Args {
     /// without checksums, instead of the copy `tandem data fetch wordnet` verified.
     #[arg(long, value_name = "DIR")]
     wordnet_dir: Option<PathBuf>,
+    /// Tokenizer: the classifier bundle whose penultimate features FID-CNN uses
+    /// [default: models/fashion-teacher, or models/mnist-teacher for mnist].
+    #[arg(long)]
+    fid_classifier: Option<PathBuf>,
+    /// Tokenizer: training images the linear probes are fitted on.
+    #[arg(long, default_value_t = 10_000)]
+    probe_train: usize,
+    /// Tokenizer: measure only the first N images of the split.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// Print one JSON object: `{"accuracy", "n", ...}` for classification; `{"ndcg@10",
     /// "recall@1", "recall@10", "mrr@10", "queries_per_s", "n", ...}` for retrieval.
     #[arg(long)]
@@ -66,7 +79,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.task {
         Task::Classification => run_classification(args),
         Task::Retrieval => run_retrieval(args),
+        Task::Tokenizer => run_tokenizer(args),
     }
+}
+
+fn run_tokenizer(args: Args) -> anyhow::Result<()> {
+    let dataset = args.dataset.unwrap_or(DatasetName::FashionMnist);
+    let classifier = args.fid_classifier.clone().unwrap_or_else(|| {
+        PathBuf::from(if dataset == DatasetName::Mnist { "models/mnist-teacher" } else { "models/fashion-teacher" })
+    });
+    eprintln!("{}", Machine::detect().describe());
+    let report = tandem_training::families::tokenizer::evaluate::evaluate(
+        &args.model,
+        dataset,
+        &args.data_dir.clone().unwrap_or_else(default_data_dir),
+        args.split,
+        args.limit,
+        &classifier,
+        args.probe_train,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let optional = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    println!(
+        "{} ({}): {} {} on {} images: PSNR {:.2} dB, SSIM {:.4}, FID-CNN {:.2}; head on semantic tokens {}, probe semantic {}, probe pixel {:.4}",
+        report.model,
+        report.layout,
+        dataset,
+        args.split,
+        report.n,
+        report.psnr,
+        report.ssim,
+        report.fid_cnn,
+        optional(report.semantic_head_accuracy),
+        optional(report.probe_semantic),
+        report.probe_pixel
+    );
+    Ok(())
 }
 
 fn run_classification(args: Args) -> anyhow::Result<()> {

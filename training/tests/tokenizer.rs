@@ -12,6 +12,11 @@ use tandem_runtime::{Runtime, RuntimeConfig};
 use tandem_training::data::{self, DatasetName, Split};
 use tandem_training::families::tokenizer::{self, TokenizerConfig};
 
+/// The test PSNR a run's bundle recorded.
+fn summary_psnr(out: &Path) -> f64 {
+    Bundle::load(out).unwrap().manifest.metrics["test_psnr"]
+}
+
 /// A tokenizer for the 8×8 digits: 2×2 patches on a 4×4 grid, a 3-layer ViT of width 32.
 fn arch(layout: TokenizerLayout) -> ImageTokenizerConfig {
     let mut a = ImageTokenizerConfig::small([1, 8, 8], 10, layout);
@@ -70,6 +75,18 @@ fn a_tiny_dual_tokenizer_trains_exports_serves_and_lends_its_teacher() {
     let ids: Vec<i64> = t.pixel_tokens.iter().map(|&c| i64::from(c)).collect();
     let back = runtime.block_on(rt.detokenize(&id, &ids, t.grid)).unwrap();
     assert_eq!(back.image.pixels.len(), 64);
+
+    // The benchmark's figures of the bundle: reconstruction, semantics and codebooks.
+    let judge = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits-teacher");
+    let report =
+        tokenizer::evaluate::evaluate(&out, DatasetName::Digits, Path::new(""), Split::Test, None, &judge, 500)
+            .unwrap();
+    assert_eq!((report.n, report.layout.as_str()), (360, "dual"));
+    assert!((report.psnr - summary_psnr(&out)).abs() < 1e-9, "the test PSNR is the one the run reported");
+    assert!(report.ssim > 0.0 && report.ssim < 1.0 && report.fid_cnn > 0.0);
+    assert!(report.probe_semantic.unwrap() > 0.3 && report.probe_pixel > 0.3, "{report:?}");
+    assert_eq!(report.codebooks["semantic"].len(), 2, "usage per depth");
+    assert!(report.codebooks["pixel"].iter().all(|d| d.perplexity >= 1.0 && d.usage > 0.0));
 
     // A baseline starts from the saved teacher and skips the teacher stage.
     let base_out = dir.path().join("pixel");

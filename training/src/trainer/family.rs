@@ -151,10 +151,12 @@ pub struct Export {
 }
 
 /// The test measurement of an exported bundle.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TestReport {
     /// Accuracy (or the family's headline score).
     pub accuracy: f64,
     /// Items measured.
     pub n: usize,
+    /// Further figures, recorded in the bundle's metrics as `test_<name>`.
+    pub extra: BTreeMap<String, f64>,
 }

@@ -266,6 +266,9 @@ impl<'a, F: Family> Trainer<'a, F> {
         let test = self.family.test(&settings.out)?;
         manifest.metrics.insert("test_accuracy".into(), test.accuracy);
         manifest.metrics.insert("test_n".into(), test.n as f64);
+        for (name, value) in &test.extra {
+            manifest.metrics.insert(format!("test_{name}"), *value);
+        }
         let bundle_id = write_bundle(&settings.out, &manifest, &vars)?;
         let model = format!("{}@{}", manifest.name, manifest.version);
         let method = manifest.provenance.recipe.clone();

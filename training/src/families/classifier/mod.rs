@@ -198,6 +198,6 @@ impl Family for CnnClassifier<'_> {
     fn test(&self, dir: &Path) -> Result<TestReport> {
         let test_set = data::load(self.cfg.dataset, Split::Test, &self.cfg.data_dir)?;
         let report = evaluate_bundle(dir, &test_set)?;
-        Ok(TestReport { accuracy: report.accuracy, n: report.n })
+        Ok(TestReport { accuracy: report.accuracy, n: report.n, extra: Default::default() })
     }
 }

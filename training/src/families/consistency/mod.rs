@@ -461,6 +461,6 @@ impl Family for ConsistencyStudent<'_> {
         let net = ConsistencyNet::new(unet, spec.sigma_min, spec.sigma_data, &spec.parametrization)?;
         let per_class = self.cfg.run.test_samples_per_class;
         let (accuracy, _) = self.judge(&net, spec.sigmas.clone(), 2, 2_000_000, per_class)?;
-        Ok(TestReport { accuracy, n: spec.architecture.num_classes * per_class })
+        Ok(TestReport { accuracy, n: spec.architecture.num_classes * per_class, extra: BTreeMap::new() })
     }
 }

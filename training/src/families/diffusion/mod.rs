@@ -335,6 +335,6 @@ impl Family for DdpmTeacher<'_> {
         let classes = spec.architecture.num_classes;
         let (accuracy, _) =
             judged_samples(&generator, &self.eval_request(2_000_000), classes, per_class, &self.cfg.run.judge)?;
-        Ok(TestReport { accuracy, n: classes * per_class })
+        Ok(TestReport { accuracy, n: classes * per_class, extra: BTreeMap::new() })
     }
 }

@@ -23,6 +23,7 @@
 
 mod codebook;
 mod config;
+pub mod evaluate;
 pub mod measure;
 pub mod quality;
 
@@ -381,7 +382,7 @@ impl Family for TokenizerRun<'_> {
         let test_set = data::load(self.cfg.dataset, Split::Test, &self.cfg.data_dir)?;
         let n = self.cfg.test_images.unwrap_or(test_set.len()).min(test_set.len());
         let m = measure(&net, &test_set, n, &self.device)?;
-        eprintln!("{}: test PSNR {:.2} dB on {n} images", self.cfg.name, m.psnr());
-        Ok(TestReport { accuracy: m.semantic_accuracy().unwrap_or(0.0), n })
+        let extra = BTreeMap::from([("psnr".to_string(), m.psnr()), ("ssim".to_string(), m.ssim())]);
+        Ok(TestReport { accuracy: m.semantic_accuracy().unwrap_or(0.0), n, extra })
     }
 }
