@@ -78,6 +78,6 @@ pub fn run(args: TrainConsistencyArgs) -> anyhow::Result<()> {
     };
     args.run.announce(&cfg.run, cfg.method.name())?;
     let summary = consistency::train(&cfg)?;
-    super::train::print_summary(&summary, args.run.json);
+    super::train::print_summary(&summary, args.run.bundle.json);
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tandem_runtime::diffusion::{BetaSchedule, Solver};
-use tandem_training::data::{default_data_dir, DatasetName};
+use tandem_training::data::DatasetName;
 use tandem_training::families::diffusion::{self, unet_preset, DiffusionConfig};
 use tandem_training::families::image_generation::GenerationRun;
 use tandem_training::optim::AdamWConfig;
@@ -23,15 +23,6 @@ pub struct GenerationRunArgs {
     /// samples it recognises as their class.
     #[arg(long)]
     pub judge: PathBuf,
-    /// Bundle directory to write.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Bundle name (default: the output directory's name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Bundle version.
-    #[arg(long, default_value = "1")]
-    pub version: String,
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     #[arg(long, default_value_t = 128)]
@@ -64,18 +55,8 @@ pub struct GenerationRunArgs {
     /// Only use the first N training images.
     #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Continue from the checkpoint next to the output directory.
-    #[arg(long)]
-    pub resume: bool,
-    /// Dataset cache directory.
-    #[arg(long, env = "TANDEM_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Hide progress output.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub bundle: super::bundle_args::BundleArgs,
 }
 
 impl GenerationRunArgs {
@@ -91,10 +72,10 @@ impl GenerationRunArgs {
     /// The shared run settings, with the command's own default learning rate.
     pub fn to_run(&self, default_lr: f64) -> anyhow::Result<GenerationRun> {
         Ok(GenerationRun {
-            name: super::train::bundle_name(self.name.as_deref(), &self.out),
-            version: self.version.clone(),
+            name: self.bundle.bundle_name(),
+            version: self.bundle.version.clone(),
             dataset: self.dataset,
-            data_dir: self.data_dir.clone().unwrap_or_else(default_data_dir),
+            data_dir: self.bundle.data_dir(),
             arch_name: self.arch.clone(),
             arch: unet_preset(&self.arch, self.side(), 10)?,
             epochs: self.epochs,
@@ -113,15 +94,15 @@ impl GenerationRunArgs {
             judge: self.judge.clone(),
             val_samples_per_class: self.val_samples,
             test_samples_per_class: self.test_samples,
-            out: self.out.clone(),
-            resume: self.resume,
-            progress: !self.quiet,
+            out: self.bundle.out.clone(),
+            resume: self.bundle.resume,
+            progress: !self.bundle.quiet,
         })
     }
 
     /// The line that opens a run: its name, method, preset, image size and parameter count.
     pub fn announce(&self, run: &GenerationRun, method: &str) -> anyhow::Result<()> {
-        if !self.json {
+        if !self.bundle.json {
             let params = tandem_runtime::models::unet::parameter_count(&run.arch)?;
             let side = self.side();
             eprintln!("{}: {method}, {} on {side}x{side}, {params} parameters", run.name, run.arch_name);
@@ -172,6 +153,6 @@ pub fn run(args: TrainDiffusionArgs) -> anyhow::Result<()> {
     };
     args.run.announce(&cfg.run, "ddpm")?;
     let summary = diffusion::train(&cfg)?;
-    super::train::print_summary(&summary, args.run.json);
+    super::train::print_summary(&summary, args.run.bundle.json);
     Ok(())
 }

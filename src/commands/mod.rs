@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bundle_args;
 pub mod consistency;
 pub mod data;
 pub mod diffusion;

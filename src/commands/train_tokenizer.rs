@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tandem_runtime::models::image_tokenizer::{ImageTokenizerConfig, TokenizerLayout};
-use tandem_training::data::{default_data_dir, DatasetName};
+use tandem_training::data::DatasetName;
 use tandem_training::families::tokenizer::{self, LossWeights, TokenizerConfig};
 
 /// Arguments of `tandem train-tokenizer`.
@@ -64,24 +64,8 @@ pub struct TrainTokenizerArgs {
     /// Test images measured on the exported bundle [default: the whole split].
     #[arg(long)]
     pub test_images: Option<usize>,
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Bundle name (default: the output directory's name).
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long, default_value = "1")]
-    pub version: String,
-    /// Continue from the checkpoint beside the bundle.
-    #[arg(long)]
-    pub resume: bool,
-    #[arg(long, env = "TANDEM_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub bundle: super::bundle_args::BundleArgs,
 }
 
 /// The layout a command-line name selects.
@@ -98,10 +82,9 @@ pub fn run(args: TrainTokenizerArgs) -> anyhow::Result<()> {
     let mut arch = ImageTokenizerConfig::small([1, side, side], 10, layout);
     arch.depth = args.depth.unwrap_or(if layout == TokenizerLayout::Dual { 2 } else { 4 });
     (arch.codebook_size, arch.code_dim) = (args.codebook_size, args.code_dim);
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let mut cfg = TokenizerConfig::new(arch, args.dataset, data_dir, args.out.clone());
-    cfg.name = super::train::bundle_name(args.name.as_deref(), &args.out);
-    cfg.version = args.version.clone();
+    let out = &args.bundle;
+    let mut cfg = TokenizerConfig::new(arch, args.dataset, out.data_dir(), out.out.clone());
+    (cfg.name, cfg.version) = (out.bundle_name(), out.version.clone());
     (cfg.teacher_epochs, cfg.teacher, cfg.epochs) = (args.teacher_epochs, args.teacher.clone(), args.epochs);
     (cfg.batch_size, cfg.seed, cfg.train_limit) = (args.batch_size, args.seed, args.train_limit);
     (cfg.val_images, cfg.test_images) = (args.val_images, args.test_images);
@@ -112,12 +95,12 @@ pub fn run(args: TrainTokenizerArgs) -> anyhow::Result<()> {
         commitment: args.commitment_weight,
         semantic: args.semantic_weight,
     };
-    (cfg.resume, cfg.progress) = (args.resume, !args.quiet);
-    if !args.json {
+    (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
+    if !out.json {
         let params = tandem_runtime::models::image_tokenizer::parameter_count(&cfg.arch)?;
         eprintln!("{}: {} tokenizer on {side}x{side}, {params} parameters", cfg.name, layout.name());
     }
     let summary = tokenizer::train(&cfg)?;
-    super::train::print_summary(&summary, args.json);
+    super::train::print_summary(&summary, out.json);
     Ok(())
 }

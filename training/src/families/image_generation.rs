@@ -99,18 +99,12 @@ impl GenerationRun {
     /// What the shared loop needs; `fingerprint` is the family's (it knows its own settings).
     pub fn loop_settings(&self, fingerprint: String) -> LoopSettings {
         LoopSettings {
-            name: self.name.clone(),
             seed: self.seed,
-            optim: self.optim,
             warmup_fraction: self.warmup_fraction,
             clip_grad_norm: self.clip_grad_norm,
-            out: self.out.clone(),
-            checkpoint: trainer::sibling(&self.out, "checkpoint.safetensors"),
-            summary: trainer::sibling(&self.out, "summary.json"),
-            curve: trainer::sibling(&self.out, "curve.png"),
             resume: self.resume,
             progress: self.progress,
-            fingerprint,
+            ..LoopSettings::beside(&self.out, &self.name, self.optim, fingerprint)
         }
     }
 

@@ -57,6 +57,28 @@ pub struct LoopSettings {
     pub fingerprint: String,
 }
 
+impl LoopSettings {
+    /// Settings whose checkpoint, summary and learning curve sit beside the bundle directory
+    /// `out` (`<out>.checkpoint.safetensors`, `<out>.summary.json`, `<out>.curve.png`), with no
+    /// warm-up, no clipping, seed 0, a fresh start and progress shown: a family's config sets the rest.
+    pub fn beside(out: &std::path::Path, name: &str, optim: AdamWConfig, fingerprint: String) -> LoopSettings {
+        LoopSettings {
+            name: name.to_owned(),
+            seed: 0,
+            optim,
+            warmup_fraction: 0.0,
+            clip_grad_norm: None,
+            out: out.to_path_buf(),
+            checkpoint: sibling(out, "checkpoint.safetensors"),
+            summary: sibling(out, "summary.json"),
+            curve: sibling(out, "curve.png"),
+            resume: false,
+            progress: true,
+            fingerprint,
+        }
+    }
+}
+
 /// A file beside the bundle directory `out` that belongs to its run: `<out>.<suffix>`, e.g. the
 /// checkpoint `runs/mnist.checkpoint.safetensors` of `runs/mnist`.
 pub fn sibling(out: &std::path::Path, suffix: &str) -> std::path::PathBuf {

@@ -173,18 +173,12 @@ impl TokenizerConfig {
     /// What the shared loop needs.
     pub fn loop_settings(&self) -> LoopSettings {
         LoopSettings {
-            name: self.name.clone(),
             seed: self.seed,
-            optim: self.optim,
             warmup_fraction: self.warmup_fraction,
             clip_grad_norm: self.clip_grad_norm,
-            out: self.out.clone(),
-            checkpoint: trainer::sibling(&self.out, "checkpoint.safetensors"),
-            summary: trainer::sibling(&self.out, "summary.json"),
-            curve: trainer::sibling(&self.out, "curve.png"),
             resume: self.resume,
             progress: self.progress,
-            fingerprint: self.fingerprint(),
+            ..LoopSettings::beside(&self.out, &self.name, self.optim, self.fingerprint())
         }
     }
 
