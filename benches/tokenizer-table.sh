@@ -7,7 +7,8 @@
 #   benches/tokenizer-table.sh BIN [OUT_DIR]
 #
 # BIN is a built `tandem` (nothing is built here); OUT_DIR (default tokenizer-table) receives the
-# runs (resumed when the script is run again), one JSON report per run and table.md. Settings:
+# runs (resumed when the script is run again; a run whose bundle exists is only measured), one JSON
+# report per run and table.md. Settings:
 # SEEDS (default "0 1 2"), DATASETS (default "fashion-mnist mnist"), TRAIN_LIMIT (training images,
 # default all), TEACHER_EPOCHS (3), EPOCHS (3), PROBE_TRAIN (10000). The datasets need
 # `tandem data fetch mnist fashion-mnist` first.
@@ -35,7 +36,7 @@ for dataset in ${DATASETS:-fashion-mnist mnist}; do
                 echo "== $dataset $layout seed $seed" >&2
                 "$BIN" train-tokenizer --dataset "$dataset" --layout "$layout" --seed "$seed" "${limit[@]}" \
                     --teacher-epochs "${TEACHER_EPOCHS:-3}" --epochs "${EPOCHS:-3}" "${teacher[@]}" \
-                    --out "$run" --resume --quiet --json > "$run.summary.out"
+                    --out "$run" --resume --quiet --json > /dev/null
             fi
             "$BIN" eval --task tokenizer --model "$run" --dataset "$dataset" \
                 --fid-classifier "$REPO_DIR/models/$classifier" --probe-train "${PROBE_TRAIN:-10000}" --json \
@@ -50,7 +51,7 @@ rows = {}
 for path in sorted(glob.glob(os.path.join(out, "*.eval.json"))):
     name = os.path.basename(path)[: -len(".eval.json")]
     dataset, layout, seed = name.rsplit("-", 2)
-    summary = json.load(open(os.path.join(out, name + ".summary.out")))
+    summary = json.load(open(os.path.join(out, name + ".summary.json")))
     report = json.load(open(path))
     report["train_seconds"] = summary["train_seconds"]
     rows.setdefault((dataset, layout), []).append(report)

@@ -6,5 +6,6 @@ pub mod consistency;
 pub mod image_tokenizer;
 pub mod rvq;
 pub mod sentence_encoder;
+pub mod trainable_bert;
 pub mod unet;
 pub mod vit;

@@ -206,7 +206,7 @@ impl BertConfig {
     }
 }
 
-fn hidden_act(name: &str) -> Option<HiddenAct> {
+pub(crate) fn hidden_act(name: &str) -> Option<HiddenAct> {
     match name {
         "gelu" => Some(HiddenAct::Gelu),
         "gelu_new" | "gelu_approximate" | "gelu_pytorch_tanh" => Some(HiddenAct::GeluApproximate),
