@@ -127,7 +127,7 @@ impl TrainableBert {
 
     /// The width of token and sentence vectors.
     pub fn hidden_size(&self) -> Result<usize> {
-        Ok(self.words.embeddings().dim(D::Minus1)?)
+        self.words.embeddings().dim(D::Minus1)
     }
 
     /// The pooling this encoder applies.
