@@ -56,6 +56,8 @@ enum Command {
     TrainDiffusion(commands::diffusion::TrainDiffusionArgs),
     /// Train a consistency model (a `consistency` bundle): iCT, or CD from a diffusion bundle.
     TrainConsistency(commands::consistency::TrainConsistencyArgs),
+    /// Fine-tune an embedder bundle on WordNet retrieval pairs with in-batch negatives.
+    TrainEmbedder(commands::train_embedder::TrainEmbedderArgs),
     /// Train an image tokenizer (an `image_tokenizer` bundle): DualToken or a single-codebook baseline.
     TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
     /// Import a model from another format as a bundle.
@@ -94,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         Command::TrainDiffusion(args) => commands::diffusion::run(args),
         Command::TrainConsistency(args) => commands::consistency::run(args),
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
+        Command::TrainEmbedder(args) => commands::train_embedder::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Sample(args) => commands::sample::run(args),

@@ -12,4 +12,5 @@ pub mod sample;
 pub mod serve;
 pub mod tokenize;
 pub mod train;
+pub mod train_embedder;
 pub mod train_tokenizer;

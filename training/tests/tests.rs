@@ -1,6 +1,7 @@
 //! The training crate's integration tests, linked as one binary.
 
 mod diffusion;
+mod embedder;
 mod methods;
 mod reproduction;
 mod tokenizer;

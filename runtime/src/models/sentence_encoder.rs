@@ -330,7 +330,7 @@ impl SentenceEncoder {
 
 /// `vb` moved under the `bert.` prefix when the checkpoint has one (it was saved from a task
 /// model), so that the encoder's tensor names resolve either way.
-pub(crate) fn bert_root(vb: VarBuilder) -> VarBuilder {
+pub fn bert_root(vb: VarBuilder) -> VarBuilder {
     let prefixed = format!("{BERT_PREFIX}.embeddings.word_embeddings.weight");
     if vb.contains_tensor(&prefixed) {
         vb.pp(BERT_PREFIX)

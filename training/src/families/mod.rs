@@ -6,5 +6,6 @@
 pub mod classifier;
 pub mod consistency;
 pub mod diffusion;
+pub mod embedder;
 pub mod image_generation;
 pub mod tokenizer;

@@ -148,6 +148,8 @@ pub struct Export {
     pub head_mixture: Option<HeadMixtureReport>,
     /// Dual-io's branch and merge measurements.
     pub dual_io: Option<DualIoReport>,
+    /// Files the bundle holds besides the weights (a text model's tokenizer), by path.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// The test measurement of an exported bundle.

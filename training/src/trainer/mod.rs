@@ -18,7 +18,7 @@ use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tandem_runtime::bundle::write_bundle;
+use tandem_runtime::bundle::{serialize_varmap, write_bundle_files, WEIGHTS_FILE};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::optim::{cosine_lr, AdamW, AdamWConfig};
@@ -278,12 +278,15 @@ impl<'a, F: Family> Trainer<'a, F> {
     fn export(self) -> Result<TrainSummary> {
         let settings = self.settings;
         let history = self.state.history;
-        let Export { mut manifest, vars, params, val_accuracy, head_mixture, dual_io } =
+        let Export { mut manifest, vars, params, val_accuracy, head_mixture, dual_io, files } =
             self.family.export(&history)?;
+        let weights = serialize_varmap(&vars)?;
+        let mut listed: Vec<(&str, &[u8])> = vec![(WEIGHTS_FILE, &weights)];
+        listed.extend(files.iter().map(|(path, bytes)| (path.as_str(), bytes.as_slice())));
         let metrics = &mut manifest.metrics;
         metrics.insert("train_seconds".into(), self.state.train_seconds);
         metrics.insert("epochs".into(), self.state.epochs_done as f64);
-        write_bundle(&settings.out, &manifest, &vars)?;
+        write_bundle_files(&settings.out, &manifest, &listed)?;
         // Measure the test split on the exported bundle itself, through the serving path.
         let test = self.family.test(&settings.out)?;
         manifest.metrics.insert("test_accuracy".into(), test.accuracy);
@@ -291,7 +294,7 @@ impl<'a, F: Family> Trainer<'a, F> {
         for (name, value) in &test.extra {
             manifest.metrics.insert(format!("test_{name}"), *value);
         }
-        let bundle_id = write_bundle(&settings.out, &manifest, &vars)?;
+        let bundle_id = write_bundle_files(&settings.out, &manifest, &listed)?;
         let model = format!("{}@{}", manifest.name, manifest.version);
         let method = manifest.provenance.recipe.clone();
         learning_curve(&history, &format!("{model} ({method})"), &settings.curve)?;

@@ -192,6 +192,7 @@ impl Family for CnnClassifier<'_> {
             val_accuracy,
             head_mixture: finish.head_mixture,
             dual_io: finish.dual_io,
+            files: Vec::new(),
         })
     }
 

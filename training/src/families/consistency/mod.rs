@@ -449,7 +449,15 @@ impl Family for ConsistencyStudent<'_> {
             metrics,
             created_at: now_rfc3339(),
         };
-        Ok(Export { manifest, vars: self.ema.vars().clone(), params, val_accuracy, head_mixture: None, dual_io: None })
+        Ok(Export {
+            manifest,
+            vars: self.ema.vars().clone(),
+            params,
+            val_accuracy,
+            head_mixture: None,
+            dual_io: None,
+            files: Vec::new(),
+        })
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {

@@ -321,7 +321,15 @@ impl Family for DdpmTeacher<'_> {
             created_at: now_rfc3339(),
         };
         tracing::info!(judge = %judge.model_id(), "samples judged by");
-        Ok(Export { manifest, vars: self.ema.vars().clone(), params, val_accuracy, head_mixture: None, dual_io: None })
+        Ok(Export {
+            manifest,
+            vars: self.ema.vars().clone(),
+            params,
+            val_accuracy,
+            head_mixture: None,
+            dual_io: None,
+            files: Vec::new(),
+        })
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {

@@ -370,7 +370,15 @@ impl Family for TokenizerRun<'_> {
             metrics,
             created_at: now_rfc3339(),
         };
-        Ok(Export { manifest, vars: self.vars.clone(), params, val_accuracy, head_mixture: None, dual_io: None })
+        Ok(Export {
+            manifest,
+            vars: self.vars.clone(),
+            params,
+            val_accuracy,
+            head_mixture: None,
+            dual_io: None,
+            files: Vec::new(),
+        })
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {

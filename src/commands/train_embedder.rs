@@ -1,0 +1,69 @@
+//! `tandem train-embedder`: an embedder bundle fine-tuned on the WordNet retrieval benchmark's
+//! training pairs with in-batch negatives, exported as an `embedder` bundle.
+
+use std::path::PathBuf;
+
+use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
+
+/// Arguments of `tandem train-embedder`.
+#[derive(clap::Args)]
+pub struct TrainEmbedderArgs {
+    /// The embedder bundle to start from (e.g. all-MiniLM-L6-v2 after `tandem import hf`).
+    #[arg(long)]
+    pub init: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Pairs per step; each query's negatives are the other pairs' glosses.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of AdamW.
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train on a seeded sample of this many pairs (of 232,129).
+    #[arg(long)]
+    pub max_pairs: Option<usize>,
+    /// Scale of the cosine similarities before the softmax.
+    #[arg(long, default_value_t = 20.0)]
+    pub scale: f64,
+    /// Truncate texts to this many tokens (at most the bundle's limit).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// Validation queries asked after each epoch.
+    #[arg(long, default_value_t = 500)]
+    pub val_queries: usize,
+    /// Glosses searched at validation (every judged one included).
+    #[arg(long, default_value_t = 10_000)]
+    pub val_corpus: usize,
+    /// Test queries asked of the exported bundle [default: all 2,000].
+    #[arg(long)]
+    pub test_queries: Option<usize>,
+    /// Glosses searched at the test [default: all 117,659].
+    #[arg(long)]
+    pub test_corpus: Option<usize>,
+    /// Read WordNet's data.* files from this directory unverified, instead of the fetched copy.
+    #[arg(long, value_name = "DIR")]
+    pub wordnet_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub bundle: super::bundle_args::BundleArgs,
+}
+
+pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
+    let out = &args.bundle;
+    let wordnet = match &args.wordnet_dir {
+        Some(dir) => WordNetSource::Dir(dir.clone()),
+        None => WordNetSource::Fetched(out.data_dir()),
+    };
+    let mut cfg = EmbedderConfig::new(args.init.clone(), wordnet, out.out.clone());
+    (cfg.name, cfg.version) = (out.bundle_name(), out.version.clone());
+    (cfg.epochs, cfg.batch_size, cfg.seed, cfg.max_pairs) = (args.epochs, args.batch_size, args.seed, args.max_pairs);
+    (cfg.scale, cfg.max_seq_length) = (args.scale, args.max_seq_length);
+    (cfg.val_queries, cfg.val_corpus) = (args.val_queries, args.val_corpus);
+    (cfg.test_queries, cfg.test_corpus) = (args.test_queries, args.test_corpus);
+    cfg.optim.lr = args.lr;
+    (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
+    let summary = embedder::train(&cfg)?;
+    super::train::print_summary(&summary, out.json);
+    Ok(())
+}

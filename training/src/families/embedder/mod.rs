@@ -1,0 +1,239 @@
+//! The text embedder family: a bi-encoder fine-tuned on the WordNet retrieval benchmark's
+//! training pairs with in-batch negatives (the multiple-negatives ranking loss of
+//! sentence-transformers: each query's own gloss against every other gloss of the batch, cosine
+//! similarities times a scale, cross-entropy), exported as an `embedder` bundle.
+//!
+//! The encoder is [`TrainableBert`], started from an embedder bundle (all-MiniLM-L6-v2 as
+//! `tandem import hf` writes it, or a smaller student); its exported weights keep the tensor names,
+//! so the runtime serves them on its fast inference path. Validation and the test are the
+//! benchmark's own evaluation of the bundle, exactly as `tandem eval --task retrieval` runs it:
+//! validation writes the current weights as a bundle beside the run (`<out>.val-bundle`).
+//!
+//! A batch never holds two pairs of one synset, whose glosses would count as each other's
+//! negatives.
+
+mod config;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use tandem_runtime::bundle::{now_rfc3339, Bundle, EmbedderSpec, FamilySpec, Manifest, Provenance};
+use tandem_runtime::layers::differentiable::l2_normalize;
+use tandem_runtime::models::sentence_encoder::bert_root;
+use tandem_runtime::models::trainable_bert::{padded_batch, TrainableBert};
+use tandem_runtime::text::TextTokenizer;
+
+use crate::data::wordnet::WordNet;
+use crate::data::Split;
+use crate::losses::{correct, cross_entropy};
+use crate::report::{EpochRecord, TrainSummary};
+use crate::retrieval::{self, Benchmark, EvalOptions, FirstStage, RetrievalReport, TrainingPair};
+use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
+use crate::{Error, Result};
+
+pub use config::{EmbedderConfig, WordNetSource};
+
+/// Fine-tunes an embedder: checkpoints every epoch, exports the bundle and measures it.
+pub fn train(cfg: &EmbedderConfig) -> Result<TrainSummary> {
+    cfg.validate()?;
+    trainer::run(EmbedderRun::new(cfg)?, &cfg.loop_settings())
+}
+
+/// One run of the family.
+pub struct EmbedderRun<'a> {
+    cfg: &'a EmbedderConfig,
+    init: Bundle,
+    spec: EmbedderSpec,
+    tokenizer: TextTokenizer,
+    benchmark: Benchmark,
+    pairs: Vec<TrainingPair>,
+    vars: VarMap,
+    bert: TrainableBert,
+    device: Device,
+}
+
+impl<'a> EmbedderRun<'a> {
+    /// Loads WordNet, the starting bundle and its tokenizer, and the training pairs.
+    pub fn new(cfg: &'a EmbedderConfig) -> Result<EmbedderRun<'a>> {
+        let device = tandem_runtime::device::default_device();
+        let init = Bundle::load(&cfg.init)?;
+        let FamilySpec::Embedder(spec) = init.manifest.family.clone() else {
+            return Err(Error::InvalidArgument(format!(
+                "--init {} is a {} bundle, not an embedder",
+                cfg.init.display(),
+                init.manifest.kind()
+            )));
+        };
+        let max_len = cfg.max_seq_length.unwrap_or(spec.max_seq_length).min(spec.max_seq_length);
+        let tokenizer = TextTokenizer::from_bytes(init.file(&spec.tokenizer)?, max_len)?;
+        let wordnet = match &cfg.wordnet {
+            WordNetSource::Fetched(data_dir) => WordNet::load(data_dir)?,
+            WordNetSource::Dir(dir) => WordNet::read_dir(dir)?,
+        };
+        let benchmark = Benchmark::new(&wordnet);
+        let mut pairs = benchmark.training_pairs();
+        if let Some(n) = cfg.max_pairs {
+            // A seeded sample, so that a limited run still covers the whole vocabulary.
+            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ 0x5eed));
+            pairs.truncate(n);
+        }
+        if pairs.is_empty() {
+            return Err(Error::InvalidArgument("the benchmark has no training pairs".into()));
+        }
+        let vars = VarMap::new();
+        let bert =
+            TrainableBert::new(&spec.architecture, spec.pooling, VarBuilder::from_varmap(&vars, DType::F32, &device))?;
+        let source = bert_root(init.var_builder(&device));
+        for (name, var) in vars.data().lock().expect("varmap lock poisoned. This is a bug.").iter() {
+            var.set(&source.get(var.dims(), name)?)?;
+        }
+        Ok(EmbedderRun { cfg, init, spec, tokenizer, benchmark, pairs, vars, bert, device })
+    }
+
+    /// Unit-length embeddings of texts, `[n, hidden]`, with the graph for training.
+    fn embed(&self, texts: &[&str]) -> Result<Tensor> {
+        let ids = texts
+            .iter()
+            .map(|t| Ok(self.tokenizer.encode(t, true)?.ids))
+            .collect::<tandem_runtime::Result<Vec<Vec<u32>>>>()?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let pad = u32::try_from(self.spec.architecture.pad_token_id).unwrap_or(0);
+        let (input_ids, mask) = padded_batch(&refs, pad, &self.device)?;
+        Ok(l2_normalize(&self.bert.forward(&input_ids, &mask)?, 1e-12)?)
+    }
+
+    /// The bundle of the current weights.
+    fn manifest(&self, metrics: BTreeMap<String, f64>) -> Manifest {
+        let mut manifest = self.init.manifest.clone();
+        manifest.name = self.cfg.name.clone();
+        manifest.version = self.cfg.version.clone();
+        manifest.provenance = Provenance {
+            dataset: "wordnet".into(),
+            dataset_sha256: String::new(),
+            recipe: "finetune-in-batch-negatives".into(),
+            hyperparameters: self.cfg.hyperparameters(),
+            teacher: Some(self.init.id.clone()),
+        };
+        manifest.metrics = metrics;
+        manifest.created_at = now_rfc3339();
+        manifest
+    }
+
+    fn tokenizer_file(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(vec![(self.spec.tokenizer.clone(), self.init.file(&self.spec.tokenizer)?.to_vec())])
+    }
+
+    fn evaluate(
+        &self,
+        dir: &Path,
+        split: Split,
+        queries: Option<usize>,
+        corpus: Option<usize>,
+    ) -> Result<RetrievalReport> {
+        let options = EvalOptions { split, limit_queries: queries, corpus_limit: corpus, rerank: None };
+        retrieval::evaluate(&self.benchmark, &FirstStage::Embedder(dir.to_path_buf()), &options)
+    }
+}
+
+/// The figures of a report beyond nDCG@10, by name.
+fn figures(report: &RetrievalReport) -> BTreeMap<String, f64> {
+    BTreeMap::from([
+        ("recall_at_1".into(), report.recall_at_1),
+        ("recall_at_10".into(), report.recall_at_10),
+        ("mrr_at_10".into(), report.mrr_at_10),
+    ])
+}
+
+impl Family for EmbedderRun<'_> {
+    type Batch = Vec<usize>;
+
+    const ITEM: &'static str = "pair";
+
+    fn trainable(&self) -> Vec<(String, VarMap)> {
+        vec![(String::new(), self.vars.clone())]
+    }
+
+    fn plan(&self) -> Plan {
+        let steps_per_epoch = self.batches(0).len();
+        Plan { epochs: self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: 0 }
+    }
+
+    fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.pairs.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)));
+        let mut batches = Vec::new();
+        let (mut batch, mut synsets) = (Vec::new(), HashSet::new());
+        let mut deferred = Vec::new();
+        for i in order.into_iter().chain(std::iter::once(usize::MAX)) {
+            if i != usize::MAX && !synsets.insert(self.pairs[i].synset) {
+                deferred.push(i);
+                continue;
+            }
+            if i != usize::MAX {
+                batch.push(i);
+            }
+            if batch.len() == self.cfg.batch_size || (i == usize::MAX && !batch.is_empty()) {
+                batches.push(std::mem::take(&mut batch));
+                synsets.clear();
+            }
+        }
+        // Pairs that met their synset in a batch train in batches of their own at the end.
+        for chunk in deferred.chunks(self.cfg.batch_size) {
+            let mut seen = HashSet::new();
+            let unique: Vec<usize> = chunk.iter().copied().filter(|&i| seen.insert(self.pairs[i].synset)).collect();
+            if unique.len() > 1 {
+                batches.push(unique);
+            }
+        }
+        batches
+    }
+
+    fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
+        let queries: Vec<&str> = batch.iter().map(|&i| self.pairs[i].query.as_str()).collect();
+        let glosses: Vec<&str> = batch.iter().map(|&i| self.pairs[i].positive.as_str()).collect();
+        let (q, d) = (self.embed(&queries)?, self.embed(&glosses)?);
+        let scores = (q.matmul(&d.t()?.contiguous()?)? * self.cfg.scale)?;
+        let n = batch.len();
+        let own = Tensor::arange(0u32, n as u32, &self.device)?;
+        Ok(StepOutput { loss: cross_entropy(&scores, &own)?, hits: correct(&scores, &own)?, n, items: 2 * n })
+    }
+
+    fn validate(&mut self, _epoch: usize) -> Result<Validation> {
+        let dir = trainer::sibling(&self.cfg.out, "val-bundle");
+        let manifest = self.manifest(BTreeMap::new());
+        let weights = tandem_runtime::bundle::serialize_varmap(&self.vars)?;
+        let mut files: Vec<(&str, &[u8])> = vec![(tandem_runtime::bundle::WEIGHTS_FILE, &weights)];
+        let tokenizer = self.tokenizer_file()?;
+        files.extend(tokenizer.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
+        tandem_runtime::bundle::write_bundle_files(&dir, &manifest, &files)?;
+        let report = self.evaluate(&dir, Split::Val, Some(self.cfg.val_queries), Some(self.cfg.val_corpus))?;
+        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: figures(&report) })
+    }
+
+    fn export(&self, history: &[EpochRecord]) -> Result<Export> {
+        let params = self.spec.architecture.num_params();
+        let mut metrics = BTreeMap::from([("params".into(), params as f64)]);
+        if let Some(last) = history.last() {
+            metrics.insert("val_ndcg_at_10".into(), last.val_accuracy);
+        }
+        Ok(Export {
+            manifest: self.manifest(metrics),
+            vars: self.vars.clone(),
+            params,
+            val_accuracy: history.last().map_or(0.0, |r| r.val_accuracy),
+            head_mixture: None,
+            dual_io: None,
+            files: self.tokenizer_file()?,
+        })
+    }
+
+    fn test(&self, dir: &Path) -> Result<TestReport> {
+        let report = self.evaluate(dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
+        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: figures(&report) })
+    }
+}

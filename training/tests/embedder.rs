@@ -1,0 +1,41 @@
+//! The text embedder family on the tiny WordNet fixture: an imported random BERT fine-tuned with
+//! in-batch negatives through the shared loop, exported with its tokenizer, evaluated as served.
+
+use std::path::Path;
+
+use tandem_runtime::bundle::{Bundle, FamilySpec};
+use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
+use tandem_runtime::models::sentence_encoder::Pooling;
+use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
+use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
+
+#[test]
+fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_sentence_transformers_dir(&hf, 1, Pooling::Mean, true).unwrap();
+    let init = dir.path().join("tiny");
+    let options = ImportOptions { name: "tiny".into(), version: "1".into() };
+    import_sentence_transformers(&hf, &init, &options).unwrap();
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
+    let out = dir.path().join("tuned");
+    let mut cfg = EmbedderConfig::new(init.clone(), WordNetSource::Dir(fixture), out.clone());
+    (cfg.epochs, cfg.batch_size, cfg.progress) = (20, 4, false);
+    (cfg.val_queries, cfg.val_corpus) = (50, 100);
+    cfg.optim.lr = 1e-2;
+    let summary = embedder::train(&cfg).unwrap();
+    let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
+    assert!(losses.last().unwrap() < &(losses[0] * 0.7), "in-batch loss falls: {losses:?}");
+
+    let bundle = Bundle::load(&out).unwrap();
+    let FamilySpec::Embedder(spec) = &bundle.manifest.family else { panic!("an embedder bundle") };
+    assert!(bundle.file(&spec.tokenizer).is_ok(), "the tokenizer ships in the bundle");
+    assert_eq!(bundle.manifest.provenance.teacher.as_deref(), Some(Bundle::load(&init).unwrap().id.as_str()));
+    assert!(bundle.manifest.metrics.contains_key("test_recall_at_10"));
+    assert_ne!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(init.join("model.safetensors")).unwrap(),
+        "the weights moved"
+    );
+}
