@@ -225,6 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn the_moments_keep_no_graph_from_a_gradient_that_carries_one() {
+        // A custom op's backward (the differentiable layer norm's) computes the input's gradient
+        // from tracked tensors, so that gradient carries a graph; the moments must not keep it.
+        let varmap = VarMap::new();
+        let x = varmap
+            .get((2, 4), "x", candle_nn::Init::Randn { mean: 0.0, stdev: 1.0 }, DType::F32, &Device::Cpu)
+            .unwrap();
+        let (w, b) =
+            (Tensor::ones(4, DType::F32, &Device::Cpu).unwrap(), Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap());
+        let mut opt = AdamW::new(&varmap, AdamWConfig::default()).unwrap();
+        let loss = tandem_runtime::layers::differentiable::layer_norm(&x, &w, &b, 1e-5)
+            .unwrap()
+            .powf(3.0)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(&x).unwrap().track_op(), "this gradient carries a graph, or the test proves nothing");
+        opt.step(&grads, 0.1).unwrap();
+        assert!(!opt.slots[0].m.track_op() && !opt.slots[0].v.track_op());
+    }
+
+    #[test]
     fn clipping_bounds_the_global_norm_of_trainable_gradients_only() {
         let varmap = VarMap::new();
         let a = varmap.get(2, "a", candle_nn::Init::Const(0.0), DType::F32, &Device::Cpu).unwrap();
