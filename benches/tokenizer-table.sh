@@ -7,8 +7,8 @@
 #   benches/tokenizer-table.sh BIN [OUT_DIR]
 #
 # BIN is a built `tandem` (nothing is built here); OUT_DIR (default tokenizer-table) receives the
-# runs (resumed when the script is run again; a run whose bundle exists is only measured), one JSON
-# report per run and table.md. Settings:
+# runs (resumed when the script is run again; a run whose bundle exists is only measured, and a
+# measurement newer than its bundle is kept), one JSON report per run and table.md. Settings:
 # SEEDS (default "0 1 2"), DATASETS (default "fashion-mnist mnist"), TRAIN_LIMIT (training images,
 # default all), TEACHER_EPOCHS (3), EPOCHS (3), PROBE_TRAIN (10000). The datasets need
 # `tandem data fetch mnist fashion-mnist` first.
@@ -38,9 +38,11 @@ for dataset in ${DATASETS:-fashion-mnist mnist}; do
                     --teacher-epochs "${TEACHER_EPOCHS:-3}" --epochs "${EPOCHS:-3}" "${teacher[@]}" \
                     --out "$run" --resume --quiet --json > /dev/null
             fi
-            "$BIN" eval --task tokenizer --model "$run" --dataset "$dataset" \
-                --fid-classifier "$REPO_DIR/models/$classifier" --probe-train "${PROBE_TRAIN:-10000}" --json \
-                > "$run.eval.json"
+            if [ ! -s "$run.eval.json" ] || [ "$run/manifest.json" -nt "$run.eval.json" ]; then
+                "$BIN" eval --task tokenizer --model "$run" --dataset "$dataset" \
+                    --fid-classifier "$REPO_DIR/models/$classifier" --probe-train "${PROBE_TRAIN:-10000}" --json \
+                    > "$run.eval.json.part" && mv "$run.eval.json.part" "$run.eval.json"
+            fi
         done
     done
 done

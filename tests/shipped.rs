@@ -186,3 +186,62 @@ fn the_shipped_consistency_student_generates_in_one_two_and_four_steps() {
         recognised_by_the_judge(&server, &http, "mnist-consistency", json!({"steps": 2, "sampler": "consistency"}));
     assert!(recognised >= 18, "{recognised} of 40 two-step samples were classified as their class");
 }
+
+/// The mean PSNR of the shipped tokenizer's reconstructions of the whole Fashion-MNIST test split
+/// (`tandem eval --task tokenizer`, BENCHMARKS.md): 22.42 dB.
+const SHIPPED_TOKENIZER_TEST_PSNR: f64 = 22.42;
+
+/// The shipped DualToken tokenizer (Fashion-MNIST): small enough to ship, and over HTTP real test
+/// images (eight from the test split, in `tests/fixtures/fashion`) round-trip through tokenize and
+/// detokenize about as well as the whole split does, while the head on their semantic tokens names
+/// their classes.
+#[test]
+fn the_shipped_tokenizer_round_trips_real_images_over_http() {
+    use base64::Engine;
+    let name = "fashion-dualtoken";
+    let dir = std::path::PathBuf::from(shipped(name));
+    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(size <= 20 << 20, "{name}: {size} bytes");
+    let m = manifest(&dir);
+    assert_eq!(
+        (m["family"]["kind"].as_str(), m["family"]["architecture"]["layout"].as_str()),
+        (Some("image_tokenizer"), Some("dual"))
+    );
+    let recorded_psnr = SHIPPED_TOKENIZER_TEST_PSNR;
+
+    let server = Server::start(&["--model", dir.to_str().unwrap()]);
+    let http = Http::new();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion");
+    let (mut psnr_sum, mut named, mut n) = (0.0, 0, 0);
+    for entry in std::fs::read_dir(fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        let class: usize = path.file_stem().unwrap().to_str().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let original = image::load_from_memory(&bytes).unwrap().to_luma8();
+        let url = server.url(&format!("/v1/models/{name}/tokenize"));
+        let tokens = http.ok(http.client().post(url).header("content-type", "image/png").body(bytes.clone())).json();
+        let entry = &tokens["tokens"][0];
+        assert_eq!(entry["shape"], json!({"height": 7, "width": 7, "depth": 2}));
+        let url = server.url(&format!("/v1/models/{name}/detokenize"));
+        let image = http.ok(http.client().post(url).json(entry)).json();
+        let png = base64::engine::general_purpose::STANDARD.decode(image["png_base64"].as_str().unwrap()).unwrap();
+        let back = image::load_from_memory(&png).unwrap().to_luma8();
+        assert_eq!(back.dimensions(), (28, 28));
+        let mse = original
+            .as_raw()
+            .iter()
+            .zip(back.as_raw())
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+            .sum::<f64>()
+            / 784.0;
+        psnr_sum += 10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10();
+        let url = server.url(&format!("/v1/models/{name}/classify"));
+        let ranked = http.ok(http.client().post(url).header("content-type", "image/png").body(bytes)).json();
+        let labels = m["family"]["labels"].as_array().unwrap();
+        named += usize::from(ranked["predictions"][0][0]["label"] == labels[class]);
+        n += 1;
+    }
+    let psnr = psnr_sum / n as f64;
+    assert!(n == 8 && psnr > recorded_psnr - 3.0, "mean PSNR {psnr:.2} dB on {n} images, recorded {recorded_psnr:.2}");
+    assert!(named >= 5, "the head on the semantic tokens named {named} of {n} classes");
+}
