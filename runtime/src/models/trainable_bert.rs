@@ -159,18 +159,7 @@ mod tests {
     use candle_nn::VarMap;
 
     fn tiny() -> BertConfig {
-        BertConfig {
-            vocab_size: 50,
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            intermediate_size: 24,
-            hidden_act: "gelu".into(),
-            max_position_embeddings: 20,
-            type_vocab_size: 2,
-            layer_norm_eps: 1e-12,
-            pad_token_id: 0,
-        }
+        crate::testing_text::tiny_bert_config(2)
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
 use tandem_runtime::models::cnn::CnnConfig;
 
 use crate::data::{Augment, Dataset, DatasetName};
@@ -162,7 +161,7 @@ impl TrainConfig {
         let arch = serde_json::to_string(&self.student_arch()).expect("configs serialise. This is a bug.");
         let text =
             format!("{arch}|{:?}|{}|{:?}|{:?}", self.hyperparameters(), self.dataset, self.teacher, self.method.name());
-        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        tandem_runtime::bundle::sha256_hex(text.as_bytes())
     }
 
     /// Refuses settings that cannot train.

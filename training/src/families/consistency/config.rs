@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::families::image_generation::GenerationRun;
 use crate::trainer::LoopSettings;
@@ -194,6 +193,6 @@ impl ConsistencyConfig {
             self.method,
             self.init_from
         );
-        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        tandem_runtime::bundle::sha256_hex(text.as_bytes())
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
 use tandem_runtime::diffusion::{BetaSchedule, Solver};
 use tandem_runtime::models::unet::UNetConfig;
 
@@ -106,7 +105,7 @@ impl DiffusionConfig {
         let mut weights_settings = self.hyperparameters();
         weights_settings.remove("guidance");
         let text = format!("diffusion|{}|{weights_settings:?}|{}", self.run.arch_json(), self.run.dataset);
-        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        tandem_runtime::bundle::sha256_hex(text.as_bytes())
     }
 }
 

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::optim::AdamWConfig;
 use crate::trainer::LoopSettings;
@@ -136,6 +135,6 @@ impl EmbedderConfig {
 
     fn fingerprint(&self) -> String {
         let text = format!("embedder|{:?}|{:?}|{:?}", self.hyperparameters(), self.init, self.wordnet);
-        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        tandem_runtime::bundle::sha256_hex(text.as_bytes())
     }
 }

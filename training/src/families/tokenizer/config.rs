@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tandem_runtime::models::image_tokenizer::ImageTokenizerConfig;
 
 use crate::data::DatasetName;
@@ -195,6 +194,6 @@ impl TokenizerConfig {
     fn fingerprint(&self) -> String {
         let arch = serde_json::to_string(&self.arch).expect("configs serialise. This is a bug.");
         let text = format!("tokenizer|{arch}|{:?}|{}|{:?}", self.hyperparameters(), self.dataset, self.teacher);
-        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        tandem_runtime::bundle::sha256_hex(text.as_bytes())
     }
 }
