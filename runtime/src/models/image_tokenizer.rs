@@ -380,8 +380,9 @@ impl ImageTokenizer {
         Ok(Codes { pixel, semantic })
     }
 
-    /// The de-quantised vectors of codes `[n, positions, depth]` in `quantizer`.
-    fn dequantize(quantizer: &ResidualQuantizer, codes: &Tensor) -> Result<Tensor> {
+    /// The de-quantised vectors `[n, positions, code_dim]` of codes `[n, positions, depth]` in
+    /// `quantizer` (one of this tokenizer's streams).
+    pub fn dequantize(quantizer: &ResidualQuantizer, codes: &Tensor) -> Result<Tensor> {
         let (n, p, depth) = codes.dims3()?;
         quantizer.dequantize(&codes.reshape((n * p, depth))?)?.reshape((n, p, quantizer.dim()))
     }

@@ -17,7 +17,8 @@ use tandem_runtime::bundle::{Bundle, FamilySpec};
 use tandem_runtime::models::image_tokenizer::ImageTokenizer;
 use tandem_runtime::models::rvq::ResidualQuantizer;
 
-use super::measure::{measure, Measured};
+use super::measure::measure;
+use super::quality::CodeUsage;
 use crate::data::{self, DatasetName, Split};
 use crate::fid::{FeatureExtractor, FeatureStats};
 use crate::{Error, Result};
@@ -26,15 +27,6 @@ use crate::{Error, Result};
 const PROBE_STEPS: usize = 300;
 /// Adam's learning rate for the probes.
 const PROBE_LR: f64 = 0.01;
-
-/// One depth of one codebook.
-#[derive(Debug, Clone, Serialize)]
-pub struct DepthUsage {
-    /// Share of the codebook used at this depth.
-    pub usage: f64,
-    /// exp of the codes' entropy at this depth.
-    pub perplexity: f64,
-}
 
 /// What `tandem eval --task tokenizer` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -62,15 +54,14 @@ pub struct TokenizerReport {
     /// Training images the probes were fitted on.
     pub probe_train: usize,
     /// Codebook usage per stream and depth.
-    pub codebooks: BTreeMap<String, Vec<DepthUsage>>,
+    pub codebooks: BTreeMap<String, Vec<CodeUsage>>,
 }
 
 /// The de-quantised code vectors of every image, each image's positions concatenated.
 fn embeddings(quantizer: &ResidualQuantizer, codes: &[u32], images: usize, device: &Device) -> Result<Tensor> {
-    let depth = quantizer.depth();
-    let rows = codes.len() / depth;
-    let codes = Tensor::from_vec(codes.to_vec(), (rows, depth), device)?;
-    Ok(quantizer.dequantize(&codes)?.reshape((images, (rows / images.max(1)) * quantizer.dim()))?)
+    let per_image = codes.len() / images.max(1);
+    let codes = Tensor::from_vec(codes.to_vec(), (images, per_image / quantizer.depth(), quantizer.depth()), device)?;
+    Ok(ImageTokenizer::dequantize(quantizer, &codes)?.flatten_from(1)?)
 }
 
 /// Accuracy on `(test, test_labels)` of softmax regression fitted on `(train, labels)`.
@@ -94,10 +85,6 @@ fn linear_probe(train: &Tensor, labels: &[u8], test: &Tensor, test_labels: &[u8]
     let predicted = candle_nn::Module::forward(&head, &x_test)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let hits = predicted.iter().zip(test_labels).filter(|(p, l)| **p == u32::from(**l)).count();
     Ok(hits as f64 / test_labels.len().max(1) as f64)
-}
-
-fn usage(m: &Measured, codes: &[u32]) -> Vec<DepthUsage> {
-    m.usage_by_depth(codes).into_iter().map(|u| DepthUsage { usage: u.usage, perplexity: u.perplexity }).collect()
 }
 
 /// Measures the tokenizer bundle in `dir` on `split` of `dataset` (the first `limit` images, or
@@ -142,9 +129,9 @@ pub fn evaluate(
         (Some(q), Some(fit), Some(eval)) => Some(probe(q, fit, eval)?),
         _ => None,
     };
-    let mut codebooks = BTreeMap::from([("pixel".to_string(), usage(&m, &m.pixel_codes))]);
+    let mut codebooks = BTreeMap::from([("pixel".to_string(), m.usage_by_depth(&m.pixel_codes))]);
     if let Some(codes) = &m.semantic_codes {
-        codebooks.insert("semantic".into(), usage(&m, codes));
+        codebooks.insert("semantic".into(), m.usage_by_depth(codes));
     }
     Ok(TokenizerReport {
         model: bundle.model_id(),

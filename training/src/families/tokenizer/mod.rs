@@ -199,19 +199,27 @@ impl<'a> TokenizerRun<'a> {
         let decoded = quantized.get("pixel").or(quantized.get("semantic")).expect("a stream exists. This is a bug.");
         let reconstruction = self.net.decode_latent(decoded)?;
         loss = (loss + ((&reconstruction - x)?.sqr()?.mean_all()? * w.reconstruction)?)?;
-        let layer = cfg.arch.pixel_layer;
+        let (layer, s) = (cfg.arch.pixel_layer, cfg.arch.semantic_layer);
+        let semantic = quantized.get("semantic");
+        // One frozen teacher pass over the images serves both the perceptual and the semantic targets.
+        let deepest = match (w.perceptual > 0.0, semantic.is_some()) {
+            (true, true) => layer.max(s),
+            (true, false) => layer,
+            (false, true) => s,
+            (false, false) => 0,
+        };
+        let teacher_states: Vec<Tensor> =
+            self.teacher.hidden_states(x, deepest)?.into_iter().map(|t| t.detach()).collect();
         if w.perceptual > 0.0 {
-            let target = self.teacher.hidden_states(x, layer)?.pop().expect("layers. This is a bug.").detach();
             let seen = self.teacher.hidden_states(&reconstruction, layer)?.pop().expect("layers. This is a bug.");
-            loss = (loss + ((seen - target)?.sqr()?.mean_all()? * w.perceptual)?)?;
+            loss = (loss + ((seen - &teacher_states[layer])?.sqr()?.mean_all()? * w.perceptual)?)?;
         }
         let mut hits = 0;
-        if let Some(zq) = quantized.get("semantic") {
-            let s = cfg.arch.semantic_layer;
-            let target = self.teacher.hidden_states(x, s)?.pop().expect("layers. This is a bug.").detach();
-            let target_pooled = self.teacher.finish(&target, s)?.0.detach();
+        if let Some(zq) = semantic {
+            let target = &teacher_states[s];
+            let target_pooled = self.teacher.finish(target, s)?.0.detach();
             let (hidden, pooled, logits) = self.net.semantic_head(zq)?;
-            let alignment = ((alignment(&hidden, &target)? * FEATURE_ALIGNMENT)?
+            let alignment = ((alignment(&hidden, target)? * FEATURE_ALIGNMENT)?
                 + (alignment(&pooled, &target_pooled)? * POOLED_ALIGNMENT)?)?;
             loss = (loss + (alignment * w.semantic)?)?;
             hits = correct(&logits, labels)?;

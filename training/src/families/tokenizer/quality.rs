@@ -60,7 +60,7 @@ pub fn ssim(a: &[u8], b: &[u8], height: usize, width: usize) -> f64 {
 
 /// How a codebook was used at one depth: the share of its codes that occurred, and the
 /// perplexity exp(H) of the codes' distribution (the number of equally likely codes it is worth).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct CodeUsage {
     /// Codes that occurred at least once, over the codebook's size.
     pub usage: f64,
