@@ -214,17 +214,12 @@ impl Benchmark {
     /// would otherwise carry held-out text into training.
     pub fn training_pairs(&self) -> Vec<TrainingPair> {
         let mut held_out_queries = HashSet::new();
-        let mut held_out_docs = HashSet::new();
         for query in &self.queries {
             if self.split[query.synset] != Split::Train {
                 held_out_queries.insert(normalize(&query.text));
             }
         }
-        for (doc, split) in self.docs.iter().zip(&self.split) {
-            if *split != Split::Train {
-                held_out_docs.insert(normalize(doc));
-            }
-        }
+        let held_out_docs = self.held_out_definitions();
         self.queries
             .iter()
             .filter(|q| self.split[q.synset] == Split::Train)
@@ -232,6 +227,39 @@ impl Benchmark {
             .filter(|q| !held_out_docs.contains(&normalize(&self.docs[q.synset])))
             .map(|q| TrainingPair { query: q.text.clone(), positive: self.docs[q.synset].clone(), synset: q.synset })
             .collect()
+    }
+}
+
+impl Benchmark {
+    /// The documents training may show (as negatives, or to distil on): the train split's
+    /// definitions, without any that equals (ignoring case and spacing) a validation or test
+    /// definition. With `limit`, `keep` (e.g. the training pairs' positives) plus the first others
+    /// in split-hash order, up to `limit` documents. Document numbers come back in WordNet's order.
+    pub fn training_docs(&self, keep: &[usize], limit: Option<usize>) -> Vec<usize> {
+        let held_out = self.held_out_definitions();
+        let allowed = |d: usize| self.split[d] == Split::Train && !held_out.contains(&normalize(&self.docs[d]));
+        let Some(limit) = limit else {
+            return (0..self.len()).filter(|&d| allowed(d)).collect();
+        };
+        let mut chosen = vec![false; self.len()];
+        let mut n_chosen = 0;
+        for &d in keep {
+            if d < self.len() && allowed(d) && !chosen[d] {
+                chosen[d] = true;
+                n_chosen += 1;
+            }
+        }
+        let mut others: Vec<usize> = (0..self.len()).filter(|&d| !chosen[d] && allowed(d)).collect();
+        others.sort_unstable_by_key(|&d| (self.split_hash[d], d));
+        for d in others.into_iter().take(limit.saturating_sub(n_chosen)) {
+            chosen[d] = true;
+        }
+        (0..self.len()).filter(|&d| chosen[d]).collect()
+    }
+
+    /// The normalised definitions of the validation and test synsets.
+    fn held_out_definitions(&self) -> HashSet<String> {
+        self.docs.iter().zip(&self.split).filter(|(_, s)| **s != Split::Train).map(|(d, _)| normalize(d)).collect()
     }
 }
 
@@ -379,6 +407,22 @@ mod tests {
         );
         let pairs = benchmark.training_pairs();
         assert_eq!(pairs, [TrainingPair { query: "sunflower".into(), positive: "a tall plant".into(), synset: 1 }]);
+    }
+
+    #[test]
+    fn training_documents_are_train_definitions_only() {
+        let (_, benchmark) = fixture();
+        let all = benchmark.training_docs(&[], None);
+        assert!(!all.is_empty());
+        assert!(all.iter().all(|&d| benchmark.split_of(d) == Split::Train));
+        let train_synsets = (0..benchmark.len()).filter(|&d| benchmark.split_of(d) == Split::Train).count();
+        assert!(all.len() <= train_synsets);
+        let limited = benchmark.training_docs(&[all[3]], Some(2));
+        assert_eq!(limited.len(), 2);
+        assert!(limited.contains(&all[3]));
+        // A held-out document asked for is never kept.
+        let test_doc = (0..benchmark.len()).find(|&d| benchmark.split_of(d) == Split::Test).unwrap();
+        assert!(!benchmark.training_docs(&[test_doc], Some(1)).contains(&test_doc));
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl Index {
 }
 
 /// An embedder bundle loaded into its own runtime, driven from synchronous code.
-struct Encoder {
+pub(super) struct Encoder {
     tokio: tokio::runtime::Runtime,
     runtime: Runtime,
     id: String,
@@ -281,7 +281,7 @@ struct Encoder {
 impl Encoder {
     /// Loads the bundle in `dir`, which must be an embedder; `cache_capacity` 0 turns the
     /// result cache off (a corpus is embedded once, so caching it only costs memory).
-    fn load(dir: &Path, cache_capacity: u64) -> Result<Encoder> {
+    pub(super) fn load(dir: &Path, cache_capacity: u64) -> Result<Encoder> {
         let (encoder, kind) = Encoder::load_any(dir, cache_capacity)?;
         if kind != "embedder" {
             return Err(Error::InvalidArgument(format!(
@@ -310,7 +310,7 @@ impl Encoder {
     }
 
     /// Unit-length embeddings of `texts`, in order; long texts are truncated to the model's limit.
-    fn embed(&self, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
+    pub(super) fn embed(&self, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
         let mut vectors = Vec::with_capacity(texts.len());
         let started = Instant::now();
         let mut logged = 0;

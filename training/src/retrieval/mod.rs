@@ -39,8 +39,10 @@ pub mod benchmark;
 pub mod bm25;
 mod eval;
 pub mod metrics;
+pub mod mining;
 pub mod search;
 
 pub use benchmark::{Benchmark, Query, QueryKind, TrainingPair, HELD_OUT_QUERIES};
 pub use eval::{evaluate, ByKind, EvalOptions, FirstStage, KindFigures, Rerank, RetrievalReport, BM25, CUTOFF};
 pub use metrics::Metrics;
+pub use mining::{mine_hard_negatives, MiningOptions};
