@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
+use tandem_training::retrieval::MiningOptions;
 
 /// Arguments of `tandem train-embedder`.
 #[derive(clap::Args)]
@@ -30,6 +31,19 @@ pub struct TrainEmbedderArgs {
     /// Truncate texts to this many tokens (at most the bundle's limit).
     #[arg(long)]
     pub max_seq_length: Option<usize>,
+    /// Hard negatives per pair, mined by the model being trained at the start of every epoch
+    /// [default: 0, in-batch negatives only].
+    #[arg(long, default_value_t = 0)]
+    pub hard_negatives: usize,
+    /// Documents searched per query when mining.
+    #[arg(long, default_value_t = 30)]
+    pub mine_depth: usize,
+    /// The miner's best non-answers passed over (likely unjudged answers).
+    #[arg(long, default_value_t = 0)]
+    pub mine_skip_top: usize,
+    /// Mine among this many training glosses (the pairs' own included) [default: all].
+    #[arg(long)]
+    pub mine_corpus: Option<usize>,
     /// Validation queries asked after each epoch.
     #[arg(long, default_value_t = 500)]
     pub val_queries: usize,
@@ -62,6 +76,12 @@ pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
     (cfg.val_queries, cfg.val_corpus) = (args.val_queries, args.val_corpus);
     (cfg.test_queries, cfg.test_corpus) = (args.test_queries, args.test_corpus);
     cfg.optim.lr = args.lr;
+    cfg.mining = MiningOptions {
+        per_query: args.hard_negatives,
+        depth: args.mine_depth,
+        skip_top: args.mine_skip_top,
+        corpus_limit: args.mine_corpus,
+    };
     (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
     let summary = embedder::train(&cfg)?;
     super::train::print_summary(&summary, out.json);

@@ -8,6 +8,7 @@ use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
 use tandem_runtime::models::sentence_encoder::Pooling;
 use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
 use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
+use tandem_training::retrieval::MiningOptions;
 
 #[test]
 fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
@@ -27,6 +28,22 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
     let summary = embedder::train(&cfg).unwrap();
     let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "in-batch loss falls: {losses:?}");
+
+    assert!(!summary.history[0].extra.contains_key("hard_negatives_per_pair"), "no mining unless asked");
+
+    // With mining, each epoch mines hard negatives with the current weights, and they join the
+    // batch's columns.
+    let mined_out = dir.path().join("mined");
+    let mut mined = EmbedderConfig::new(init.clone(), cfg.wordnet.clone(), mined_out.clone());
+    (mined.epochs, mined.batch_size, mined.progress) = (2, 4, false);
+    (mined.val_queries, mined.val_corpus) = (50, 100);
+    mined.mining = MiningOptions { per_query: 2, depth: 6, skip_top: 0, corpus_limit: None };
+    let summary_mined = embedder::train(&mined).unwrap();
+    for record in &summary_mined.history {
+        let per_pair = record.extra["hard_negatives_per_pair"];
+        assert!(per_pair > 0.0 && per_pair <= 2.0, "{record:?}");
+    }
+    assert!(mined_out.join("manifest.json").exists());
 
     let bundle = Bundle::load(&out).unwrap();
     let FamilySpec::Embedder(spec) = &bundle.manifest.family else { panic!("an embedder bundle") };

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::optim::AdamWConfig;
+use crate::retrieval::MiningOptions;
 use crate::trainer::LoopSettings;
 use crate::{Error, Result};
 
@@ -47,6 +48,10 @@ pub struct EmbedderConfig {
     pub scale: f64,
     /// Truncate texts to this many tokens (at most the bundle's limit).
     pub max_seq_length: Option<usize>,
+    /// Hard negatives per pair, mined by the model being trained at the start of every epoch
+    /// (`per_query` 0: in-batch negatives only). Every query of a batch is scored against every
+    /// gloss of the batch, positives and mined negatives alike.
+    pub mining: MiningOptions,
     /// Validation queries asked after each epoch.
     pub val_queries: usize,
     /// Documents searched at validation (every judged one included).
@@ -82,6 +87,7 @@ impl EmbedderConfig {
             max_pairs: None,
             scale: 20.0,
             max_seq_length: None,
+            mining: MiningOptions { per_query: 0, ..MiningOptions::default() },
             val_queries: 500,
             val_corpus: 10_000,
             test_queries: None,
@@ -118,6 +124,10 @@ impl EmbedderConfig {
             ("max_pairs".into(), json!(self.max_pairs)),
             ("scale".into(), json!(self.scale)),
             ("max_seq_length".into(), json!(self.max_seq_length)),
+            ("hard_negatives".into(), json!(self.mining.per_query)),
+            ("mine_depth".into(), json!(self.mining.depth)),
+            ("mine_skip_top".into(), json!(self.mining.skip_top)),
+            ("mine_corpus".into(), json!(self.mining.corpus_limit)),
         ])
     }
 

@@ -10,7 +10,9 @@
 //! validation writes the current weights as a bundle beside the run (`<out>.val-bundle`).
 //!
 //! A batch never holds two pairs of one synset, whose glosses would count as each other's
-//! negatives.
+//! negatives. With mining on, the model mines hard negatives for every pair at the start of each
+//! epoch ([`retrieval::mine_hard_negatives`], on its current weights through the serving path),
+//! and a batch's mined glosses join its positives as columns of the score matrix.
 
 mod config;
 
@@ -31,6 +33,7 @@ use tandem_runtime::text::TextTokenizer;
 use crate::data::wordnet::WordNet;
 use crate::data::Split;
 use crate::losses::{correct, cross_entropy};
+use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
 use crate::retrieval::{self, Benchmark, EvalOptions, FirstStage, RetrievalReport, TrainingPair};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
@@ -55,6 +58,8 @@ pub struct EmbedderRun<'a> {
     vars: VarMap,
     bert: TrainableBert,
     device: Device,
+    /// Per pair, the hard negatives mined at the start of the current epoch (empty without mining).
+    negatives: Vec<Vec<usize>>,
 }
 
 impl<'a> EmbedderRun<'a> {
@@ -92,7 +97,7 @@ impl<'a> EmbedderRun<'a> {
         for (name, var) in vars.data().lock().expect("varmap lock poisoned. This is a bug.").iter() {
             var.set(&source.get(var.dims(), name)?)?;
         }
-        Ok(EmbedderRun { cfg, init, spec, tokenizer, benchmark, pairs, vars, bert, device })
+        Ok(EmbedderRun { cfg, init, spec, tokenizer, benchmark, pairs, vars, bert, device, negatives: Vec::new() })
     }
 
     /// Unit-length embeddings of texts, `[n, hidden]`, with the graph for training.
@@ -122,6 +127,33 @@ impl<'a> EmbedderRun<'a> {
         manifest.metrics = metrics;
         manifest.created_at = now_rfc3339();
         manifest
+    }
+
+    /// The mined negatives of a batch's pairs, each once, without any document that is a batch
+    /// pair's own synset or has its text (it would be another query's positive).
+    fn batch_negatives(&self, batch: &[usize]) -> Vec<usize> {
+        if self.negatives.is_empty() {
+            return Vec::new();
+        }
+        let synsets: HashSet<usize> = batch.iter().map(|&i| self.pairs[i].synset).collect();
+        let texts: HashSet<&str> = batch.iter().map(|&i| self.pairs[i].positive.as_str()).collect();
+        let mut seen = HashSet::new();
+        batch
+            .iter()
+            .flat_map(|&i| self.negatives[i].iter().copied())
+            .filter(|d| !synsets.contains(d) && !texts.contains(self.benchmark.docs[*d].as_str()) && seen.insert(*d))
+            .collect()
+    }
+
+    /// Writes the current weights as a servable bundle in `dir`.
+    fn write_current_bundle(&self, dir: &Path) -> Result<()> {
+        let manifest = self.manifest(BTreeMap::new());
+        let weights = tandem_runtime::bundle::serialize_varmap(&self.vars)?;
+        let mut files: Vec<(&str, &[u8])> = vec![(tandem_runtime::bundle::WEIGHTS_FILE, &weights)];
+        let tokenizer = self.tokenizer_file()?;
+        files.extend(tokenizer.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
+        tandem_runtime::bundle::write_bundle_files(dir, &manifest, &files)?;
+        Ok(())
     }
 
     fn tokenizer_file(&self) -> Result<Vec<(String, Vec<u8>)>> {
@@ -193,24 +225,38 @@ impl Family for EmbedderRun<'_> {
         batches
     }
 
+    fn begin_epoch(&mut self, epoch: usize, _optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
+        if self.cfg.mining.per_query == 0 {
+            return Ok(BTreeMap::new());
+        }
+        // The model mines with its weights as they are now, through the serving path.
+        let dir = trainer::sibling(&self.cfg.out, "miner-bundle");
+        self.write_current_bundle(&dir)?;
+        let started = std::time::Instant::now();
+        self.negatives = retrieval::mine_hard_negatives(&self.benchmark, &dir, &self.pairs, &self.cfg.mining)?;
+        let mined = self.negatives.iter().map(Vec::len).sum::<usize>();
+        tracing::info!(epoch, mined, seconds = started.elapsed().as_secs_f64(), "hard negatives mined");
+        Ok(BTreeMap::from([
+            ("hard_negatives_per_pair".into(), mined as f64 / self.pairs.len() as f64),
+            ("mining_s".into(), started.elapsed().as_secs_f64()),
+        ]))
+    }
+
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
         let queries: Vec<&str> = batch.iter().map(|&i| self.pairs[i].query.as_str()).collect();
-        let glosses: Vec<&str> = batch.iter().map(|&i| self.pairs[i].positive.as_str()).collect();
+        let mut glosses: Vec<&str> = batch.iter().map(|&i| self.pairs[i].positive.as_str()).collect();
+        glosses.extend(self.batch_negatives(batch).into_iter().map(|d| self.benchmark.docs[d].as_str()));
         let (q, d) = (self.embed(&queries)?, self.embed(&glosses)?);
         let scores = (q.matmul(&d.t()?.contiguous()?)? * self.cfg.scale)?;
         let n = batch.len();
         let own = Tensor::arange(0u32, n as u32, &self.device)?;
-        Ok(StepOutput { loss: cross_entropy(&scores, &own)?, hits: correct(&scores, &own)?, n, items: 2 * n })
+        let items = n + glosses.len();
+        Ok(StepOutput { loss: cross_entropy(&scores, &own)?, hits: correct(&scores, &own)?, n, items })
     }
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let dir = trainer::sibling(&self.cfg.out, "val-bundle");
-        let manifest = self.manifest(BTreeMap::new());
-        let weights = tandem_runtime::bundle::serialize_varmap(&self.vars)?;
-        let mut files: Vec<(&str, &[u8])> = vec![(tandem_runtime::bundle::WEIGHTS_FILE, &weights)];
-        let tokenizer = self.tokenizer_file()?;
-        files.extend(tokenizer.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
-        tandem_runtime::bundle::write_bundle_files(&dir, &manifest, &files)?;
+        self.write_current_bundle(&dir)?;
         let report = self.evaluate(&dir, Split::Val, Some(self.cfg.val_queries), Some(self.cfg.val_corpus))?;
         Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: figures(&report) })
     }
