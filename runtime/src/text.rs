@@ -5,7 +5,9 @@
 //! change nothing else, and truncate silently, while we must tell the caller when text is cut.
 
 use rayon::prelude::*;
-use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
+use tokenizers::{
+    truncate_encodings, Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::{Error, Result};
 
@@ -20,12 +22,27 @@ pub struct Encoded {
     pub n_tokens_before_truncation: usize,
 }
 
+/// One encoded (query, document) pair: `[CLS] query [SEP] document [SEP]` for BERT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPair {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Where the second segment (token type 1) starts: token types are 0 before it and 1 from it
+    /// on. A BERT pair template puts the document and its closing `[SEP]` there.
+    pub second: usize,
+    /// Whether either text was cut to fit the limit.
+    pub truncated: bool,
+    /// How many tokens, special tokens included, the whole pair needed.
+    pub n_tokens_before_truncation: usize,
+}
+
 /// A tokenizer with a length limit, turning text into the ids a BERT encoder reads.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
     tokenizer: Tokenizer,
     max_seq_length: usize,
     n_special_tokens: usize,
+    n_pair_special_tokens: usize,
 }
 
 impl TextTokenizer {
@@ -39,12 +56,13 @@ impl TextTokenizer {
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| Error::Bundle(format!("tokenizer.json: {e}")))?;
         let n_special_tokens = tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        let n_pair_special_tokens = tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(true));
         if max_seq_length <= n_special_tokens {
             return Err(Error::Bundle(format!(
                 "max_seq_length {max_seq_length} leaves no room for text next to {n_special_tokens} special tokens"
             )));
         }
-        Ok(TextTokenizer { tokenizer, max_seq_length, n_special_tokens })
+        Ok(TextTokenizer { tokenizer, max_seq_length, n_special_tokens, n_pair_special_tokens })
     }
 
     /// The most tokens, special tokens included, of an encoded text.
@@ -100,10 +118,83 @@ impl TextTokenizer {
         Ok(Encoded { ids: encoding.get_ids().to_vec(), truncated, n_tokens_before_truncation: n_tokens })
     }
 
+    /// Encodes a (query, document) pair with the tokenizer's pair template, the way Hugging Face
+    /// tokenizers encode `tokenizer(query, document)`: for BERT `[CLS] query [SEP] document [SEP]`
+    /// with token types 0 for the query's segment and 1 for the document's.
+    ///
+    /// A pair longer than the limit is cut when `truncate` is set, the longer text first (the
+    /// `longest_first` strategy of Hugging Face and of sentence-transformers' cross-encoders), each
+    /// keeping its start; otherwise it is an [`Error::InvalidInput`] naming the token count and
+    /// the limit.
+    pub fn encode_pair(&self, query: &str, document: &str, truncate: bool) -> Result<EncodedPair> {
+        let encode = |text: &str| {
+            self.tokenizer
+                .encode_fast(text, false)
+                .map_err(|e| Error::InvalidInput(format!("cannot tokenize the text: {e}")))
+        };
+        let first = encode(query)?;
+        let mut second = encode(document)?;
+        // What the library's own pair encoding does before its template: the second text is type 1.
+        second.set_type_ids(vec![1; second.len()]);
+        let n_tokens = first.len() + second.len() + self.n_pair_special_tokens;
+        let truncated = n_tokens > self.max_seq_length;
+        let (first, second) = if truncated {
+            if !truncate {
+                return Err(Error::InvalidInput(format!(
+                    "the pair has {n_tokens} tokens, more than the limit of {}",
+                    self.max_seq_length
+                )));
+            }
+            let Some(max_length) = self.max_seq_length.checked_sub(self.n_pair_special_tokens) else {
+                return Err(Error::InvalidInput(format!(
+                    "the limit of {} tokens leaves no room for a pair's {} special tokens",
+                    self.max_seq_length, self.n_pair_special_tokens
+                )));
+            };
+            let params = TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            };
+            let (mut first, second) = truncate_encodings(first, Some(second), &params)
+                .map_err(|e| Error::Internal(format!("pair truncation failed: {e}")))?;
+            let mut second = second.expect("a pair truncates into a pair. This is a bug.");
+            // The cut-off rests are of no use and would be post-processed too.
+            first.take_overflowing();
+            second.take_overflowing();
+            (first, second)
+        } else {
+            (first, second)
+        };
+        let encoding = self
+            .tokenizer
+            .post_process(first, Some(second), true)
+            .map_err(|e| Error::Internal(format!("tokenizer post-processing failed: {e}")))?;
+        let second = segment_start(&encoding)?;
+        Ok(EncodedPair { ids: encoding.get_ids().to_vec(), second, truncated, n_tokens_before_truncation: n_tokens })
+    }
+
     /// Encodes several texts in parallel; fails on the first text [`TextTokenizer::encode`] refuses.
     pub fn encode_batch(&self, texts: &[&str], truncate: bool) -> Result<Vec<Encoded>> {
         texts.par_iter().map(|text| self.encode(text, truncate)).collect()
     }
+}
+
+/// Where token type 1 starts in a pair's encoding (its length when no token has it).
+///
+/// Encoders take a pair as one sequence plus this position, so the types must be a run of 0s
+/// followed by a run of 1s; a `tokenizer.json` whose template gives anything else cannot serve
+/// pairs.
+fn segment_start(encoding: &Encoding) -> Result<usize> {
+    let types = encoding.get_type_ids();
+    let start = types.iter().position(|&t| t != 0).unwrap_or(types.len());
+    if types[start..].iter().any(|&t| t != 1) {
+        return Err(Error::Bundle(format!(
+            "tokenizer.json: a pair's token types must be 0s then 1s, the template gives {types:?}"
+        )));
+    }
+    Ok(start)
 }
 
 #[cfg(test)]
@@ -175,6 +266,46 @@ mod tests {
         }
         assert!(batch[2].truncated);
         assert!(t.encode_batch(&texts, false).is_err());
+    }
+
+    #[track_caller]
+    fn check_pair(max: usize, query: &str, document: &str, expect: (&[&str], usize, bool, usize)) {
+        let t = tokenizer(max);
+        let enc = t.encode_pair(query, document, true).unwrap();
+        let ids: Vec<u32> = expect.0.iter().map(|token| id(&t, token)).collect();
+        let (_, second, truncated, n_tokens) = expect;
+        assert_eq!(enc, EncodedPair { ids, second, truncated, n_tokens_before_truncation: n_tokens });
+        match t.encode_pair(query, document, false) {
+            Ok(whole) => assert!(!truncated && whole == enc),
+            Err(Error::InvalidInput(msg)) => {
+                assert!(truncated);
+                assert_eq!(msg, format!("the pair has {n_tokens} tokens, more than the limit of {max}"));
+            }
+            Err(other) => panic!("expected invalid input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pairs_follow_the_template_with_the_document_as_type_1() {
+        check_pair(
+            16,
+            "the cat",
+            "a dog sat",
+            (&["[CLS]", "the", "cat", "[SEP]", "a", "dog", "sat", "[SEP]"], 4, false, 8),
+        );
+        check_pair(16, "", "", (&["[CLS]", "[SEP]", "[SEP]"], 2, false, 3));
+        // Exactly at the limit is not truncation.
+        check_pair(6, "the cat", "dog", (&["[CLS]", "the", "cat", "[SEP]", "dog", "[SEP]"], 4, false, 6));
+    }
+
+    #[test]
+    fn pair_truncation_cuts_the_longer_text_first() {
+        // Two tokens too many, both from the document.
+        let long_document = (&["[CLS]", "cat", "[SEP]", "the", "dog", "sat", "[SEP]"][..], 3, true, 9);
+        check_pair(7, "cat", "the dog sat on the", long_document);
+        // Both long: each keeps half of the room, and its start.
+        let both = (&["[CLS]", "the", "cat", "[SEP]", "a", "dog", "[SEP]"][..], 4, true, 11);
+        check_pair(7, "the cat sat on", "a dog run fast", both);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::HiddenAct;
 
-use super::sentence_encoder::{bert_root, check_batch, BertConfig, Pooling};
+use super::sentence_encoder::{bert_root, check_batch, check_pairs, BertConfig, Pooling, SegmentedIds};
 use crate::kernels::{layer_norm_rows, self_attention_with, Activation, Kernel, PackedLinear};
 
 /// A layer norm's scale and shift.
@@ -56,6 +56,7 @@ pub struct FastBertEncoder {
     intermediate: usize,
     vocab_size: usize,
     max_position_embeddings: usize,
+    type_vocab_size: usize,
     eps: f32,
     /// The feed-forward activation.
     act: Activation,
@@ -65,7 +66,8 @@ pub struct FastBertEncoder {
     word: Vec<f32>,
     /// `[max_position_embeddings, hidden]`.
     position: Vec<f32>,
-    /// The embedding of token type 0, the only one sentence encoders use.
+    /// `[type_vocab_size, hidden]`: sentence encoders use row 0, a cross-encoder's pairs rows 0
+    /// and 1.
     token_type: Vec<f32>,
     embedding_norm: Norm,
     layers: Vec<Layer>,
@@ -141,8 +143,7 @@ impl FastBertEncoder {
         let emb = vb.pp("embeddings");
         let word = embedding(cfg.vocab_size, h, emb.pp("word_embeddings"))?;
         let position = embedding(cfg.max_position_embeddings, h, emb.pp("position_embeddings"))?;
-        let mut token_type = embedding(cfg.type_vocab_size, h, emb.pp("token_type_embeddings"))?;
-        token_type.truncate(h);
+        let token_type = embedding(cfg.type_vocab_size, h, emb.pp("token_type_embeddings"))?;
         let embedding_norm = norm(h, cfg.layer_norm_eps, emb.pp("LayerNorm"))?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for index in 0..cfg.num_hidden_layers {
@@ -174,6 +175,7 @@ impl FastBertEncoder {
             intermediate: i,
             vocab_size: cfg.vocab_size,
             max_position_embeddings: cfg.max_position_embeddings,
+            type_vocab_size: cfg.type_vocab_size,
             eps: cfg.layer_norm_eps as f32,
             word,
             position,
@@ -204,6 +206,24 @@ impl FastBertEncoder {
     /// its own tokens only, so the batch's composition changes nothing, not even the rounding.
     pub fn embed(&self, batch: &[&[u32]]) -> crate::Result<Vec<Vec<f32>>> {
         check_batch(batch, self.vocab_size, self.max_position_embeddings)?;
+        let pairs: Vec<SegmentedIds> = batch.iter().map(|&ids| SegmentedIds { ids, second: ids.len() }).collect();
+        self.run(&pairs)
+    }
+
+    /// Encodes two-segment sequences (a cross-encoder's pairs) as pooled, unnormalized vectors:
+    /// [`FastBertEncoder::embed`] with token type 1 from each pair's `second` on.
+    ///
+    /// The contract of [`SentenceEncoder::embed_pairs`](super::sentence_encoder::SentenceEncoder::embed_pairs),
+    /// with the same messages.
+    pub fn embed_pairs(&self, batch: &[SegmentedIds]) -> crate::Result<Vec<Vec<f32>>> {
+        let seqs: Vec<&[u32]> = batch.iter().map(|pair| pair.ids).collect();
+        check_batch(&seqs, self.vocab_size, self.max_position_embeddings)?;
+        check_pairs(batch, self.type_vocab_size)?;
+        self.run(batch)
+    }
+
+    /// Runs checked sequences, each a single text when its `second` is its length.
+    fn run(&self, batch: &[SegmentedIds]) -> crate::Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -224,13 +244,13 @@ impl FastBertEncoder {
     }
 
     /// The forward pass of [`FastBertEncoder::embed`] on checked input, in `buffers`.
-    fn forward(&self, batch: &[&[u32]], buffers: &mut Buffers) -> crate::Result<Vec<Vec<f32>>> {
+    fn forward(&self, batch: &[SegmentedIds], buffers: &mut Buffers) -> crate::Result<Vec<Vec<f32>>> {
         let h = self.hidden;
         let mut seqs = Vec::with_capacity(batch.len());
         let mut tokens = 0;
-        for seq in batch {
-            seqs.push(tokens..tokens + seq.len());
-            tokens += seq.len();
+        for pair in batch {
+            seqs.push(tokens..tokens + pair.ids.len());
+            tokens += pair.ids.len();
         }
         // Every buffer is overwritten before it is read, so stale contents do not matter.
         let Buffers { x, qkv, ctx, inter } = buffers;
@@ -239,12 +259,14 @@ impl FastBertEncoder {
         ctx.resize(tokens * h, 0.0);
         inter.resize(tokens * self.intermediate, 0.0);
 
-        let rows = batch.iter().flat_map(|seq| seq.iter().enumerate());
-        for (dst, (pos, &id)) in x.chunks_exact_mut(h).zip(rows) {
+        let rows =
+            batch.iter().flat_map(|pair| pair.ids.iter().enumerate().map(move |(pos, &id)| (pos, id, pair.second)));
+        for (dst, (pos, id, second)) in x.chunks_exact_mut(h).zip(rows) {
             let word = &self.word[id as usize * h..][..h];
             let position = &self.position[pos * h..][..h];
+            let token_type = &self.token_type[usize::from(pos >= second) * h..][..h];
             // candle's order of additions: (word + token type) + position.
-            for (((d, w), t), p) in dst.iter_mut().zip(word).zip(&self.token_type).zip(position) {
+            for (((d, w), t), p) in dst.iter_mut().zip(word).zip(token_type).zip(position) {
                 *d = (w + t) + p;
             }
         }
@@ -419,6 +441,12 @@ mod tests {
                         cfg.hidden_act,
                         refs.iter().map(|s| s.len()).collect::<Vec<_>>()
                     );
+                    // The same sequences as pairs, the second segment from their middle on.
+                    let pairs: Vec<SegmentedIds> =
+                        refs.iter().map(|&ids| SegmentedIds { ids, second: ids.len() / 2 }).collect();
+                    let (want, got) = (candle.embed_pairs(&pairs).unwrap(), fast.embed_pairs(&pairs).unwrap());
+                    let diff = max_abs_diff(&want, &got);
+                    assert!(diff < 1e-4, "{kernel:?} {} {pooling:?} pairs: differ by {diff}", cfg.hidden_act);
                 }
             }
         }
@@ -478,6 +506,21 @@ mod tests {
     }
 
     #[test]
+    fn pairs_are_batch_invariant_and_a_pair_without_a_second_segment_is_the_single_text() {
+        let cfg = config(48, 3, 100, "gelu");
+        let (_, fast) = both(&cfg, Pooling::Mean, random_weights(&cfg));
+        let seqs = sequences(&[2, 17, 40, 1, 9, 12, 12, 33], 50);
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let whole: Vec<SegmentedIds> = refs.iter().map(|&ids| SegmentedIds { ids, second: ids.len() }).collect();
+        assert_eq!(fast.embed_pairs(&whole).unwrap(), fast.embed(&refs).unwrap());
+        let split: Vec<SegmentedIds> = refs.iter().map(|&ids| SegmentedIds { ids, second: ids.len() / 3 }).collect();
+        let batched = fast.embed_pairs(&split).unwrap();
+        for (pair, got) in split.iter().zip(&batched) {
+            assert_eq!(&fast.embed_pairs(&[*pair]).unwrap()[0], got);
+        }
+    }
+
+    #[test]
     fn embed_refuses_what_the_candle_encoder_refuses_with_the_same_message() {
         let cfg = config(16, 4, 24, "gelu");
         let (candle, fast) = both(&cfg, Pooling::Mean, random_weights(&cfg));
@@ -486,6 +529,14 @@ mod tests {
         for bad in [&[][..], &too_long[..], &[2, 50, 3][..]] {
             let batch = [&[2u32, 3][..], bad];
             match (fast.embed(&batch), candle.embed(&batch)) {
+                (Err(Error::InvalidInput(a)), Err(Error::InvalidInput(b))) => assert_eq!(a, b),
+                other => panic!("expected two invalid-input errors, got {other:?}"),
+            }
+        }
+        let ids = [2u32, 3, 4];
+        for bad in [SegmentedIds { ids: &[], second: 0 }, SegmentedIds { ids: &ids, second: 4 }] {
+            let batch = [SegmentedIds { ids: &ids, second: 1 }, bad];
+            match (fast.embed_pairs(&batch), candle.embed_pairs(&batch)) {
                 (Err(Error::InvalidInput(a)), Err(Error::InvalidInput(b))) => assert_eq!(a, b),
                 other => panic!("expected two invalid-input errors, got {other:?}"),
             }

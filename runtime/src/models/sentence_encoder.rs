@@ -50,7 +50,8 @@ pub struct BertConfig {
     pub hidden_act: String,
     /// Rows of the position embedding table: the longest sequence the model accepts.
     pub max_position_embeddings: usize,
-    /// Rows of the token type embedding table (we always use type 0).
+    /// Rows of the token type embedding table: single texts use type 0, a cross-encoder's pairs
+    /// 0 and 1.
     pub type_vocab_size: usize,
     /// Epsilon of every layer norm.
     pub layer_norm_eps: f64,
@@ -242,6 +243,7 @@ pub struct SentenceEncoder {
     pad_token_id: u32,
     vocab_size: usize,
     max_position_embeddings: usize,
+    type_vocab_size: usize,
     hidden_size: usize,
     device: Device,
 }
@@ -272,6 +274,7 @@ impl SentenceEncoder {
             pad_token_id: u32::try_from(cfg.pad_token_id).map_err(candle_core::Error::wrap)?,
             vocab_size: cfg.vocab_size,
             max_position_embeddings: cfg.max_position_embeddings,
+            type_vocab_size: cfg.type_vocab_size,
             hidden_size: cfg.hidden_size,
             device,
         })
@@ -297,8 +300,18 @@ impl SentenceEncoder {
     ///
     /// Token types are all zero, as sentence-transformers uses for single sentences.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let token_type_ids = input_ids.zeros_like()?;
-        let hidden = self.bert.forward(input_ids, &token_type_ids, Some(attention_mask))?;
+        self.forward_typed(input_ids, &input_ids.zeros_like()?, attention_mask)
+    }
+
+    /// [`SentenceEncoder::forward`] with token types `[n, len]` u32 (0 for a pair's first
+    /// segment, 1 for its second), as a cross-encoder reads a (query, document) pair.
+    pub fn forward_typed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
+        let hidden = self.bert.forward(input_ids, token_type_ids, Some(attention_mask))?;
         pool(&hidden, attention_mask, self.pooling)
     }
 
@@ -309,9 +322,35 @@ impl SentenceEncoder {
     /// `max_position_embeddings` and hold ids below `vocab_size`.
     pub fn embed(&self, batch: &[&[u32]]) -> crate::Result<Vec<Vec<f32>>> {
         check_batch(batch, self.vocab_size, self.max_position_embeddings)?;
-        let Some(len) = batch.iter().map(|s| s.len()).max() else {
+        if batch.is_empty() {
             return Ok(Vec::new());
-        };
+        }
+        let (ids, mask) = self.padded(batch)?;
+        let pooled = self.forward(&ids, &mask)?;
+        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+
+    /// Encodes two-segment sequences (a cross-encoder's pairs) as pooled, unnormalized vectors:
+    /// [`SentenceEncoder::embed`] with token type 1 from each pair's `second` on.
+    ///
+    /// The contract of [`SentenceEncoder::embed`], plus [`check_pairs`]'.
+    pub fn embed_pairs(&self, batch: &[SegmentedIds]) -> crate::Result<Vec<Vec<f32>>> {
+        let seqs: Vec<&[u32]> = batch.iter().map(|pair| pair.ids).collect();
+        check_batch(&seqs, self.vocab_size, self.max_position_embeddings)?;
+        check_pairs(batch, self.type_vocab_size)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, mask) = self.padded(&seqs)?;
+        let types = token_types(batch, ids.dim(1)?, &self.device)?;
+        let pooled = self.forward_typed(&ids, &types, &mask)?;
+        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+
+    /// A non-empty batch padded with the config's pad id to its longest sequence:
+    /// `(input_ids, attention_mask)`.
+    fn padded(&self, batch: &[&[u32]]) -> Result<(Tensor, Tensor)> {
+        let len = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         let n = batch.len();
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
@@ -321,10 +360,7 @@ impl SentenceEncoder {
             mask.extend(std::iter::repeat_n(1f32, seq.len()));
             mask.resize(mask.len() + len - seq.len(), 0f32);
         }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let pooled = self.forward(&ids, &mask)?;
-        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+        Ok((Tensor::from_vec(ids, (n, len), &self.device)?, Tensor::from_vec(mask, (n, len), &self.device)?))
     }
 }
 
@@ -355,6 +391,47 @@ pub(crate) fn check_batch(batch: &[&[u32]], vocab_size: usize, max_position_embe
         if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(Error::InvalidInput(format!(
                 "sequence {i} holds token id {id}, outside the vocabulary of {vocab_size}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A token id sequence of two segments, the way a cross-encoder reads a (query, document) pair
+/// (`[CLS] query [SEP] document [SEP]`): token type 0 before `second`, 1 from it on.
+///
+/// One position per sequence is all the fast encoder needs to pick each token's type embedding,
+/// and a single text is the pair whose `second` is its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentedIds<'a> {
+    /// Token ids, special tokens included.
+    pub ids: &'a [u32],
+    /// Where the second segment starts, at most `ids.len()`.
+    pub second: usize,
+}
+
+/// The token types `[n, len]` u32 of pairs padded to `len`: 1 from each pair's `second` on
+/// (padding included, which the attention mask hides).
+pub(crate) fn token_types(batch: &[SegmentedIds], len: usize, device: &Device) -> Result<Tensor> {
+    let types: Vec<u32> =
+        batch.iter().flat_map(|pair| (0..len).map(move |pos| u32::from(pos >= pair.second))).collect();
+    Tensor::from_vec(types, (batch.len(), len), device)
+}
+
+/// Checks the segments of pairs that [`check_batch`] accepted: each `second` lies within its
+/// sequence, and a second segment needs a model with a second token type.
+pub(crate) fn check_pairs(batch: &[SegmentedIds], type_vocab_size: usize) -> crate::Result<()> {
+    for (i, pair) in batch.iter().enumerate() {
+        if pair.second > pair.ids.len() {
+            return Err(Error::InvalidInput(format!(
+                "sequence {i} has {} tokens, its second segment cannot start at {}",
+                pair.ids.len(),
+                pair.second
+            )));
+        }
+        if pair.second < pair.ids.len() && type_vocab_size < 2 {
+            return Err(Error::InvalidInput(format!(
+                "sequence {i} has a second segment, the model only token type 0 (type_vocab_size {type_vocab_size})"
             )));
         }
     }
@@ -579,6 +656,30 @@ mod tests {
         let hidden = Tensor::new(&[[[-1f32, -4.0], [-3.0, -2.0], [-0.5, -0.5]]], &Device::Cpu).unwrap();
         let max = pool(&hidden, &mask, Pooling::Max).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(max, vec![vec![-1.0, -2.0]]);
+    }
+
+    #[test]
+    fn a_pair_without_a_second_segment_is_the_single_text() {
+        let seqs: Vec<Vec<u32>> = vec![vec![2, 11, 12, 3, 7, 3], vec![2, 5, 3, 9, 3], vec![2, 3]];
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let whole: Vec<SegmentedIds> = refs.iter().map(|&ids| SegmentedIds { ids, second: ids.len() }).collect();
+        let split: Vec<SegmentedIds> = refs.iter().map(|&ids| SegmentedIds { ids, second: ids.len() / 2 }).collect();
+        let (enc, _) = random_encoder(&tiny(), Pooling::Mean);
+        let singles = enc.embed(&refs).unwrap();
+        assert_eq!(enc.embed_pairs(&whole).unwrap(), singles);
+        let pairs = enc.embed_pairs(&split).unwrap();
+        assert!(pairs.iter().zip(&singles).all(|(p, s)| max_abs_diff(p, s) > 1e-4), "token type 1 changes the result");
+        for (pair, got) in split.iter().zip(&pairs) {
+            let diff = max_abs_diff(got, &enc.embed_pairs(&[*pair]).unwrap()[0]);
+            assert!(diff < 1e-5, "batched pairs differ from unbatched by {diff}");
+        }
+        let beyond = SegmentedIds { ids: refs[0], second: 7 };
+        match enc.embed_pairs(&[beyond]) {
+            Err(Error::InvalidInput(msg)) => assert!(msg.contains("cannot start at 7"), "{msg}"),
+            other => panic!("expected invalid input, got {other:?}"),
+        }
+        let (one_type, _) = random_encoder(&BertConfig { type_vocab_size: 1, ..tiny() }, Pooling::Mean);
+        assert!(matches!(one_type.embed_pairs(&split), Err(Error::InvalidInput(m)) if m.contains("type_vocab_size 1")));
     }
 
     #[test]

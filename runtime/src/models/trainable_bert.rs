@@ -14,7 +14,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
-use super::sentence_encoder::{bert_root, hidden_act, pool, BertConfig, Pooling};
+use super::sentence_encoder::{bert_root, hidden_act, pool, token_types, BertConfig, Pooling, SegmentedIds};
 use crate::layers::differentiable::{softmax_last_dim, LayerNorm};
 use candle_transformers::models::bert::HiddenAct;
 
@@ -95,10 +95,21 @@ impl TrainableBert {
     /// Token states `[n, len, hidden]` of a padded batch: `input_ids` `[n, len]` u32,
     /// `attention_mask` `[n, len]` with 1 for real tokens and 0 for padding (token types are 0).
     pub fn hidden_states(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        self.hidden_states_typed(input_ids, &input_ids.zeros_like()?, attention_mask)
+    }
+
+    /// [`TrainableBert::hidden_states`] with token types `[n, len]` u32 (0 for a pair's first
+    /// segment, 1 for its second), as a cross-encoder reads a (query, document) pair.
+    pub fn hidden_states_typed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
         let (n, len) = input_ids.dims2()?;
         let positions = Tensor::arange(0u32, len as u32, input_ids.device())?.unsqueeze(0)?.broadcast_as((n, len))?;
         let embedded = (self.words.forward(input_ids)? + self.positions.forward(&positions.contiguous()?)?)?
-            .broadcast_add(&self.token_types.forward(&input_ids.zeros_like()?)?)?;
+            .broadcast_add(&self.token_types.forward(token_type_ids)?)?;
         let mut x = self.embedding_norm.forward(&embedded)?;
         // Padding gets a large negative score before the softmax, as candle-transformers' BERT adds.
         let mask = attention_mask.to_dtype(x.dtype())?;
@@ -125,6 +136,16 @@ impl TrainableBert {
         pool(&self.hidden_states(input_ids, attention_mask)?, attention_mask, self.pooling)
     }
 
+    /// [`TrainableBert::forward`] with token types, as [`TrainableBert::hidden_states_typed`].
+    pub fn forward_typed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
+        pool(&self.hidden_states_typed(input_ids, token_type_ids, attention_mask)?, attention_mask, self.pooling)
+    }
+
     /// The width of token and sentence vectors.
     pub fn hidden_size(&self) -> Result<usize> {
         self.words.embeddings().dim(D::Minus1)
@@ -149,6 +170,20 @@ pub fn padded_batch(batch: &[&[u32]], pad: u32, device: &candle_core::Device) ->
         Tensor::from_vec(ids, (batch.len(), len), device)?,
         Tensor::from_vec(mask, (batch.len(), len), device)?.to_dtype(DType::F32)?,
     ))
+}
+
+/// A batch of two-segment sequences padded with `pad` to the longest:
+/// `(input_ids, token_type_ids, attention_mask)`, types 1 from each pair's `second` on (padding
+/// included, which the mask hides).
+pub fn padded_pair_batch(
+    batch: &[SegmentedIds],
+    pad: u32,
+    device: &candle_core::Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let seqs: Vec<&[u32]> = batch.iter().map(|pair| pair.ids).collect();
+    let (ids, mask) = padded_batch(&seqs, pad, device)?;
+    let types = token_types(batch, ids.dim(1)?, device)?;
+    Ok((ids, types, mask))
 }
 
 #[cfg(test)]
@@ -189,5 +224,21 @@ mod tests {
             let looked_up_only_in_part = name.contains("embeddings.") && !name.contains("LayerNorm");
             assert!(norm > 0.0 || looked_up_only_in_part, "{name} has a zero gradient");
         }
+
+        // Pairs: the second segment reads token type 1, which then receives a gradient too.
+        let pairs: Vec<SegmentedIds> = batch.iter().map(|&ids| SegmentedIds { ids, second: ids.len() / 2 }).collect();
+        let (ids, types, mask) = padded_pair_batch(&pairs, 0, &Device::Cpu).unwrap();
+        let ours = trainable.forward_typed(&ids, &types, &mask).unwrap();
+        let theirs = served.forward_typed(&ids, &types, &mask).unwrap();
+        let diff = (&ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "largest difference on pairs {diff}");
+        let single = trainable.forward(&ids, &mask).unwrap();
+        let moved = (&ours - single).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved > 1e-4, "token type 1 changes the result");
+        let grads = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let data = vars.data().lock().unwrap();
+        let type_table = grads.get(data["embeddings.token_type_embeddings.weight"].as_tensor()).unwrap();
+        let per_type = type_table.sqr().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+        assert!(per_type.iter().all(|&n| n > 0.0), "both token types get a gradient: {per_type:?}");
     }
 }
