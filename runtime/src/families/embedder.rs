@@ -14,8 +14,8 @@ use candle_core::Device;
 use crate::batcher::BatchConfig;
 use crate::bundle::{Bundle, EmbedderSpec, FileEntry};
 use crate::family::Family;
-use crate::models::bert_inference::FastBertEncoder;
-use crate::models::sentence_encoder::{expected_tensor_shapes, SentenceEncoder};
+use crate::models::sentence_encoder::expected_tensor_shapes;
+use crate::models::served_bert::ServedBert;
 use crate::registry::{Loaded, Served};
 use crate::runtime::ModelInfo;
 use crate::text::TextTokenizer;
@@ -116,28 +116,9 @@ impl TextItem {
     }
 }
 
-/// The encoder that runs a bundle: Tandem's packed-weight kernels on the CPU, candle-transformers'
-/// `BertModel` on other devices. Both are built from the same config and tensors, and tests hold
-/// them to the same outputs.
-enum Encoder {
-    /// The CPU path: weights packed once, unpadded attention, fused epilogues.
-    Fast(FastBertEncoder),
-    /// candle's ops, for CUDA and any device the kernels do not cover.
-    Candle(SentenceEncoder),
-}
-
-impl Encoder {
-    fn embed(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        match self {
-            Encoder::Fast(encoder) => encoder.embed(batch),
-            Encoder::Candle(encoder) => encoder.embed(batch),
-        }
-    }
-}
-
 /// A loaded sentence encoder with its tokenizer.
 pub struct Embedder {
-    encoder: Encoder,
+    encoder: ServedBert,
     tokenizer: TextTokenizer,
     normalize: bool,
     dimension: usize,
@@ -153,12 +134,8 @@ impl Embedder {
                 bundle.manifest.kind()
             )));
         };
-        let vb = bundle.var_builder(device);
-        let encoder = match device {
-            Device::Cpu => FastBertEncoder::new(&spec.architecture, spec.pooling, vb).map(Encoder::Fast),
-            _ => SentenceEncoder::new(&spec.architecture, spec.pooling, vb).map(Encoder::Candle),
-        }
-        .map_err(|e| Error::Bundle(e.to_string()))?;
+        let encoder = ServedBert::new(&spec.architecture, spec.pooling, bundle.var_builder(device))
+            .map_err(|e| Error::Bundle(e.to_string()))?;
         let tokenizer = TextTokenizer::from_bytes(bundle.file(&spec.tokenizer)?, spec.max_seq_length)?;
         if tokenizer.vocab_size() > spec.architecture.vocab_size {
             return Err(Error::Bundle(format!(

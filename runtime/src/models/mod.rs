@@ -3,9 +3,11 @@
 pub mod bert_inference;
 pub mod cnn;
 pub mod consistency;
+pub mod cross_encoder;
 pub mod image_tokenizer;
 pub mod rvq;
 pub mod sentence_encoder;
+pub mod served_bert;
 pub mod trainable_bert;
 pub mod unet;
 pub mod vit;
