@@ -58,6 +58,8 @@ enum Command {
     TrainConsistency(commands::consistency::TrainConsistencyArgs),
     /// Fine-tune an embedder bundle on WordNet retrieval pairs with in-batch negatives.
     TrainEmbedder(commands::train_embedder::TrainEmbedderArgs),
+    /// Distil a smaller embedder from an embedder bundle: some of its layers, a cut vocabulary.
+    DistillEmbedder(commands::distill_embedder::DistillEmbedderArgs),
     /// Train an image tokenizer (an `image_tokenizer` bundle): DualToken or a single-codebook baseline.
     TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
     /// Import a model from another format as a bundle.
@@ -97,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::TrainConsistency(args) => commands::consistency::run(args),
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
         Command::TrainEmbedder(args) => commands::train_embedder::run(args),
+        Command::DistillEmbedder(args) => commands::distill_embedder::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Sample(args) => commands::sample::run(args),

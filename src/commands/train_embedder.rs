@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
+use tandem_training::families::embedder::{self, EmbedderConfig};
 use tandem_training::retrieval::MiningOptions;
 
 /// Arguments of `tandem train-embedder`.
@@ -44,37 +44,21 @@ pub struct TrainEmbedderArgs {
     /// Mine among this many training glosses (the pairs' own included) [default: all].
     #[arg(long)]
     pub mine_corpus: Option<usize>,
-    /// Validation queries asked after each epoch.
-    #[arg(long, default_value_t = 500)]
-    pub val_queries: usize,
-    /// Glosses searched at validation (every judged one included).
-    #[arg(long, default_value_t = 10_000)]
-    pub val_corpus: usize,
-    /// Test queries asked of the exported bundle [default: all 2,000].
-    #[arg(long)]
-    pub test_queries: Option<usize>,
-    /// Glosses searched at the test [default: all 117,659].
-    #[arg(long)]
-    pub test_corpus: Option<usize>,
-    /// Read WordNet's data.* files from this directory unverified, instead of the fetched copy.
-    #[arg(long, value_name = "DIR")]
-    pub wordnet_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub retrieval: super::retrieval_args::RetrievalRunArgs,
     #[command(flatten)]
     pub bundle: super::bundle_args::BundleArgs,
 }
 
 pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
     let out = &args.bundle;
-    let wordnet = match &args.wordnet_dir {
-        Some(dir) => WordNetSource::Dir(dir.clone()),
-        None => WordNetSource::Fetched(out.data_dir()),
-    };
-    let mut cfg = EmbedderConfig::new(args.init.clone(), wordnet, out.out.clone());
+    let eval = &args.retrieval;
+    let mut cfg = EmbedderConfig::new(args.init.clone(), eval.wordnet(out), out.out.clone());
     (cfg.name, cfg.version) = (out.bundle_name(), out.version.clone());
     (cfg.epochs, cfg.batch_size, cfg.seed, cfg.max_pairs) = (args.epochs, args.batch_size, args.seed, args.max_pairs);
     (cfg.scale, cfg.max_seq_length) = (args.scale, args.max_seq_length);
-    (cfg.val_queries, cfg.val_corpus) = (args.val_queries, args.val_corpus);
-    (cfg.test_queries, cfg.test_corpus) = (args.test_queries, args.test_corpus);
+    (cfg.val_queries, cfg.val_corpus) = (eval.val_queries, eval.val_corpus);
+    (cfg.test_queries, cfg.test_corpus) = (eval.test_queries, eval.test_corpus);
     cfg.optim.lr = args.lr;
     cfg.mining = MiningOptions {
         per_query: args.hard_negatives,

@@ -7,6 +7,8 @@ use tandem_runtime::bundle::{Bundle, FamilySpec};
 use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
 use tandem_runtime::models::sentence_encoder::Pooling;
 use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
+use tandem_training::families::embedder::distill::{self, DistillConfig};
+use tandem_training::families::embedder::student::StudentShape;
 use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
 use tandem_training::retrieval::MiningOptions;
 
@@ -54,5 +56,45 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
         std::fs::read(out.join("model.safetensors")).unwrap(),
         std::fs::read(init.join("model.safetensors")).unwrap(),
         "the weights moved"
+    );
+}
+
+#[test]
+fn a_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_sentence_transformers_dir(&hf, 2, Pooling::Mean, true).unwrap();
+    let teacher = dir.path().join("teacher");
+    let options = ImportOptions { name: "teacher".into(), version: "1".into() };
+    import_sentence_transformers(&hf, &teacher, &options).unwrap();
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
+    let out = dir.path().join("student");
+    let shape = StudentShape { layers: vec![1], vocab: Some(40) };
+    let mut cfg = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture), shape, out.clone());
+    (cfg.epochs, cfg.batch_size, cfg.progress, cfg.half) = (15, 8, false, true);
+    (cfg.val_queries, cfg.val_corpus) = (50, 100);
+    cfg.optim.lr = 1e-2;
+    let summary = distill::distill(&cfg).unwrap();
+    let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
+    assert!(losses.last().unwrap() < &(losses[0] * 0.7), "the distillation loss falls: {losses:?}");
+
+    let bundle = Bundle::load(&out).unwrap();
+    let FamilySpec::Embedder(spec) = &bundle.manifest.family else { panic!("an embedder bundle") };
+    assert_eq!((spec.architecture.num_hidden_layers, spec.architecture.vocab_size), (1, 40));
+    let metrics = &bundle.manifest.metrics;
+    assert_eq!(metrics["params"], metrics["params_embeddings"] + metrics["params_layers"]);
+    assert_eq!(metrics["params"] as usize, spec.architecture.num_params());
+    assert!(metrics.contains_key("test_recall_at_10"));
+    let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    assert!(tensors.tensors().iter().all(|(_, t)| t.dtype() == safetensors::Dtype::F16), "--half stores F16");
+    // A second start finds the teacher's vectors beside the run instead of embedding them again.
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| { e.as_ref().unwrap().file_name().to_string_lossy().starts_with("student.teacher-") })
+            .count(),
+        1
     );
 }

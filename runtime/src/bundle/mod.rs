@@ -293,10 +293,16 @@ pub fn write_bundle(dir: &Path, manifest: &Manifest, varmap: &VarMap) -> Result<
 
 /// Serialises every variable of `varmap` as F32 safetensors bytes.
 pub fn serialize_varmap(varmap: &VarMap) -> Result<Vec<u8>> {
+    serialize_varmap_as(varmap, DType::F32)
+}
+
+/// Serialises every variable of `varmap` as safetensors bytes of `dtype`: F16 or BF16 halve a
+/// bundle, and loading widens them back to F32 (see [`Bundle::load`]).
+pub fn serialize_varmap_as(varmap: &VarMap, dtype: DType) -> Result<Vec<u8>> {
     let data = varmap.data().lock().expect("varmap lock poisoned. This is a bug.");
     let tensors: Vec<(String, Tensor)> = data
         .iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(dtype)?.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;
     safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
         .map_err(|e| Error::Internal(e.to_string()))

@@ -271,7 +271,7 @@ impl Index {
 }
 
 /// An embedder bundle loaded into its own runtime, driven from synchronous code.
-pub(super) struct Encoder {
+pub(crate) struct Encoder {
     tokio: tokio::runtime::Runtime,
     runtime: Runtime,
     id: String,
@@ -281,7 +281,7 @@ pub(super) struct Encoder {
 impl Encoder {
     /// Loads the bundle in `dir`, which must be an embedder; `cache_capacity` 0 turns the
     /// result cache off (a corpus is embedded once, so caching it only costs memory).
-    pub(super) fn load(dir: &Path, cache_capacity: u64) -> Result<Encoder> {
+    pub(crate) fn load(dir: &Path, cache_capacity: u64) -> Result<Encoder> {
         let (encoder, kind) = Encoder::load_any(dir, cache_capacity)?;
         if kind != "embedder" {
             return Err(Error::InvalidArgument(format!(
@@ -310,13 +310,18 @@ impl Encoder {
     }
 
     /// Unit-length embeddings of `texts`, in order; long texts are truncated to the model's limit.
-    pub(super) fn embed(&self, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
+    pub(crate) fn embed(&self, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
+        self.embed_as(texts, what, true)
+    }
+
+    /// Embeddings of `texts`, in order, scaled to unit length only when `normalize`.
+    pub(crate) fn embed_as(&self, texts: &[String], what: &str, normalize: bool) -> Result<Vec<Vec<f32>>> {
         let mut vectors = Vec::with_capacity(texts.len());
         let started = Instant::now();
         let mut logged = 0;
         for chunk in texts.chunks(EMBED_CHUNK) {
             let request =
-                EmbedRequest { texts: chunk.to_vec(), truncate: true, normalize: Some(true), dimensions: None };
+                EmbedRequest { texts: chunk.to_vec(), truncate: true, normalize: Some(normalize), dimensions: None };
             let response = self.tokio.block_on(self.runtime.embed(&self.id, request))?;
             vectors.extend(response.embeddings);
             if vectors.len() - logged >= 10 * EMBED_CHUNK || vectors.len() == texts.len() {

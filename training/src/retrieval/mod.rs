@@ -43,6 +43,7 @@ pub mod mining;
 pub mod search;
 
 pub use benchmark::{Benchmark, Query, QueryKind, TrainingPair, HELD_OUT_QUERIES};
+pub(crate) use eval::Encoder;
 pub use eval::{evaluate, ByKind, EvalOptions, FirstStage, KindFigures, Rerank, RetrievalReport, BM25, CUTOFF};
 pub use metrics::Metrics;
 pub use mining::{mine_hard_negatives, MiningOptions};

@@ -14,11 +14,12 @@ mod family;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::DType;
 use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tandem_runtime::bundle::{serialize_varmap, write_bundle_files, WEIGHTS_FILE};
+use tandem_runtime::bundle::{serialize_varmap_as, write_bundle_files, WEIGHTS_FILE};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::optim::{cosine_lr, AdamW, AdamWConfig};
@@ -55,12 +56,15 @@ pub struct LoopSettings {
     pub progress: bool,
     /// Identifies the settings that must not change across a resume.
     pub fingerprint: String,
+    /// The dtype the exported weights are stored in (training always computes in F32).
+    pub weights_dtype: DType,
 }
 
 impl LoopSettings {
     /// Settings whose checkpoint, summary and learning curve sit beside the bundle directory
     /// `out` (`<out>.checkpoint.safetensors`, `<out>.summary.json`, `<out>.curve.png`), with no
-    /// warm-up, no clipping, seed 0, a fresh start and progress shown: a family's config sets the rest.
+    /// warm-up, no clipping, seed 0, a fresh start, progress shown and F32 weights: a family's
+    /// config sets the rest.
     pub fn beside(out: &std::path::Path, name: &str, optim: AdamWConfig, fingerprint: String) -> LoopSettings {
         LoopSettings {
             name: name.to_owned(),
@@ -75,6 +79,7 @@ impl LoopSettings {
             resume: false,
             progress: true,
             fingerprint,
+            weights_dtype: DType::F32,
         }
     }
 }
@@ -280,7 +285,7 @@ impl<'a, F: Family> Trainer<'a, F> {
         let history = self.state.history;
         let Export { mut manifest, vars, params, val_accuracy, head_mixture, dual_io, files } =
             self.family.export(&history)?;
-        let weights = serialize_varmap(&vars)?;
+        let weights = serialize_varmap_as(&vars, settings.weights_dtype)?;
         let mut listed: Vec<(&str, &[u8])> = vec![(WEIGHTS_FILE, &weights)];
         listed.extend(files.iter().map(|(path, bytes)| (path.as_str(), bytes.as_slice())));
         let metrics = &mut manifest.metrics;

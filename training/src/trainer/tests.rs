@@ -109,6 +109,7 @@ fn settings(dir: &Path, resume: bool) -> LoopSettings {
         resume,
         progress: false,
         fingerprint: "toy".into(),
+        weights_dtype: DType::F32,
     }
 }
 

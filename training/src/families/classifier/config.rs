@@ -153,6 +153,7 @@ impl TrainConfig {
             resume: self.resume,
             progress: self.progress,
             fingerprint: self.fingerprint(),
+            weights_dtype: candle_core::DType::F32,
         }
     }
 

@@ -15,29 +15,29 @@
 //! and a batch's mined glosses join its positives as columns of the score matrix.
 
 mod config;
+pub mod distill;
+mod encoder;
+pub mod student;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Tensor;
+use candle_nn::VarMap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use tandem_runtime::bundle::{now_rfc3339, Bundle, EmbedderSpec, FamilySpec, Manifest, Provenance};
-use tandem_runtime::layers::differentiable::l2_normalize;
-use tandem_runtime::models::sentence_encoder::bert_root;
-use tandem_runtime::models::trainable_bert::{padded_batch, TrainableBert};
-use tandem_runtime::text::TextTokenizer;
+use tandem_runtime::bundle::{Bundle, Manifest, Provenance};
 
 use crate::data::wordnet::WordNet;
 use crate::data::Split;
 use crate::losses::{correct, cross_entropy};
 use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
-use crate::retrieval::{self, Benchmark, EvalOptions, FirstStage, RetrievalReport, TrainingPair};
+use crate::retrieval::{self, Benchmark, TrainingPair};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
 use crate::{Error, Result};
+use encoder::{evaluate, figures, TrainingEncoder};
 
 pub use config::{EmbedderConfig, WordNetSource};
 
@@ -50,14 +50,10 @@ pub fn train(cfg: &EmbedderConfig) -> Result<TrainSummary> {
 /// One run of the family.
 pub struct EmbedderRun<'a> {
     cfg: &'a EmbedderConfig,
-    init: Bundle,
-    spec: EmbedderSpec,
-    tokenizer: TextTokenizer,
+    init_id: String,
+    encoder: TrainingEncoder,
     benchmark: Benchmark,
     pairs: Vec<TrainingPair>,
-    vars: VarMap,
-    bert: TrainableBert,
-    device: Device,
     /// Per pair, the hard negatives mined at the start of the current epoch (empty without mining).
     negatives: Vec<Vec<usize>>,
 }
@@ -65,22 +61,9 @@ pub struct EmbedderRun<'a> {
 impl<'a> EmbedderRun<'a> {
     /// Loads WordNet, the starting bundle and its tokenizer, and the training pairs.
     pub fn new(cfg: &'a EmbedderConfig) -> Result<EmbedderRun<'a>> {
-        let device = tandem_runtime::device::default_device();
         let init = Bundle::load(&cfg.init)?;
-        let FamilySpec::Embedder(spec) = init.manifest.family.clone() else {
-            return Err(Error::InvalidArgument(format!(
-                "--init {} is a {} bundle, not an embedder",
-                cfg.init.display(),
-                init.manifest.kind()
-            )));
-        };
-        let max_len = cfg.max_seq_length.unwrap_or(spec.max_seq_length).min(spec.max_seq_length);
-        let tokenizer = TextTokenizer::from_bytes(init.file(&spec.tokenizer)?, max_len)?;
-        let wordnet = match &cfg.wordnet {
-            WordNetSource::Fetched(data_dir) => WordNet::load(data_dir)?,
-            WordNetSource::Dir(dir) => WordNet::read_dir(dir)?,
-        };
-        let benchmark = Benchmark::new(&wordnet);
+        let encoder = TrainingEncoder::from_bundle(&init, "--init", cfg.max_seq_length)?;
+        let benchmark = load_benchmark(&cfg.wordnet)?;
         let mut pairs = benchmark.training_pairs();
         if let Some(n) = cfg.max_pairs {
             // A seeded sample, so that a limited run still covers the whole vocabulary.
@@ -90,43 +73,19 @@ impl<'a> EmbedderRun<'a> {
         if pairs.is_empty() {
             return Err(Error::InvalidArgument("the benchmark has no training pairs".into()));
         }
-        let vars = VarMap::new();
-        let bert =
-            TrainableBert::new(&spec.architecture, spec.pooling, VarBuilder::from_varmap(&vars, DType::F32, &device))?;
-        let source = bert_root(init.var_builder(&device));
-        for (name, var) in vars.data().lock().expect("varmap lock poisoned. This is a bug.").iter() {
-            var.set(&source.get(var.dims(), name)?)?;
-        }
-        Ok(EmbedderRun { cfg, init, spec, tokenizer, benchmark, pairs, vars, bert, device, negatives: Vec::new() })
-    }
-
-    /// Unit-length embeddings of texts, `[n, hidden]`, with the graph for training.
-    fn embed(&self, texts: &[&str]) -> Result<Tensor> {
-        let ids = texts
-            .iter()
-            .map(|t| Ok(self.tokenizer.encode(t, true)?.ids))
-            .collect::<tandem_runtime::Result<Vec<Vec<u32>>>>()?;
-        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        let pad = u32::try_from(self.spec.architecture.pad_token_id).unwrap_or(0);
-        let (input_ids, mask) = padded_batch(&refs, pad, &self.device)?;
-        Ok(l2_normalize(&self.bert.forward(&input_ids, &mask)?, 1e-12)?)
+        Ok(EmbedderRun { cfg, init_id: init.id, encoder, benchmark, pairs, negatives: Vec::new() })
     }
 
     /// The bundle of the current weights.
     fn manifest(&self, metrics: BTreeMap<String, f64>) -> Manifest {
-        let mut manifest = self.init.manifest.clone();
-        manifest.name = self.cfg.name.clone();
-        manifest.version = self.cfg.version.clone();
-        manifest.provenance = Provenance {
+        let provenance = Provenance {
             dataset: "wordnet".into(),
             dataset_sha256: String::new(),
             recipe: "finetune-in-batch-negatives".into(),
             hyperparameters: self.cfg.hyperparameters(),
-            teacher: Some(self.init.id.clone()),
+            teacher: Some(self.init_id.clone()),
         };
-        manifest.metrics = metrics;
-        manifest.created_at = now_rfc3339();
-        manifest
+        self.encoder.manifest(&self.cfg.name, &self.cfg.version, provenance, metrics)
     }
 
     /// The mined negatives of a batch's pairs, each once, without any document that is a batch
@@ -144,41 +103,15 @@ impl<'a> EmbedderRun<'a> {
             .filter(|d| !synsets.contains(d) && !texts.contains(self.benchmark.docs[*d].as_str()) && seen.insert(*d))
             .collect()
     }
-
-    /// Writes the current weights as a servable bundle in `dir`.
-    fn write_current_bundle(&self, dir: &Path) -> Result<()> {
-        let manifest = self.manifest(BTreeMap::new());
-        let weights = tandem_runtime::bundle::serialize_varmap(&self.vars)?;
-        let mut files: Vec<(&str, &[u8])> = vec![(tandem_runtime::bundle::WEIGHTS_FILE, &weights)];
-        let tokenizer = self.tokenizer_file()?;
-        files.extend(tokenizer.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
-        tandem_runtime::bundle::write_bundle_files(dir, &manifest, &files)?;
-        Ok(())
-    }
-
-    fn tokenizer_file(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        Ok(vec![(self.spec.tokenizer.clone(), self.init.file(&self.spec.tokenizer)?.to_vec())])
-    }
-
-    fn evaluate(
-        &self,
-        dir: &Path,
-        split: Split,
-        queries: Option<usize>,
-        corpus: Option<usize>,
-    ) -> Result<RetrievalReport> {
-        let options = EvalOptions { split, limit_queries: queries, corpus_limit: corpus, rerank: None };
-        retrieval::evaluate(&self.benchmark, &FirstStage::Embedder(dir.to_path_buf()), &options)
-    }
 }
 
-/// The figures of a report beyond nDCG@10, by name.
-fn figures(report: &RetrievalReport) -> BTreeMap<String, f64> {
-    BTreeMap::from([
-        ("recall_at_1".into(), report.recall_at_1),
-        ("recall_at_10".into(), report.recall_at_10),
-        ("mrr_at_10".into(), report.mrr_at_10),
-    ])
+/// The benchmark over the configured copy of WordNet.
+pub(crate) fn load_benchmark(source: &WordNetSource) -> Result<Benchmark> {
+    let wordnet = match source {
+        WordNetSource::Fetched(data_dir) => WordNet::load(data_dir)?,
+        WordNetSource::Dir(dir) => WordNet::read_dir(dir)?,
+    };
+    Ok(Benchmark::new(&wordnet))
 }
 
 impl Family for EmbedderRun<'_> {
@@ -187,7 +120,7 @@ impl Family for EmbedderRun<'_> {
     const ITEM: &'static str = "pair";
 
     fn trainable(&self) -> Vec<(String, VarMap)> {
-        vec![(String::new(), self.vars.clone())]
+        vec![(String::new(), self.encoder.vars.clone())]
     }
 
     fn plan(&self) -> Plan {
@@ -231,7 +164,7 @@ impl Family for EmbedderRun<'_> {
         }
         // The model mines with its weights as they are now, through the serving path.
         let dir = trainer::sibling(&self.cfg.out, "miner-bundle");
-        self.write_current_bundle(&dir)?;
+        self.encoder.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
         let started = std::time::Instant::now();
         self.negatives = retrieval::mine_hard_negatives(&self.benchmark, &dir, &self.pairs, &self.cfg.mining)?;
         let mined = self.negatives.iter().map(Vec::len).sum::<usize>();
@@ -246,40 +179,41 @@ impl Family for EmbedderRun<'_> {
         let queries: Vec<&str> = batch.iter().map(|&i| self.pairs[i].query.as_str()).collect();
         let mut glosses: Vec<&str> = batch.iter().map(|&i| self.pairs[i].positive.as_str()).collect();
         glosses.extend(self.batch_negatives(batch).into_iter().map(|d| self.benchmark.docs[d].as_str()));
-        let (q, d) = (self.embed(&queries)?, self.embed(&glosses)?);
+        let (q, d) = (self.encoder.embed(&queries)?, self.encoder.embed(&glosses)?);
         let scores = (q.matmul(&d.t()?.contiguous()?)? * self.cfg.scale)?;
         let n = batch.len();
-        let own = Tensor::arange(0u32, n as u32, &self.device)?;
+        let own = Tensor::arange(0u32, n as u32, &self.encoder.device)?;
         let items = n + glosses.len();
         Ok(StepOutput { loss: cross_entropy(&scores, &own)?, hits: correct(&scores, &own)?, n, items })
     }
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let dir = trainer::sibling(&self.cfg.out, "val-bundle");
-        self.write_current_bundle(&dir)?;
-        let report = self.evaluate(&dir, Split::Val, Some(self.cfg.val_queries), Some(self.cfg.val_corpus))?;
+        self.encoder.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
+        let (queries, corpus) = (Some(self.cfg.val_queries), Some(self.cfg.val_corpus));
+        let report = evaluate(&self.benchmark, &dir, Split::Val, queries, corpus)?;
         Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: figures(&report) })
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
-        let params = self.spec.architecture.num_params();
+        let params = self.encoder.spec.architecture.num_params();
         let mut metrics = BTreeMap::from([("params".into(), params as f64)]);
         if let Some(last) = history.last() {
             metrics.insert("val_ndcg_at_10".into(), last.val_accuracy);
         }
         Ok(Export {
             manifest: self.manifest(metrics),
-            vars: self.vars.clone(),
+            vars: self.encoder.vars.clone(),
             params,
             val_accuracy: history.last().map_or(0.0, |r| r.val_accuracy),
             head_mixture: None,
             dual_io: None,
-            files: self.tokenizer_file()?,
+            files: self.encoder.tokenizer_files(),
         })
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
-        let report = self.evaluate(dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
+        let report = evaluate(&self.benchmark, dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
         Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: figures(&report) })
     }
 }

@@ -1,0 +1,344 @@
+//! Embedding distillation: a student cut from a teacher embedder ([`super::student`]) learns to
+//! reproduce the teacher's vectors of the benchmark's training texts (queries and definitions),
+//! so it can replace the teacher in the same index.
+//!
+//! The teacher runs once, through the serving path, before training; its vectors are kept beside
+//! the run (`<out>.teacher-<digest>.safetensors`), so a resumed run does not embed them again.
+//! The loss is an option: `cosine` (1 − cos between the student's and the teacher's vector: only
+//! the direction matters, which is all a normalised embedder serves) or `mse` (sentence-
+//! transformers' `MSELoss` on the raw pooled vectors, which also fixes their length).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarMap;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::json;
+use tandem_runtime::bundle::{Bundle, Provenance};
+use tandem_runtime::layers::differentiable::l2_normalize;
+
+use super::encoder::{evaluate, figures, TrainingEncoder};
+use super::student::{cut_student, ParamCount, StudentShape};
+use super::{load_benchmark, WordNetSource};
+use crate::data::Split;
+use crate::losses::correct;
+use crate::optim::AdamWConfig;
+use crate::report::{EpochRecord, TrainSummary};
+use crate::retrieval::{Benchmark, Encoder};
+use crate::trainer::{self, Export, Family, LoopSettings, Plan, StepOutput, TestReport, Validation};
+use crate::{Error, Result};
+
+/// What the student is trained to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistillLoss {
+    /// 1 − cosine similarity to the teacher's vector.
+    Cosine,
+    /// Mean squared error to the teacher's raw pooled vector.
+    Mse,
+}
+
+impl DistillLoss {
+    fn name(self) -> &'static str {
+        match self {
+            DistillLoss::Cosine => "cosine",
+            DistillLoss::Mse => "mse",
+        }
+    }
+}
+
+/// Everything an embedding-distillation run is made of.
+#[derive(Debug, Clone)]
+pub struct DistillConfig {
+    /// Bundle name.
+    pub name: String,
+    /// Bundle version.
+    pub version: String,
+    /// The embedder bundle to distil (and cut the student from).
+    pub teacher: PathBuf,
+    /// The benchmark's WordNet.
+    pub wordnet: WordNetSource,
+    /// Which layers and how much vocabulary the student keeps.
+    pub shape: StudentShape,
+    /// The distillation loss.
+    pub loss: DistillLoss,
+    /// Epochs over the texts.
+    pub epochs: usize,
+    /// Texts per step.
+    pub batch_size: usize,
+    /// AdamW settings; `lr` is the peak.
+    pub optim: AdamWConfig,
+    /// Warm-up as a fraction of all steps.
+    pub warmup_fraction: f64,
+    /// Gradient clipping by global norm.
+    pub clip_grad_norm: Option<f64>,
+    /// Seeds the texts' order and sample.
+    pub seed: u64,
+    /// Distil on a seeded sample of this many texts.
+    pub max_texts: Option<usize>,
+    /// Truncate texts to this many tokens (at most the teacher's limit).
+    pub max_seq_length: Option<usize>,
+    /// Validation queries asked after each epoch.
+    pub val_queries: usize,
+    /// Documents searched at validation.
+    pub val_corpus: usize,
+    /// Test queries asked of the exported bundle (all 2,000 when `None`).
+    pub test_queries: Option<usize>,
+    /// Documents searched at the test (the whole corpus when `None`).
+    pub test_corpus: Option<usize>,
+    /// Store the exported weights as F16 (half the bytes; served in F32).
+    pub half: bool,
+    /// Bundle directory to write.
+    pub out: PathBuf,
+    /// Continue from the checkpoint.
+    pub resume: bool,
+    /// Progress output.
+    pub progress: bool,
+}
+
+impl DistillConfig {
+    /// A run with defaults: two layers (the teacher's first and last are chosen by the caller),
+    /// cosine loss, batch 64, AdamW at 1e-4 with 10% warm-up, one epoch.
+    pub fn new(teacher: PathBuf, wordnet: WordNetSource, shape: StudentShape, out: PathBuf) -> DistillConfig {
+        let name = out.file_name().map_or_else(|| "student".into(), |n| n.to_string_lossy().into_owned());
+        DistillConfig {
+            name,
+            version: "1".into(),
+            teacher,
+            wordnet,
+            shape,
+            loss: DistillLoss::Cosine,
+            epochs: 1,
+            batch_size: 64,
+            optim: AdamWConfig { lr: 1e-4, weight_decay: 0.01, ..AdamWConfig::default() },
+            warmup_fraction: 0.1,
+            clip_grad_norm: Some(1.0),
+            seed: 0,
+            max_texts: None,
+            max_seq_length: None,
+            val_queries: 500,
+            val_corpus: 10_000,
+            test_queries: None,
+            test_corpus: None,
+            half: false,
+            out,
+            resume: false,
+            progress: true,
+        }
+    }
+
+    /// Refuses settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size < 2 || self.val_queries == 0 || self.val_corpus == 0 {
+            return Err(Error::InvalidArgument(
+                "epochs, validation sizes and the batch (at least 2) must be positive".into(),
+            ));
+        }
+        if self.max_texts == Some(0) {
+            return Err(Error::InvalidArgument("--max-texts must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The hyperparameters recorded in the bundle's provenance (and fingerprinted).
+    pub fn hyperparameters(&self) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::from([
+            ("layers".into(), json!(self.shape.layers)),
+            ("vocab".into(), json!(self.shape.vocab)),
+            ("loss".into(), json!(self.loss.name())),
+            ("epochs".into(), json!(self.epochs)),
+            ("batch_size".into(), json!(self.batch_size)),
+            ("lr".into(), json!(self.optim.lr)),
+            ("weight_decay".into(), json!(self.optim.weight_decay)),
+            ("warmup_fraction".into(), json!(self.warmup_fraction)),
+            ("clip_grad_norm".into(), json!(self.clip_grad_norm)),
+            ("seed".into(), json!(self.seed)),
+            ("max_texts".into(), json!(self.max_texts)),
+            ("max_seq_length".into(), json!(self.max_seq_length)),
+            ("half".into(), json!(self.half)),
+        ])
+    }
+
+    fn loop_settings(&self) -> LoopSettings {
+        let text = format!("distill-embedder|{:?}|{:?}|{:?}", self.hyperparameters(), self.teacher, self.wordnet);
+        LoopSettings {
+            seed: self.seed,
+            warmup_fraction: self.warmup_fraction,
+            clip_grad_norm: self.clip_grad_norm,
+            resume: self.resume,
+            progress: self.progress,
+            weights_dtype: if self.half { DType::F16 } else { DType::F32 },
+            ..LoopSettings::beside(
+                &self.out,
+                &self.name,
+                self.optim,
+                tandem_runtime::bundle::sha256_hex(text.as_bytes()),
+            )
+        }
+    }
+}
+
+/// Distils a student: checkpoints every epoch, exports the bundle and measures it.
+pub fn distill(cfg: &DistillConfig) -> Result<TrainSummary> {
+    cfg.validate()?;
+    trainer::run(DistillRun::new(cfg)?, &cfg.loop_settings())
+}
+
+/// One distillation run.
+pub struct DistillRun<'a> {
+    cfg: &'a DistillConfig,
+    teacher_id: String,
+    params: ParamCount,
+    student: TrainingEncoder,
+    benchmark: Benchmark,
+    texts: Vec<String>,
+    /// The teacher's vectors of `texts`, `[n, hidden]`, on the student's device.
+    targets: Tensor,
+}
+
+impl<'a> DistillRun<'a> {
+    /// Loads the teacher and WordNet, cuts the student and embeds the texts with the teacher.
+    pub fn new(cfg: &'a DistillConfig) -> Result<DistillRun<'a>> {
+        let teacher = Bundle::load(&cfg.teacher)?;
+        let benchmark = load_benchmark(&cfg.wordnet)?;
+        let texts = training_texts(&benchmark, cfg.seed, cfg.max_texts);
+        if texts.is_empty() {
+            return Err(Error::InvalidArgument("the benchmark has no training texts".into()));
+        }
+        let corpus: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let cut = cut_student(&teacher, &cfg.shape, &corpus)?;
+        let student = TrainingEncoder::from_tensors(
+            cut.spec,
+            teacher.manifest.clone(),
+            cut.tokenizer,
+            &cut.tensors,
+            cfg.max_seq_length,
+        )?;
+        let targets = teacher_targets(cfg, &teacher, &texts)?.to_device(&student.device)?;
+        Ok(DistillRun { cfg, teacher_id: teacher.id, params: cut.params, student, benchmark, texts, targets })
+    }
+
+    fn manifest(&self, metrics: BTreeMap<String, f64>) -> tandem_runtime::bundle::Manifest {
+        let provenance = Provenance {
+            dataset: "wordnet".into(),
+            dataset_sha256: String::new(),
+            recipe: format!("distill-embedding-{}", self.cfg.loss.name()),
+            hyperparameters: self.cfg.hyperparameters(),
+            teacher: Some(self.teacher_id.clone()),
+        };
+        self.student.manifest(&self.cfg.name, &self.cfg.version, provenance, metrics)
+    }
+}
+
+/// The texts distilled on: every training query and every definition training may show, each
+/// once, in a seeded order (a seeded sample with `limit`).
+fn training_texts(benchmark: &Benchmark, seed: u64, limit: Option<usize>) -> Vec<String> {
+    let pairs = benchmark.training_pairs();
+    let positives: Vec<usize> = pairs.iter().map(|p| p.synset).collect();
+    let docs = benchmark.training_docs(&positives, None);
+    let mut seen = HashSet::new();
+    let mut texts: Vec<String> = pairs
+        .into_iter()
+        .map(|p| p.query)
+        .chain(docs.into_iter().map(|d| benchmark.docs[d].clone()))
+        .filter(|t| seen.insert(t.clone()))
+        .collect();
+    texts.shuffle(&mut StdRng::seed_from_u64(seed ^ 0xd157));
+    if let Some(n) = limit {
+        texts.truncate(n);
+    }
+    texts
+}
+
+/// The teacher's vectors of `texts`, read from beside the run when an earlier start computed them.
+fn teacher_targets(cfg: &DistillConfig, teacher: &Bundle, texts: &[String]) -> Result<Tensor> {
+    let key = format!("{}|{}|{:?}|{}", teacher.id, cfg.loss.name(), cfg.max_seq_length, texts.join("\n"));
+    let digest = tandem_runtime::bundle::sha256_hex(key.as_bytes());
+    let path = trainer::sibling(&cfg.out, &format!("teacher-{}.safetensors", &digest[..12]));
+    if let Ok(saved) = candle_core::safetensors::load(&path, &Device::Cpu) {
+        if let Some(targets) = saved.get("targets").filter(|t| t.dim(0).ok() == Some(texts.len())) {
+            return Ok(targets.clone());
+        }
+    }
+    let encoder = Encoder::load(&cfg.teacher, 0)?;
+    let vectors = encoder.embed_as(texts, "teacher targets", cfg.loss == DistillLoss::Cosine)?;
+    let dim = vectors.first().map_or(0, Vec::len);
+    let targets =
+        Tensor::from_vec(vectors.into_iter().flatten().collect::<Vec<f32>>(), (texts.len(), dim), &Device::Cpu)?;
+    let bytes = safetensors::serialize([("targets", &targets)], None)
+        .map_err(|e| Error::InvalidData { file: path.display().to_string(), reason: e.to_string() })?;
+    tandem_runtime::fs::atomic_write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+    Ok(targets)
+}
+
+impl Family for DistillRun<'_> {
+    type Batch = Vec<usize>;
+
+    const ITEM: &'static str = "text";
+
+    fn trainable(&self) -> Vec<(String, VarMap)> {
+        vec![(String::new(), self.student.vars.clone())]
+    }
+
+    fn plan(&self) -> Plan {
+        let steps_per_epoch = self.texts.len().div_ceil(self.cfg.batch_size);
+        Plan { epochs: self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: 0 }
+    }
+
+    fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.texts.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)));
+        order.chunks(self.cfg.batch_size).map(<[usize]>::to_vec).collect()
+    }
+
+    fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
+        let texts: Vec<&str> = batch.iter().map(|&i| self.texts[i].as_str()).collect();
+        let rows = Tensor::new(batch.iter().map(|&i| i as u32).collect::<Vec<u32>>(), &self.student.device)?;
+        let target = self.targets.index_select(&rows, 0)?;
+        let pooled = self.student.pooled(&texts)?;
+        let (student_unit, target_unit) = (l2_normalize(&pooled, 1e-12)?, l2_normalize(&target, 1e-12)?);
+        let loss = match self.cfg.loss {
+            DistillLoss::Cosine => (1.0 - (&student_unit * &target_unit)?.sum(D::Minus1)?.mean_all()?)?,
+            DistillLoss::Mse => (&pooled - &target)?.sqr()?.mean_all()?,
+        };
+        // Accuracy: how often a student vector is nearest its own teacher vector within the batch.
+        let scores = student_unit.matmul(&target_unit.t()?.contiguous()?)?;
+        let own = Tensor::arange(0u32, batch.len() as u32, &self.student.device)?;
+        Ok(StepOutput { loss, hits: correct(&scores, &own)?, n: batch.len(), items: batch.len() })
+    }
+
+    fn validate(&mut self, _epoch: usize) -> Result<Validation> {
+        let dir = trainer::sibling(&self.cfg.out, "val-bundle");
+        self.student.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
+        let (queries, corpus) = (Some(self.cfg.val_queries), Some(self.cfg.val_corpus));
+        let report = evaluate(&self.benchmark, &dir, Split::Val, queries, corpus)?;
+        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: figures(&report) })
+    }
+
+    fn export(&self, history: &[EpochRecord]) -> Result<Export> {
+        let mut metrics = BTreeMap::from([
+            ("params".into(), self.params.total() as f64),
+            ("params_embeddings".into(), self.params.embeddings as f64),
+            ("params_layers".into(), self.params.layers as f64),
+        ]);
+        if let Some(last) = history.last() {
+            metrics.insert("val_ndcg_at_10".into(), last.val_accuracy);
+        }
+        Ok(Export {
+            manifest: self.manifest(metrics),
+            vars: self.student.vars.clone(),
+            params: self.params.total(),
+            val_accuracy: history.last().map_or(0.0, |r| r.val_accuracy),
+            head_mixture: None,
+            dual_io: None,
+            files: self.student.tokenizer_files(),
+        })
+    }
+
+    fn test(&self, dir: &Path) -> Result<TestReport> {
+        let report = evaluate(&self.benchmark, dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
+        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: figures(&report) })
+    }
+}
