@@ -88,15 +88,8 @@ pub fn cut_student(teacher: &Bundle, shape: &StudentShape, corpus: &[&str]) -> R
         None => ((0..teacher_spec.architecture.vocab_size as u32).collect(), tokenizer_bytes.to_vec()),
         Some(size) => {
             let tokenizer = TextTokenizer::from_bytes(tokenizer_bytes, teacher_spec.max_seq_length)?;
-            let mut counts = vec![0u64; teacher_spec.architecture.vocab_size];
-            for text in corpus {
-                for id in tokenizer.encode(text, true)?.ids {
-                    if let Some(c) = counts.get_mut(id as usize) {
-                        *c += 1;
-                    }
-                }
-            }
-            cut_vocabulary(tokenizer_bytes, &counts, size)?
+            let counts = token_counts(&tokenizer, teacher_spec.architecture.vocab_size, corpus)?;
+            cut_vocabulary(tokenizer_bytes, &counts, Some(size))?
         }
     };
     let mut spec = teacher_spec.clone();
@@ -141,9 +134,27 @@ fn layer_of(name: &str) -> Option<(usize, &str)> {
     Some((index.parse().ok()?, rest))
 }
 
+/// How often each of the `vocab_size` token ids occurs in `corpus`.
+pub(crate) fn token_counts(tokenizer: &TextTokenizer, vocab_size: usize, corpus: &[&str]) -> Result<Vec<u64>> {
+    let mut counts = vec![0u64; vocab_size];
+    for text in corpus {
+        for id in tokenizer.encode(text, true)?.ids {
+            if let Some(c) = counts.get_mut(id as usize) {
+                *c += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
 /// The kept token ids (ascending; a kept id's new id is its position) and the rewritten
-/// `tokenizer.json`, keeping `size` entries of a WordPiece vocabulary by `counts`.
-fn cut_vocabulary(tokenizer_json: &[u8], counts: &[u64], size: usize) -> Result<(Vec<u32>, Vec<u8>)> {
+/// `tokenizer.json`, keeping `size` entries of a WordPiece vocabulary by `counts`; with `None`,
+/// the specials, the single characters and every token `counts` has seen.
+pub(crate) fn cut_vocabulary(
+    tokenizer_json: &[u8],
+    counts: &[u64],
+    size: Option<usize>,
+) -> Result<(Vec<u32>, Vec<u8>)> {
     let bad = |why: &str| Error::InvalidArgument(format!("cannot cut the vocabulary: {why}"));
     let mut json: Value = serde_json::from_slice(tokenizer_json).map_err(|e| bad(&e.to_string()))?;
     if json.pointer("/model/type").and_then(Value::as_str) != Some("WordPiece") {
@@ -173,14 +184,16 @@ fn cut_vocabulary(tokenizer_json: &[u8], counts: &[u64], size: usize) -> Result<
     );
     always.sort_unstable();
     always.dedup();
+    let mut by_use: Vec<u32> = vocab.values().copied().filter(|id| always.binary_search(id).is_err()).collect();
+    let count = |id: u32| counts.get(id as usize).copied().unwrap_or(0);
+    let size = size.unwrap_or_else(|| always.len() + by_use.iter().filter(|&&id| count(id) > 0).count());
     if always.len() > size {
         return Err(bad(&format!(
             "the special and single-character tokens alone are {}, more than --vocab {size}",
             always.len()
         )));
     }
-    let mut by_use: Vec<u32> = vocab.values().copied().filter(|id| always.binary_search(id).is_err()).collect();
-    by_use.sort_unstable_by_key(|&id| (std::cmp::Reverse(counts.get(id as usize).copied().unwrap_or(0)), id));
+    by_use.sort_unstable_by_key(|&id| (std::cmp::Reverse(count(id)), id));
     let mut kept = always;
     kept.extend(by_use.into_iter().take(size - kept.len()));
     kept.sort_unstable();
