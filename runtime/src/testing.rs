@@ -83,7 +83,7 @@ pub fn write_tiny_classifier_bundle_at(path: &Path, name: &str, version: &str) -
 }
 
 /// Neutral provenance and metrics around a family section.
-fn generic_manifest(name: &str, family: FamilySpec) -> Manifest {
+pub(crate) fn generic_manifest(name: &str, family: FamilySpec) -> Manifest {
     let mut m = manifest_for(name, "1", tiny_cnn_config());
     m.family = family;
     m

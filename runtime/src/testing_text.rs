@@ -1,11 +1,13 @@
-//! Small sentence-transformers directories for the tests of this crate and of downstream crates.
+//! Small sentence-transformers directories and text bundles for the tests of this crate and of
+//! downstream crates.
 //!
 //! [`write_tiny_sentence_transformers_dir`] writes a complete directory with a tiny random BERT
 //! and a real WordPiece tokenizer; [`cut_sentence_transformers_dir`] shrinks a real one to its
-//! first layers, so that a test can use real weights and vocabulary at a fraction of the cost.
+//! first layers, so that a test can use real weights and vocabulary at a fraction of the cost;
+//! [`write_tiny_cross_encoder_bundle`] writes a cross-encoder bundle over the same tiny BERT.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::TensorView;
@@ -18,8 +20,11 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::bundle::{write_bundle_files, CrossEncoderSpec, FamilySpec, WEIGHTS_FILE as BUNDLE_WEIGHTS_FILE};
 use crate::hf::{set_pooling_mode, CONFIG_FILE, MODULES_FILE, SENTENCE_BERT_CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
-use crate::models::sentence_encoder::{expected_tensor_shapes, BertConfig, Pooling};
+use crate::models::cross_encoder::SCORE_PREFIX;
+use crate::models::sentence_encoder::{expected_tensor_shapes, is_unused_checkpoint_tensor, BertConfig, Pooling};
+use crate::testing::generic_manifest;
 use crate::{Error, Result};
 
 /// The tiny WordPiece vocabulary, in id order; the first five are the special tokens.
@@ -153,6 +158,34 @@ pub fn write_tiny_sentence_transformers_dir(
         .map_err(|e| Error::Internal(e.to_string()))?;
     let weights_path = dir.join(WEIGHTS_FILE);
     std::fs::write(&weights_path, bytes).map_err(|e| io_error(&weights_path, e))
+}
+
+/// Writes a `cross_encoder` bundle named `name@version` to `dir/name` and returns its path: the
+/// tiny BERT of [`tiny_bert_config`] (2 layers) with deterministic weights, mean pooling, a head
+/// away from zero (so that scores differ between pairs), the tiny tokenizer and
+/// [`TINY_MAX_SEQ_LENGTH`].
+pub fn write_tiny_cross_encoder_bundle(dir: &Path, name: &str, version: &str) -> Result<PathBuf> {
+    let cfg = tiny_bert_config(2);
+    let mut weights: Vec<(String, Tensor)> =
+        tiny_weights(&cfg)?.into_iter().filter(|(name, _)| !is_unused_checkpoint_tensor(name)).collect();
+    let mut rng = SplitMix64(0xc055);
+    let head: Vec<f32> = (0..cfg.hidden_size).map(|_| rng.uniform()).collect();
+    weights.push((format!("{SCORE_PREFIX}.weight"), Tensor::from_vec(head, (1, cfg.hidden_size), &Device::Cpu)?));
+    weights.push((format!("{SCORE_PREFIX}.bias"), Tensor::from_vec(vec![0.1f32], 1, &Device::Cpu)?));
+    let bytes = safetensors::serialize(weights.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let spec = CrossEncoderSpec {
+        architecture: cfg,
+        tokenizer: TOKENIZER_FILE.into(),
+        pooling: Pooling::Mean,
+        max_seq_length: TINY_MAX_SEQ_LENGTH,
+    };
+    let mut manifest = generic_manifest(name, FamilySpec::CrossEncoder(spec));
+    manifest.version = version.to_owned();
+    let tokenizer = tiny_tokenizer_json();
+    let path = dir.join(name);
+    write_bundle_files(&path, &manifest, &[(BUNDLE_WEIGHTS_FILE, &bytes), (TOKENIZER_FILE, tokenizer.as_bytes())])?;
+    Ok(path)
 }
 
 /// Deterministic weights of the right scale: layer norms near identity, matrices with unit-ish

@@ -1,15 +1,23 @@
 //! Bundle loading: every kind of damage is a precise error, never a panic.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tandem_runtime::bundle::{sha256_hex, Bundle, MANIFEST_FILE, SCHEMA_VERSION, WEIGHTS_FILE};
 use tandem_runtime::testing::write_tiny_classifier_bundle;
+use tandem_runtime::testing_text::write_tiny_cross_encoder_bundle;
 
-/// Writes a fresh bundle, applies `damage` to it, and checks that loading fails mentioning `expect`.
+/// Writes a fresh classifier bundle, applies `damage` to it, and checks that loading fails
+/// mentioning `expect`.
 #[track_caller]
 fn check(damage: impl FnOnce(&Path), expect: &str) {
+    check_kind(|tmp| write_tiny_classifier_bundle(tmp, "digits", "1").unwrap(), damage, expect);
+}
+
+/// [`check`] on the bundle `write` writes under a temporary directory.
+#[track_caller]
+fn check_kind(write: impl FnOnce(&Path) -> PathBuf, damage: impl FnOnce(&Path), expect: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = write_tiny_classifier_bundle(tmp.path(), "digits", "1").unwrap();
+    let dir = write(tmp.path());
     damage(&dir);
     let err = Bundle::load(&dir).expect_err("a damaged bundle must not load").to_string();
     assert!(err.contains(expect), "error {err:?} does not mention {expect:?}");
@@ -123,6 +131,30 @@ fn tensor_with_the_wrong_shape() {
 #[test]
 fn missing_tensor() {
     check(|d| rewrite_tensor(d, "head.bias", None), "missing tensor `head.bias`");
+}
+
+#[test]
+fn a_cross_encoder_is_checked_like_an_embedder_plus_its_head() {
+    let write = |tmp: &Path| write_tiny_cross_encoder_bundle(tmp, "rerank", "1").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write(tmp.path());
+    assert_eq!(Bundle::load(&dir).unwrap().manifest.kind(), "cross_encoder");
+    // Pooling is mean when the manifest names none.
+    edit_manifest(&dir, |v| drop(v["family"].as_object_mut().unwrap().remove("pooling")));
+    let spec = Bundle::load(&dir).unwrap().manifest.cross_encoder().cloned().unwrap();
+    assert_eq!(spec.pooling, tandem_runtime::models::sentence_encoder::Pooling::Mean);
+
+    let wrong_head = |d: &Path| rewrite_tensor(d, "score.weight", Some(vec![2, 32]));
+    check_kind(write, wrong_head, "tensor `score.weight`: expected shape [1, 32], found [2, 32]");
+    check_kind(write, |d| rewrite_tensor(d, "score.bias", None), "missing tensor `score.bias`");
+    let layer = "encoder.layer.1.output.dense.weight";
+    check_kind(write, |d| rewrite_tensor(d, layer, Some(vec![32, 3])), "expected shape [32, 64], found [32, 3]");
+    let one_type = |d: &Path| edit_manifest(d, |v| v["family"]["architecture"]["type_vocab_size"] = 1.into());
+    check_kind(write, one_type, "a cross-encoder needs 2 token types");
+    check_kind(write, |d| edit_manifest(d, |v| v["family"]["max_seq_length"] = 4.into()), "family.max_seq_length");
+    let unlisted = |d: &Path| edit_manifest(d, |v| v["family"]["tokenizer"] = "other.json".into());
+    check_kind(write, unlisted, "family.tokenizer");
+    check_kind(write, |d| edit_manifest(d, |v| v["family"]["pooling"] = "sum".into()), "unknown variant `sum`");
 }
 
 #[test]

@@ -61,6 +61,14 @@ impl Manifest {
             _ => None,
         }
     }
+
+    /// The cross-encoder section, if this bundle is a cross-encoder.
+    pub fn cross_encoder(&self) -> Option<&CrossEncoderSpec> {
+        match &self.family {
+            FamilySpec::CrossEncoder(spec) => Some(spec),
+            _ => None,
+        }
+    }
 }
 
 /// One family section, tagged by `kind`.
@@ -77,11 +85,14 @@ pub enum FamilySpec {
     Consistency(ConsistencySpec),
     /// An image tokenizer: images to discrete codes and back (DualToken and its baselines).
     ImageTokenizer(ImageTokenizerSpec),
+    /// A cross-encoder: a (query, document) pair read jointly to one relevance score, for reranking.
+    CrossEncoder(CrossEncoderSpec),
 }
 
 impl FamilySpec {
     /// Every kind this runtime serves, in a fixed order; docs and tidy tests walk it.
-    pub const KINDS: [&'static str; 5] = ["classifier", "embedder", "diffusion", "consistency", "image_tokenizer"];
+    pub const KINDS: [&'static str; 6] =
+        ["classifier", "embedder", "diffusion", "consistency", "image_tokenizer", "cross_encoder"];
 
     /// The wire name of the kind.
     pub fn kind(&self) -> &'static str {
@@ -91,6 +102,7 @@ impl FamilySpec {
             FamilySpec::Diffusion(_) => "diffusion",
             FamilySpec::Consistency(_) => "consistency",
             FamilySpec::ImageTokenizer(_) => "image_tokenizer",
+            FamilySpec::CrossEncoder(_) => "cross_encoder",
         }
     }
 }
@@ -187,6 +199,30 @@ pub struct EmbedderSpec {
     pub normalize: bool,
     /// Longest input in tokens, special tokens included; longer inputs are truncated or refused.
     pub max_seq_length: usize,
+}
+
+/// A cross-encoder: a BERT-family encoder reading `[CLS] query [SEP] document [SEP]` (token types
+/// 0 then 1), pooled, then a linear head (`score.weight` `[1, hidden]`, `score.bias` `[1]`) to one
+/// relevance logit per pair.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CrossEncoderSpec {
+    /// The encoder's config; `type_vocab_size` must be at least 2, for the document's segment.
+    pub architecture: BertConfig,
+    /// The tokenizer file inside the bundle (HF `tokenizer.json` format, with a pair template); it
+    /// must be listed in `files`.
+    pub tokenizer: String,
+    /// How token states become the vector the head reads: `mean` when absent, since the embedders
+    /// a cross-encoder starts from (all-MiniLM-L6-v2) were trained with mean pooling.
+    #[serde(default = "mean_pooling")]
+    pub pooling: Pooling,
+    /// Longest pair in tokens, special tokens included; longer pairs are truncated (the longer
+    /// text first) or refused.
+    pub max_seq_length: usize,
+}
+
+fn mean_pooling() -> Pooling {
+    Pooling::Mean
 }
 
 /// What the model expects: an image of `channels × height × width` on the 8-bit scale, normalised as

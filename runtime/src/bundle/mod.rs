@@ -15,8 +15,8 @@ use candle_nn::{VarBuilder, VarMap};
 use sha2::{Digest, Sha256};
 
 pub use manifest::{
-    ClassifierSpec, ConsistencySpec, DiffusionSpec, EmbedderSpec, FamilySpec, FileEntry, ImageTokenizerSpec,
-    InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
+    ClassifierSpec, ConsistencySpec, CrossEncoderSpec, DiffusionSpec, EmbedderSpec, FamilySpec, FileEntry,
+    ImageTokenizerSpec, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
 };
 
 use crate::fs::atomic_write;
@@ -135,6 +135,7 @@ fn validate_manifest(m: &Manifest) -> Result<()> {
         FamilySpec::Diffusion(spec) => crate::families::generator::validate_diffusion(spec),
         FamilySpec::Consistency(spec) => crate::families::generator::validate_consistency(spec),
         FamilySpec::ImageTokenizer(spec) => crate::families::image_tokenizer::validate_spec(spec),
+        FamilySpec::CrossEncoder(spec) => crate::families::cross_encoder::validate_spec(spec, &m.files),
     };
     if let Err((field, msg)) = res {
         return bad(&format!("family.{field}"), msg);
@@ -233,6 +234,7 @@ fn expected_shapes(manifest: &Manifest) -> Result<BTreeMap<String, Vec<usize>>> 
         FamilySpec::Diffusion(spec) => crate::families::generator::expected_shapes(&spec.architecture),
         FamilySpec::Consistency(spec) => crate::families::generator::expected_shapes(&spec.architecture),
         FamilySpec::ImageTokenizer(spec) => crate::families::image_tokenizer::expected_shapes(spec),
+        FamilySpec::CrossEncoder(spec) => crate::families::cross_encoder::expected_shapes(spec),
     }
 }
 

@@ -1,4 +1,6 @@
 //! The text embedder family: texts in, one vector per text out; reranking and similarity by cosine.
+//! `Runtime::rerank` lives here and also serves cross-encoders, which score each pair jointly
+//! (`families::cross_encoder`).
 //!
 //! The cache and the batcher see token ids, not texts: the cache key hashes the ids (so it covers
 //! the text and every option that changes them, such as truncation), and the batch cost is the
@@ -13,8 +15,9 @@ use candle_core::Device;
 
 use crate::batcher::BatchConfig;
 use crate::bundle::{Bundle, EmbedderSpec, FileEntry};
+use crate::families::cross_encoder::CrossEncoderModel;
 use crate::family::Family;
-use crate::models::sentence_encoder::expected_tensor_shapes;
+use crate::models::sentence_encoder::{expected_tensor_shapes, BertConfig};
 use crate::models::served_bert::ServedBert;
 use crate::registry::{Loaded, Served};
 use crate::runtime::ModelInfo;
@@ -75,7 +78,8 @@ pub struct RerankRequest {
 pub struct Ranked {
     /// Index of the document in the request.
     pub index: usize,
-    /// Cosine similarity to the query, in -1..=1.
+    /// Higher is more relevant: an embedder's cosine similarity to the query, in -1..=1, or a
+    /// cross-encoder's raw logit for the pair, unbounded.
     pub score: f32,
 }
 
@@ -136,15 +140,7 @@ impl Embedder {
         };
         let encoder = ServedBert::new(&spec.architecture, spec.pooling, bundle.var_builder(device))
             .map_err(|e| Error::Bundle(e.to_string()))?;
-        let tokenizer = TextTokenizer::from_bytes(bundle.file(&spec.tokenizer)?, spec.max_seq_length)?;
-        if tokenizer.vocab_size() > spec.architecture.vocab_size {
-            return Err(Error::Bundle(format!(
-                "{}: the tokenizer has {} tokens, the encoder's vocabulary {}",
-                spec.tokenizer,
-                tokenizer.vocab_size(),
-                spec.architecture.vocab_size
-            )));
-        }
+        let tokenizer = load_tokenizer(bundle, &spec.tokenizer, spec.max_seq_length, &spec.architecture)?;
         Ok(Embedder { encoder, tokenizer, normalize: spec.normalize, dimension: spec.architecture.hidden_size })
     }
 
@@ -192,7 +188,7 @@ impl Family for Embedder {
 
     /// Power-of-two length buckets: a batch pads at most to twice its shortest text.
     fn group(&self, item: &TextItem) -> u64 {
-        item.ids.len().max(MIN_LENGTH_BUCKET).next_power_of_two() as u64
+        length_bucket(item.ids.len())
     }
 
     fn cache_key(&self, item: &TextItem) -> Option<u64> {
@@ -224,7 +220,10 @@ impl Runtime {
         Ok(EmbedResponse { model: model.info.id.clone(), embeddings, usage })
     }
 
-    /// Orders documents by cosine similarity to the query, best first.
+    /// Orders documents by relevance to the query, best first, with the model `id`: an embedder
+    /// scores by the cosine similarity of the query's and each document's embeddings (in -1..=1),
+    /// a cross-encoder by its head's raw logit on each (query, document) pair (unbounded; its
+    /// sigmoid is a probability-like relevance).
     pub async fn rerank(&self, id: &str, request: RerankRequest) -> Result<RerankResponse> {
         if request.documents.is_empty() {
             return Err(Error::InvalidInput("at least one document is required".into()));
@@ -232,13 +231,26 @@ impl Runtime {
         if request.top_n == Some(0) {
             return Err(Error::InvalidInput("top_n must be at least 1".into()));
         }
-        let model = self.typed::<Embedder>(id)?;
-        let (scores, usage) = self.cosines(&model, request.query, request.documents, request.truncate).await?;
+        let (model, scores, usage) = match self.typed::<Embedder>(id) {
+            Ok(model) => {
+                let (scores, usage) = self.cosines(&model, request.query, request.documents, request.truncate).await?;
+                (model.info.id.clone(), scores, usage)
+            }
+            Err(Error::WrongKind { model, kind, .. }) => match self.typed::<CrossEncoderModel>(id) {
+                Ok(model) => {
+                    let (scores, usage) =
+                        self.pair_scores(&model, request.query, request.documents, request.truncate).await?;
+                    (model.info.id.clone(), scores, usage)
+                }
+                Err(_) => return Err(Error::WrongKind { model, kind, expected: "embedder or cross_encoder" }),
+            },
+            Err(e) => return Err(e),
+        };
         let mut results: Vec<Ranked> =
             scores.into_iter().enumerate().map(|(index, score)| Ranked { index, score }).collect();
         results.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         results.truncate(request.top_n.unwrap_or(usize::MAX));
-        Ok(RerankResponse { model: model.info.id.clone(), results, usage })
+        Ok(RerankResponse { model, results, usage })
     }
 
     /// Cosine similarity of each sentence to `source`, in request order.
@@ -309,6 +321,31 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// The batch group of a text of `len` tokens: power-of-two length buckets, so that a batch pads
+/// at most to twice its shortest text and short texts never pad to long ones.
+pub(crate) fn length_bucket(len: usize) -> u64 {
+    len.max(MIN_LENGTH_BUCKET).next_power_of_two() as u64
+}
+
+/// The tokenizer of a text bundle, with its length limit; a tokenizer whose ids reach past the
+/// encoder's vocabulary is refused here rather than on the first request that uses them.
+pub(crate) fn load_tokenizer(
+    bundle: &Bundle,
+    path: &str,
+    max_seq_length: usize,
+    architecture: &BertConfig,
+) -> Result<TextTokenizer> {
+    let tokenizer = TextTokenizer::from_bytes(bundle.file(path)?, max_seq_length)?;
+    if tokenizer.vocab_size() > architecture.vocab_size {
+        return Err(Error::Bundle(format!(
+            "{path}: the tokenizer has {} tokens, the encoder's vocabulary {}",
+            tokenizer.vocab_size(),
+            architecture.vocab_size
+        )));
+    }
+    Ok(tokenizer)
+}
+
 /// Loads an embedder bundle into a served model.
 pub(crate) fn load(
     bundle: &Bundle,
@@ -323,14 +360,35 @@ pub(crate) fn load(
 
 /// Checks an embedder section; errors are `(field, message)` under `family`.
 pub(crate) fn validate_spec(spec: &EmbedderSpec, files: &[FileEntry]) -> std::result::Result<(), (String, String)> {
+    let text =
+        TextSpec { architecture: &spec.architecture, tokenizer: &spec.tokenizer, max_seq_length: spec.max_seq_length };
+    // `[CLS]`, one token, `[SEP]`.
+    validate_text_spec(&text, 3, files)
+}
+
+/// What every text family's section has: a BERT, its tokenizer file and a length limit.
+pub(crate) struct TextSpec<'a> {
+    pub architecture: &'a BertConfig,
+    pub tokenizer: &'a str,
+    pub max_seq_length: usize,
+}
+
+/// Checks a text family's common fields: the architecture, `max_seq_length` between
+/// `min_seq_length` (room for the special tokens and some text) and the position table, and the
+/// tokenizer listed in `files`.
+pub(crate) fn validate_text_spec(
+    spec: &TextSpec,
+    min_seq_length: usize,
+    files: &[FileEntry],
+) -> std::result::Result<(), (String, String)> {
     if let Err(e) = spec.architecture.validate() {
         return Err(("architecture".into(), e));
     }
-    if spec.max_seq_length < 3 || spec.max_seq_length > spec.architecture.max_position_embeddings {
+    if spec.max_seq_length < min_seq_length || spec.max_seq_length > spec.architecture.max_position_embeddings {
         return Err((
             "max_seq_length".into(),
             format!(
-                "must be between 3 and max_position_embeddings ({}), found {}",
+                "must be between {min_seq_length} and max_position_embeddings ({}), found {}",
                 spec.architecture.max_position_embeddings, spec.max_seq_length
             ),
         ));

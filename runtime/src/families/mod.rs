@@ -1,6 +1,7 @@
 //! Model families, one module each, and the one place that turns a bundle into a served model.
 
 pub mod classifier;
+pub mod cross_encoder;
 pub mod embedder;
 pub mod generator;
 pub mod image_tokenizer;
@@ -22,5 +23,6 @@ pub(crate) fn load(bundle: &Bundle, device: &Device, batch: BatchConfig) -> Resu
         FamilySpec::Diffusion(spec) => generator::load_diffusion(bundle, spec, device, batch),
         FamilySpec::Consistency(spec) => generator::load_consistency(bundle, spec, device, batch),
         FamilySpec::ImageTokenizer(spec) => image_tokenizer::load(bundle, spec, device, batch),
+        FamilySpec::CrossEncoder(spec) => cross_encoder::load(bundle, spec, device, batch),
     }
 }

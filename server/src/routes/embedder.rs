@@ -1,6 +1,7 @@
 //! Routes of text embedders: Tandem's own `embed`, `rerank` and `similarity` under
 //! `/v1/models/{id}`, and the compatible `POST /v1/embeddings` (OpenAI) and `POST /v1/rerank`
-//! (Cohere, Jina), which name the model in the body.
+//! (Cohere, Jina), which name the model in the body. The two rerank routes serve cross-encoders
+//! too (see `cross_encoder.rs`).
 
 use axum::extract::State;
 use axum::routing::post;
@@ -27,6 +28,9 @@ pub(crate) const ROUTES: &[&str] = &[
 ];
 
 const KIND: &str = "embedder";
+
+/// The kinds the rerank routes serve: the runtime scores by the kind it finds.
+const RERANK_KINDS: &[&str] = &[KIND, super::cross_encoder::KIND];
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -101,7 +105,12 @@ pub(crate) async fn embed(
 
 /// Orders documents by relevance to a query, best first.
 ///
-/// A dual encoder scores by the cosine of the query's and the document's embeddings.
+/// Serves `embedder` and `cross_encoder` models. An embedder (a dual encoder) scores by the
+/// cosine of the query's and the document's embeddings, in -1..=1. A cross-encoder reads each
+/// (query, document) pair jointly and scores it by its head's raw logit: unbounded, comparable
+/// between the documents of one query (a sigmoid turns it into a probability-like relevance).
+/// With `truncate` false, a text (or, for a cross-encoder, a pair) past the model's
+/// `max_seq_length` is refused; by default it is cut, a pair's longer text first.
 #[utoipa::path(
     post,
     path = "/v1/models/{id}/rerank",
@@ -119,9 +128,10 @@ pub(crate) async fn rerank(
     let return_documents = body.return_documents.unwrap_or(false);
     let query = body.query;
     let (top_n, truncate) = (body.top_n, body.truncate.unwrap_or(true));
-    let state = &state;
-    super::on_model(state, &id, KIND, |model| async move {
-        let ranked = run_rerank(state, &model, query, &documents, top_n, truncate).await?;
+    let (state, id) = (&state, id.as_str());
+    // By the id as requested, like `on_model`: a hot reload may swap `name@1` for `name@2`.
+    super::on_model_of(state, id, RERANK_KINDS, |_| async move {
+        let ranked = run_rerank(state, id, query, &documents, top_n, truncate).await?;
         let results = ranked
             .results
             .iter()
@@ -137,6 +147,10 @@ pub(crate) async fn rerank(
 }
 
 /// Orders documents by relevance to a query, in the Cohere and Jina shape.
+///
+/// Serves `embedder` models (`relevance_score` is a cosine, in -1..=1) and `cross_encoder`
+/// models (`relevance_score` is the head's raw logit for the pair, unbounded). Texts past the
+/// model's `max_seq_length` are truncated, a pair's longer text first.
 #[utoipa::path(
     post,
     path = "/v1/rerank",
@@ -151,9 +165,9 @@ pub(crate) async fn compat_rerank(
     let documents = body.documents;
     let return_documents = body.return_documents.unwrap_or(false);
     let (query, top_n) = (body.query, body.top_n);
-    let state = &state;
-    super::on_model(state, &body.model, KIND, |model| async move {
-        let ranked = run_rerank(state, &model, query, &documents, top_n, true).await?;
+    let (state, id) = (&state, body.model.as_str());
+    super::on_model_of(state, id, RERANK_KINDS, |_| async move {
+        let ranked = run_rerank(state, id, query, &documents, top_n, true).await?;
         let results = ranked
             .results
             .iter()

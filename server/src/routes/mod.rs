@@ -3,12 +3,14 @@
 //! Inference routes come one module per model family, named after the family's `kind`
 //! (`classifier.rs`, ...), each with the list of routes it serves; `generator.rs` serves the two
 //! image generation kinds, `diffusion` and `consistency`, with one route; `classifier.rs`'s route
-//! serves `image_tokenizer` models as well as classifiers. Every inference handler goes
+//! serves `image_tokenizer` models as well as classifiers, and `embedder.rs`'s rerank routes serve
+//! `cross_encoder` models as well as embedders. Every inference handler goes
 //! through [`on_model`], so resolving the model, refusing other kinds and per-model metrics are
 //! written once. `kserve.rs` speaks the Open Inference Protocol (`/v2`) for every family it maps.
 
 pub(crate) mod admin;
 pub(crate) mod classifier;
+pub(crate) mod cross_encoder;
 pub(crate) mod docs;
 pub(crate) mod embedder;
 pub(crate) mod generator;
@@ -46,6 +48,7 @@ pub(crate) fn routes_for_kind(kind: &str) -> &'static [&'static str] {
         "embedder" => embedder::ROUTES,
         "diffusion" | "consistency" => generator::ROUTES,
         "image_tokenizer" => image_tokenizer::ROUTES,
+        "cross_encoder" => cross_encoder::ROUTES,
         _ => &[],
     }
 }

@@ -120,11 +120,12 @@ pub struct EmbeddingData {
 /// Token accounting of a text request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TextUsage {
-    /// Tokens the model read, special tokens included, after truncation.
+    /// Tokens the model read, special tokens included, after truncation (a cross-encoder reads
+    /// the query again with every document).
     pub prompt_tokens: usize,
-    /// The same as `prompt_tokens`: embedding models generate nothing.
+    /// The same as `prompt_tokens`: embedding and reranking models generate nothing.
     pub total_tokens: usize,
-    /// Inputs cut to the model's `max_seq_length`.
+    /// Inputs (for a cross-encoder, (query, document) pairs) cut to the model's `max_seq_length`.
     pub truncated_inputs: usize,
 }
 
@@ -195,7 +196,8 @@ pub struct RerankRequest {
     /// Echo each document's text in its result (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_documents: Option<bool>,
-    /// Cut texts longer than the model's `max_seq_length` (default true).
+    /// Cut texts longer than the model's `max_seq_length` (default true); for a cross-encoder,
+    /// a (query, document) pair longer than it, the longer text first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate: Option<bool>,
 }
@@ -205,7 +207,8 @@ pub struct RerankRequest {
 pub struct RerankResult {
     /// Position of the document in the request.
     pub index: usize,
-    /// Relevance: cosine similarity for a dual encoder, in -1..=1.
+    /// Relevance, higher is better: for an embedder (a dual encoder) the cosine similarity, in
+    /// -1..=1; for a cross-encoder the head's raw logit for the pair, unbounded.
     pub score: f32,
     /// The document's text, when `return_documents` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,7 +258,8 @@ pub struct DocumentText {
 pub struct CompatRerankResult {
     /// Position of the document in the request.
     pub index: usize,
-    /// Relevance: cosine similarity for a dual encoder, in -1..=1.
+    /// Relevance, higher is better: for an embedder (a dual encoder) the cosine similarity, in
+    /// -1..=1; for a cross-encoder the head's raw logit for the pair, unbounded.
     pub relevance_score: f32,
     /// The document, when `return_documents` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,7 @@
 
 mod common;
 mod contract;
+mod cross_encoder;
 mod embedder;
 mod image_tokenizer;
 mod kserve;
