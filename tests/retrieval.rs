@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tandem_runtime::models::sentence_encoder::Pooling;
-use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
+use tandem_runtime::testing_text::{write_tiny_cross_encoder_bundle, write_tiny_sentence_transformers_dir};
 use tandem_training::data::wordnet::WordNet;
 use tandem_training::data::Split;
 use tandem_training::retrieval::Benchmark;
@@ -81,6 +81,13 @@ fn bm25_and_an_embedder_on_a_tiny_wordnet() {
     // The ten documents judged for the 21 queries, and nothing else: all of them are in the top 10.
     assert_eq!(dense["n_docs"], 10);
     assert_eq!(dense["recall@10"], 1.0, "{dense}");
+
+    // A cross-encoder reranks the same way.
+    let pairs = write_tiny_cross_encoder_bundle(dir.path(), "pairs", "1").expect("a tiny cross-encoder");
+    let mut cmd = eval_fixture(&bundle, &["--reranker"]);
+    cmd.arg(&pairs).args(["--rerank-top", "5"]);
+    let crossed = report(&run_ok(&mut cmd));
+    assert_eq!((&crossed["reranker"], &crossed["rerank_top"]), (&Value::from("pairs@1"), &Value::from(5)));
 
     // Without --json: one readable line of figures.
     let out = run_ok(tandem().args(["eval", "--task", "retrieval", "--model", "bm25", "--wordnet-dir"]).arg(fixture()));

@@ -42,7 +42,8 @@ pub struct Args {
     /// Dataset cache directory.
     #[arg(long, env = "TANDEM_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Retrieval: rerank the first candidates with this bundle (an embedder bundle, by cosine).
+    /// Retrieval: rerank the first candidates with this bundle: an embedder (by cosine) or a
+    /// cross_encoder (by its logit on each (query, document) pair).
     #[arg(long)]
     reranker: Option<PathBuf>,
     /// Retrieval: how many first-stage candidates the reranker reorders.

@@ -336,9 +336,9 @@ impl Encoder {
 
 /// A second stage: scores a query's candidates, higher is better.
 ///
-/// The one implementation reranks with an embedder (the cosine of the query's and each
-/// candidate's embedding, through the runtime's `rerank`); a cross-encoder family, scoring each
-/// (query, document) pair jointly, would be a second implementation chosen in [`load_reranker`].
+/// One implementation per reranking kind, chosen in [`load_reranker`]: an embedder scores by the
+/// cosine of the query's and each candidate's embedding, a cross-encoder by its logit on each
+/// (query, candidate) pair. Both go through the runtime's `rerank`, exactly as served.
 trait Reranker {
     /// `name@version` of the bundle.
     fn id(&self) -> &str;
@@ -352,8 +352,9 @@ fn load_reranker(dir: &Path) -> Result<Box<dyn Reranker>> {
     let (encoder, kind) = Encoder::load_any(dir, 50_000)?;
     match kind.as_str() {
         "embedder" => Ok(Box::new(CosineReranker(encoder))),
+        "cross_encoder" => Ok(Box::new(CrossEncoderReranker(encoder))),
         other => Err(Error::InvalidArgument(format!(
-            "{} is a {other} bundle: a reranker must be an embedder bundle (cross-encoder bundles are not supported yet)",
+            "{} is a {other} bundle: a reranker must be an embedder or a cross_encoder bundle",
             dir.display()
         ))),
     }
@@ -368,8 +369,30 @@ impl Reranker for CosineReranker {
     }
 
     fn scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>> {
+        self.0.rerank_scores(query, docs)
+    }
+}
+
+/// Reranking by a cross-encoder's logit on each (query, candidate) pair, long pairs truncated
+/// (the longer text first) as served by default.
+struct CrossEncoderReranker(Encoder);
+
+impl Reranker for CrossEncoderReranker {
+    fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    fn scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>> {
+        self.0.rerank_scores(query, docs)
+    }
+}
+
+impl Encoder {
+    /// The runtime's `rerank` scores of `docs` for `query`, in document order, whatever the
+    /// bundle's reranking kind; texts past the model's limit are truncated.
+    fn rerank_scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>> {
         let request = RerankRequest { query: query.to_string(), documents: docs.to_vec(), top_n: None, truncate: true };
-        let response = self.0.tokio.block_on(self.0.runtime.rerank(&self.0.id, request))?;
+        let response = self.tokio.block_on(self.runtime.rerank(&self.id, request))?;
         let mut scores = vec![f32::NEG_INFINITY; docs.len()];
         for ranked in response.results {
             scores[ranked.index] = ranked.score;
@@ -384,7 +407,7 @@ mod tests {
     use crate::data::wordnet::WordNet;
     use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
     use tandem_runtime::models::sentence_encoder::Pooling;
-    use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
+    use tandem_runtime::testing_text::{write_tiny_cross_encoder_bundle, write_tiny_sentence_transformers_dir};
 
     fn fixture() -> Benchmark {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
@@ -460,6 +483,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cross_encoder_reranks_the_first_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = write_tiny_cross_encoder_bundle(dir.path(), "pairs", "1").unwrap();
+        let benchmark = fixture();
+        let bm25 = evaluate(&benchmark, &FirstStage::Bm25, &options(None)).unwrap();
+        let one = Rerank { bundle: bundle.clone(), top: 1 };
+        let reranked = evaluate(&benchmark, &FirstStage::Bm25, &options(Some(one))).unwrap();
+        assert_eq!(figures(&reranked), figures(&bm25), "reordering one candidate changes nothing");
+        assert_eq!((reranked.reranker.as_deref(), reranked.rerank_top), (Some("pairs@1"), Some(1)));
+        // Reordering the top 10 changes the order within it, never what it holds.
+        let ten = Rerank { bundle: bundle.clone(), top: 10 };
+        let reranked = evaluate(&benchmark, &FirstStage::Bm25, &options(Some(ten))).unwrap();
+        assert_eq!(reranked.recall_at_10, bm25.recall_at_10);
+        assert_ne!(figures(&reranked), figures(&bm25), "the random head reorders: {reranked:?}");
+        // A cross-encoder is no first stage.
+        let err = evaluate(&benchmark, &FirstStage::Embedder(bundle), &options(None)).unwrap_err();
+        assert!(err.to_string().contains("is a cross_encoder bundle: retrieval needs an embedder bundle"), "{err}");
+    }
+
+    #[test]
     fn bundles_of_other_kinds_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let classifier = tandem_runtime::testing::write_tiny_classifier_bundle(dir.path(), "cnn", "1").unwrap();
@@ -468,7 +511,7 @@ mod tests {
         assert!(err.to_string().contains("is a classifier bundle: retrieval needs an embedder bundle"), "{err}");
         let rerank = Rerank { bundle: classifier, top: 5 };
         let err = evaluate(&benchmark, &FirstStage::Bm25, &options(Some(rerank))).unwrap_err();
-        assert!(err.to_string().contains("cross-encoder bundles are not supported yet"), "{err}");
+        assert!(err.to_string().contains("a reranker must be an embedder or a cross_encoder bundle"), "{err}");
         let none = EvalOptions { limit_queries: Some(0), ..options(None) };
         let err = evaluate(&benchmark, &FirstStage::Bm25, &none).unwrap_err();
         assert!(err.to_string().contains("no queries"), "{err}");
