@@ -60,6 +60,9 @@ enum Command {
     TrainEmbedder(commands::train_embedder::TrainEmbedderArgs),
     /// Distil a smaller embedder from an embedder bundle: some of its layers, a cut vocabulary.
     DistillEmbedder(commands::distill_embedder::DistillEmbedderArgs),
+    /// Train a cross-encoder reranker (a `cross_encoder` bundle) from an embedder bundle's BERT,
+    /// on WordNet retrieval pairs against hard negatives a bi-encoder mines.
+    TrainCrossEncoder(commands::train_cross_encoder::TrainCrossEncoderArgs),
     /// Train an image tokenizer (an `image_tokenizer` bundle): DualToken or a single-codebook baseline.
     TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
     /// Import a model from another format as a bundle.
@@ -100,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
         Command::TrainEmbedder(args) => commands::train_embedder::run(args),
         Command::DistillEmbedder(args) => commands::distill_embedder::run(args),
+        Command::TrainCrossEncoder(args) => commands::train_cross_encoder::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Sample(args) => commands::sample::run(args),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod cross_encoder;
 mod deploy;
 mod embedder;
 mod errors;

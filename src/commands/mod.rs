@@ -14,5 +14,6 @@ pub mod sample;
 pub mod serve;
 pub mod tokenize;
 pub mod train;
+pub mod train_cross_encoder;
 pub mod train_embedder;
 pub mod train_tokenizer;

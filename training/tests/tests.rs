@@ -1,5 +1,6 @@
 //! The training crate's integration tests, linked as one binary.
 
+mod cross_encoder;
 mod diffusion;
 mod embedder;
 mod methods;

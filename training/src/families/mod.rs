@@ -5,6 +5,7 @@
 
 pub mod classifier;
 pub mod consistency;
+pub mod cross_encoder;
 pub mod diffusion;
 pub mod embedder;
 pub mod image_generation;

@@ -5,6 +5,7 @@
 //! Bundles run through the runtime exactly as they are served (`embed` for the first stage,
 //! `rerank` for the second), so the figures are those users get.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -109,6 +110,18 @@ pub struct RetrievalReport {
     pub docs_per_s: f64,
     /// The same figures over the lemma queries alone and over the example sentences alone.
     pub by_kind: ByKind,
+}
+
+impl RetrievalReport {
+    /// The figures beyond nDCG@10 by name (`recall_at_1`, `recall_at_10`, `mrr_at_10`), as a
+    /// training run records them in its history and, prefixed `test_`, in a bundle's metrics.
+    pub fn figures(&self) -> BTreeMap<String, f64> {
+        BTreeMap::from([
+            ("recall_at_1".into(), self.recall_at_1),
+            ("recall_at_10".into(), self.recall_at_10),
+            ("mrr_at_10".into(), self.mrr_at_10),
+        ])
+    }
 }
 
 /// Figures per kind of query: one or two words, or a whole sentence.
