@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The WordNet retrieval table of BENCHMARKS.md from one command: BM25, all-MiniLM-L6-v2 off the
+# shelf, MiniLM fine-tuned in two stages (in-batch negatives, then hard negatives it mines itself),
+# the cross-encoder trained on the fine-tuned model's hard negatives reranking its top 50, and the
+# students distilled from the fine-tuned model, per loss and seed; every row measured on the 2,000
+# test queries over all 117,659 definitions by `tandem eval --task retrieval`.
+#
+#   benches/retrieval-table.sh BIN [OUT_DIR]
+#
+# BIN is a built `tandem` (nothing is built here); OUT_DIR (default retrieval-table) receives the
+# runs (resumed when the script is run again; a run whose bundle exists is only measured, and a
+# measurement newer than its bundle is kept), one JSON report per row and table.md. Settings:
+# PAIRS (training pairs per fine-tuning stage, default 16384), HARD_NEGATIVES (1), MINE_CORPUS
+# (glosses searched when mining, default 30000), LAYERS (the students' teacher layers, default
+# "0,5"), VOCAB (the students' vocabulary, default 14000), LOSSES ("cosine mse"), SEEDS ("0"),
+# TEXTS (texts per distillation, default 60000), DISTILL_EPOCHS (1), STUDENT_TEACHER (the run the
+# students distil, default minilm-wordnet; minilm-wordnet-1 is stage 1), RERANK_TOP (50),
+# CROSS_PAIRS (cross-encoder training pairs, default 4096). WordNet and MiniLM need
+# `tandem data fetch wordnet minilm` first.
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: benches/retrieval-table.sh BIN [OUT_DIR]" >&2; exit 2; }
+BIN=$(realpath "$1")
+OUT=${2:-retrieval-table}
+DATA=${TANDEM_DATA_DIR:-$HOME/.cache/tandem/data}
+PAIRS=${PAIRS:-16384}
+mkdir -p "$OUT"
+"$BIN" --version >&2
+
+# measure NAME MODEL [reranker args...]: one JSON report per row, kept while newer than its bundle.
+measure() {
+    local name=$1 model=$2
+    shift 2
+    local report="$OUT/$name.eval.json"
+    if [ ! -s "$report" ] || { [ -f "$model/manifest.json" ] && [ "$model/manifest.json" -nt "$report" ]; }; then
+        echo "== measuring $name" >&2
+        "$BIN" eval --task retrieval --model "$model" "$@" --json > "$report.part" && mv "$report.part" "$report"
+    fi
+}
+
+[ -f "$OUT/minilm/manifest.json" ] ||
+    "$BIN" import hf "$DATA/minilm" --out "$OUT/minilm" --name all-minilm-l6-v2 >&2
+measure bm25 bm25
+measure minilm "$OUT/minilm"
+
+# The teacher: stage 1 with in-batch negatives, stage 2 from it with its own hard negatives.
+if [ ! -f "$OUT/minilm-wordnet-1/manifest.json" ]; then
+    echo "== fine-tuning, stage 1" >&2
+    "$BIN" train-embedder --init "$OUT/minilm" --max-pairs "$PAIRS" --batch-size 32 --lr 3e-5 \
+        --val-queries 300 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
+        --out "$OUT/minilm-wordnet-1" --resume --quiet --json > /dev/null
+fi
+if [ ! -f "$OUT/minilm-wordnet/manifest.json" ]; then
+    echo "== fine-tuning, stage 2 (self-mined hard negatives)" >&2
+    "$BIN" train-embedder --init "$OUT/minilm-wordnet-1" --max-pairs "$PAIRS" --seed 1 --batch-size 32 --lr 2e-5 \
+        --hard-negatives "${HARD_NEGATIVES:-1}" --mine-corpus "${MINE_CORPUS:-30000}" \
+        --val-queries 300 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
+        --out "$OUT/minilm-wordnet" --resume --quiet --json > /dev/null
+fi
+measure minilm-wordnet-1 "$OUT/minilm-wordnet-1"
+measure minilm-wordnet "$OUT/minilm-wordnet"
+
+# The cross-encoder reranks the fine-tuned model's top candidates.
+if "$BIN" train-cross-encoder --help > /dev/null 2>&1; then
+    if [ ! -f "$OUT/cross-encoder/manifest.json" ]; then
+        echo "== cross-encoder" >&2
+        "$BIN" train-cross-encoder --init "$OUT/minilm" --miner "$OUT/minilm-wordnet" \
+            --max-pairs "${CROSS_PAIRS:-4096}" --val-queries 200 --test-queries 200 \
+            --out "$OUT/cross-encoder" --resume --quiet --json > /dev/null
+    fi
+    measure cross-encoder "$OUT/minilm-wordnet" --reranker "$OUT/cross-encoder" --rerank-top "${RERANK_TOP:-50}"
+fi
+
+# Students distilled from the fine-tuned model.
+for loss in ${LOSSES:-cosine mse}; do
+    for seed in ${SEEDS:-0}; do
+        run="$OUT/student-$loss-$seed"
+        if [ ! -f "$run/manifest.json" ]; then
+            echo "== student, $loss, seed $seed" >&2
+            "$BIN" distill-embedder --teacher "$OUT/${STUDENT_TEACHER:-minilm-wordnet}" --layers "${LAYERS:-0,5}" \
+                --vocab "${VOCAB:-14000}" --loss "$loss" --seed "$seed" --max-texts "${TEXTS:-60000}" \
+                --epochs "${DISTILL_EPOCHS:-1}" --half --val-queries 300 --val-corpus 5000 \
+                --test-queries 200 --test-corpus 5000 --out "$run" --resume --quiet --json > /dev/null
+        fi
+        measure "student-$loss-$seed" "$run"
+    done
+done
+
+python3 - "$OUT" <<'PY' | tee "$OUT/table.md"
+import glob, json, os, sys
+out = sys.argv[1]
+def train_seconds(name):
+    path = os.path.join(out, name + ".summary.json")
+    return json.load(open(path))["train_seconds"] if os.path.exists(path) else None
+print("| row | parameters (embeddings) | corpus sentences/s | nDCG@10 | R@1 | R@10 | MRR@10 | training s |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for path in sorted(glob.glob(os.path.join(out, "*.eval.json")), key=os.path.getmtime):
+    name = os.path.basename(path)[: -len(".eval.json")]
+    r = json.load(open(path))
+    params = "—"
+    manifest = os.path.join(out, name, "manifest.json")
+    if os.path.exists(manifest):
+        m = json.load(open(manifest))["metrics"]
+        emb = m.get("params_embeddings")
+        params = f"{int(m['params']):,}" + (f" ({int(emb):,})" if emb else "")
+    seconds = train_seconds(name)
+    print(f"| {name} | {params} | {r['docs_per_s']:,.0f} | {r['ndcg@10']:.4f} | {r['recall@1']:.4f} | "
+          f"{r['recall@10']:.4f} | {r['mrr@10']:.4f} | {'—' if seconds is None else f'{seconds:,.0f}'} |")
+PY
