@@ -333,7 +333,8 @@ impl SentenceEncoder {
     /// Encodes two-segment sequences (a cross-encoder's pairs) as pooled, unnormalized vectors:
     /// [`SentenceEncoder::embed`] with token type 1 from each pair's `second` on.
     ///
-    /// The contract of [`SentenceEncoder::embed`], plus [`check_pairs`]'.
+    /// The contract of [`SentenceEncoder::embed`], and each pair's `second` must lie within its
+    /// sequence (a second segment also needs a model with a second token type).
     pub fn embed_pairs(&self, batch: &[SegmentedIds]) -> crate::Result<Vec<Vec<f32>>> {
         let seqs: Vec<&[u32]> = batch.iter().map(|pair| pair.ids).collect();
         check_batch(&seqs, self.vocab_size, self.max_position_embeddings)?;
