@@ -52,6 +52,7 @@ pub use families::embedder::{
     EmbedRequest, EmbedResponse, Ranked, RerankRequest, RerankResponse, SimilarityResponse, TextUsage,
 };
 pub use families::generator::{GenerateRequest, GenerateResponse, GeneratedImage};
+pub use families::image_text::{ImageTextEmbedRequest, ImageTextInput, ZeroShotRequest};
 pub use families::image_tokenizer::{DetokenizeResponse, ImageTokens, TokenGrid, TokenizeResponse};
 pub use infer::INLINE_PREPARE_UNITS;
 pub use runtime::{ModelInfo, Runtime, RuntimeConfig, StagedModel};

@@ -7,12 +7,13 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::bundle::{
-    write_bundle, ClassifierSpec, ConsistencySpec, DiffusionSpec, FamilySpec, ImageTokenizerSpec, InferenceSpec,
-    InputSpec, Manifest, Provenance, SCHEMA_VERSION,
+    serialize_varmap, write_bundle, write_bundle_files, ClassifierSpec, ConsistencySpec, DiffusionSpec, FamilySpec,
+    ImageTextSpec, ImageTokenizerSpec, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION, WEIGHTS_FILE,
 };
 use crate::diffusion::BetaSchedule;
 use crate::image::RESIZE_FILTER;
 use crate::models::cnn::{Cnn, CnnConfig, LayerSpec};
+use crate::models::image_text::{ImageTextConfig, TrainableImageText};
 use crate::models::image_tokenizer::{ImageTokenizer, ImageTokenizerConfig, TokenizerLayout};
 use crate::models::unet::{tiny_config, UNet, UNetConfig};
 use crate::Result;
@@ -155,5 +156,68 @@ pub fn write_tiny_tokenizer_bundle(dir: &Path, name: &str) -> Result<PathBuf> {
     let spec = ImageTokenizerSpec { labels: (0..10).map(|i| i.to_string()).collect(), architecture: cfg };
     let path = dir.join(name);
     write_bundle(&path, &generic_manifest(name, FamilySpec::ImageTokenizer(spec)), &varmap)?;
+    Ok(path)
+}
+
+/// The architecture of [`write_tiny_image_text_bundle`]: a one-convolution image tower for 28×28
+/// grayscale images and the tiny 2-layer BERT over [`tiny_spelling_tokenizer_json`]'s
+/// vocabulary, meeting in a space of width 8.
+///
+/// [`tiny_spelling_tokenizer_json`]: crate::testing_text::tiny_spelling_tokenizer_json
+pub fn tiny_image_text_config() -> ImageTextConfig {
+    let image = CnnConfig {
+        input_shape: [1, 28, 28],
+        num_classes: 8,
+        layers: vec![
+            LayerSpec::Conv { out_channels: 4, kernel: 3, stride: 1, padding: 1, batch_norm: true, relu: true },
+            LayerSpec::MaxPool { size: 4 },
+            LayerSpec::GlobalAvgPool,
+        ],
+        aux_head: false,
+    };
+    let tokenizer = crate::testing_text::tiny_spelling_tokenizer_json();
+    let vocab_size = crate::text::TextTokenizer::from_bytes(tokenizer.as_bytes(), 8).map_or(0, |t| t.vocab_size());
+    let text = crate::models::sentence_encoder::BertConfig { vocab_size, ..crate::testing_text::tiny_bert_config(2) };
+    ImageTextConfig { image, text, pooling: crate::models::sentence_encoder::Pooling::Mean }
+}
+
+/// Writes a random-weight `image_text` bundle of [`tiny_image_text_config`] to `dir/name`, with
+/// the spelling tokenizer and Fashion-MNIST's ten class names as its labels, and returns its path.
+pub fn write_tiny_image_text_bundle(dir: &Path, name: &str) -> Result<PathBuf> {
+    let cfg = tiny_image_text_config();
+    let varmap = VarMap::new();
+    TrainableImageText::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    let tokenizer = crate::testing_text::tiny_spelling_tokenizer_json();
+    let spec = ImageTextSpec {
+        input: InputSpec {
+            shape: cfg.image.input_shape,
+            dtype: "f32".into(),
+            pixel_range: [0.0, 255.0],
+            mean: 0.5,
+            std: 0.5,
+            resize_filter: RESIZE_FILTER.into(),
+        },
+        architecture: cfg,
+        tokenizer: crate::hf::TOKENIZER_FILE.into(),
+        max_seq_length: crate::testing_text::TINY_MAX_SEQ_LENGTH,
+        labels: [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    let path = dir.join(name);
+    let weights = serialize_varmap(&varmap)?;
+    let files: [(&str, &[u8]); 2] = [(WEIGHTS_FILE, &weights), (crate::hf::TOKENIZER_FILE, tokenizer.as_bytes())];
+    write_bundle_files(&path, &generic_manifest(name, FamilySpec::ImageText(spec)), &files)?;
     Ok(path)
 }

@@ -95,6 +95,23 @@ pub fn tiny_tokenizer_json() -> String {
     tokenizer.to_string(true).expect("a tokenizer serializes. This is a bug.")
 }
 
+/// [`tiny_tokenizer_json`] with every lowercase ASCII letter and digit appended, alone and as a
+/// continuation (`##a`), and the punctuation of class names and glosses (`/ - : ; ( )`): any
+/// word spells, in pieces, so image–text captions and free-text labels never collapse to `[UNK]`.
+/// The tiny vocabulary's ids are unchanged.
+pub fn tiny_spelling_tokenizer_json() -> String {
+    let mut json: Value =
+        serde_json::from_str(&tiny_tokenizer_json()).expect("the tiny tokenizer is JSON. This is a bug.");
+    let vocab = json["model"]["vocab"].as_object_mut().expect("the tiny tokenizer has a vocabulary. This is a bug.");
+    let characters = ('a'..='z').chain('0'..='9');
+    let pieces = characters.clone().map(String::from).chain(characters.map(|c| format!("##{c}")));
+    for piece in pieces.chain(["/", "-", ":", ";", "(", ")"].map(String::from)) {
+        let id = vocab.len();
+        vocab.entry(piece).or_insert(json!(id));
+    }
+    json.to_string()
+}
+
 /// Writes a complete sentence-transformers directory with a tiny random BERT of `layers` layers
 /// (see [`tiny_bert_config`]) into `dir`, which is created if needed.
 ///

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tandem_runtime::bundle::{sha256_hex, Bundle, MANIFEST_FILE, SCHEMA_VERSION, WEIGHTS_FILE};
-use tandem_runtime::testing::write_tiny_classifier_bundle;
+use tandem_runtime::testing::{write_tiny_classifier_bundle, write_tiny_image_text_bundle};
 use tandem_runtime::testing_text::write_tiny_cross_encoder_bundle;
 
 /// Writes a fresh classifier bundle, applies `damage` to it, and checks that loading fails
@@ -155,6 +155,40 @@ fn a_cross_encoder_is_checked_like_an_embedder_plus_its_head() {
     let unlisted = |d: &Path| edit_manifest(d, |v| v["family"]["tokenizer"] = "other.json".into());
     check_kind(write, unlisted, "family.tokenizer");
     check_kind(write, |d| edit_manifest(d, |v| v["family"]["pooling"] = "sum".into()), "unknown variant `sum`");
+}
+
+#[test]
+fn an_image_text_bundle_is_checked_tower_by_tower() {
+    let write = |tmp: &Path| write_tiny_image_text_bundle(tmp, "clip").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(Bundle::load(&write(tmp.path())).unwrap().manifest.kind(), "image_text");
+
+    let projection = |d: &Path| rewrite_tensor(d, "text_projection.weight", Some(vec![8, 3]));
+    check_kind(write, projection, "tensor `text_projection.weight`: expected shape [8, 32], found [8, 3]");
+    check_kind(write, |d| rewrite_tensor(d, "logit_scale", None), "missing tensor `logit_scale`");
+    let conv = |d: &Path| rewrite_tensor(d, "image.layers.0.conv.weight", Some(vec![4, 1, 5, 5]));
+    check_kind(write, conv, "expected shape [4, 1, 3, 3], found [4, 1, 5, 5]");
+    let layer = |d: &Path| rewrite_tensor(d, "text.encoder.layer.1.output.dense.weight", Some(vec![32, 3]));
+    check_kind(write, layer, "expected shape [32, 64], found [32, 3]");
+    let shape = |d: &Path| edit_manifest(d, |v| v["family"]["input"]["shape"] = serde_json::json!([1, 8, 8]));
+    check_kind(write, shape, "family.input.shape");
+    let aux = |d: &Path| edit_manifest(d, |v| v["family"]["architecture"]["image"]["aux_head"] = true.into());
+    check_kind(write, aux, "aux_head");
+    check_kind(write, |d| edit_manifest(d, |v| v["family"]["labels"] = serde_json::json!([])), "family.labels");
+    check_kind(write, |d| edit_manifest(d, |v| v["family"]["max_seq_length"] = 2.into()), "family.max_seq_length");
+    let unlisted = |d: &Path| edit_manifest(d, |v| v["family"]["tokenizer"] = "other.json".into());
+    check_kind(write, unlisted, "family.tokenizer");
+    // A tokenizer whose ids reach past the text tower's vocabulary is refused when the model is built.
+    let small_vocab = |d: &Path| {
+        edit_manifest(d, |v| v["family"]["architecture"]["text"]["vocab_size"] = 10.into());
+        rewrite_tensor(d, "text.embeddings.word_embeddings.weight", Some(vec![10, 32]));
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write(tmp.path());
+    small_vocab(&dir);
+    let rt = tandem_runtime::Runtime::new(tandem_runtime::RuntimeConfig::default());
+    let err = rt.load(&dir).unwrap_err().to_string();
+    assert!(err.contains("the tokenizer has") && err.contains("vocabulary 10"), "{err}");
 }
 
 #[test]

@@ -45,11 +45,31 @@ pub(crate) async fn read_images<T: ImageInputs>(
             let ApiJson(body) = ApiJson::<T>::from_request(request, state).await?;
             validate(body.inputs(), state.config.max_inputs)?;
             let units = body.inputs().iter().map(ClassifyInput::size).sum();
-            let (images, body) =
-                blocking(units, move |cancelled| Ok((decode_inputs(body.inputs(), budget, cancelled)?, body))).await?;
+            let (images, body) = blocking(units, move |cancelled| {
+                let positioned: Vec<(usize, &ClassifyInput)> = body.inputs().iter().enumerate().collect();
+                Ok((decode_inputs(&positioned, budget, cancelled)?, body))
+            })
+            .await?;
             Ok((images, Some(body)))
         }
     }
+}
+
+/// Decodes the images among a JSON request's `inputs`, each given with its position there (which
+/// errors name), within the server's pixel budgets and off the async workers when the work is
+/// large: for routes whose inputs mix images with other things (texts, for an `image_text` model's
+/// embed). The caller has checked the number of inputs.
+pub(crate) async fn decode_positioned(
+    state: &AppState,
+    inputs: Vec<(usize, ClassifyInput)>,
+) -> Result<Vec<GrayImage>, ApiError> {
+    let budget = ImageBudget::of(state);
+    let units = inputs.iter().map(|(_, input)| input.size()).sum();
+    blocking(units, move |cancelled| {
+        let positioned: Vec<(usize, &ClassifyInput)> = inputs.iter().map(|(i, input)| (*i, input)).collect();
+        decode_inputs(&positioned, budget, cancelled)
+    })
+    .await
 }
 
 /// Whether `Accept` asks for `image/png` (or `image/*`) at least as much as for JSON. `*/*` counts
@@ -164,18 +184,18 @@ enum Undecoded<'a> {
     Pixels(&'a [Vec<f64>]),
 }
 
-/// Decodes every input, naming the offending one in errors. A first pass reads only base64 and
-/// image headers, so that a request whose images declare more pixels than the budget is refused
-/// before any is decoded; the second pass decodes, and stops early once `cancelled` is set (the
-/// request timed out or the client went away).
+/// Decodes every input, naming the offending one in errors by its position in the request. A
+/// first pass reads only base64 and image headers, so that a request whose images declare more
+/// pixels than the budget is refused before any is decoded; the second pass decodes, and stops
+/// early once `cancelled` is set (the request timed out or the client went away).
 fn decode_inputs(
-    inputs: &[ClassifyInput],
+    inputs: &[(usize, &ClassifyInput)],
     budget: ImageBudget,
     cancelled: &AtomicBool,
 ) -> Result<Vec<GrayImage>, ApiError> {
     let mut total: u64 = 0;
     let mut pending = Vec::with_capacity(inputs.len());
-    for (i, input) in inputs.iter().enumerate() {
+    for &(i, input) in inputs {
         let (item, pixels) = match input {
             ClassifyInput::Image(encoded) => {
                 let bytes = BASE64.decode(encoded.trim()).map_err(|e| {
@@ -199,10 +219,10 @@ fn decode_inputs(
                 ),
             ));
         }
-        pending.push(item);
+        pending.push((i, item));
     }
     let mut images = Vec::with_capacity(pending.len());
-    for (i, item) in pending.into_iter().enumerate() {
+    for (i, item) in pending {
         if cancelled.load(Ordering::Relaxed) {
             return Err(ApiError::of(ErrorType::Timeout));
         }
@@ -259,6 +279,16 @@ mod tests {
 
     fn pixels() -> ClassifyInput {
         ClassifyInput::Pixels(vec![vec![0.0, 1.0]])
+    }
+
+    /// [`decode_inputs`] over inputs at their own positions.
+    fn decode_inputs(
+        inputs: &[ClassifyInput],
+        budget: ImageBudget,
+        cancelled: &AtomicBool,
+    ) -> Result<Vec<GrayImage>, ApiError> {
+        let positioned: Vec<(usize, &ClassifyInput)> = inputs.iter().enumerate().collect();
+        super::decode_inputs(&positioned, budget, cancelled)
     }
 
     #[test]

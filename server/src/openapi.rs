@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorShape, ErrorType};
 use crate::routes::{
-    self, admin, classifier, docs, embedder, generator, health, image_tokenizer, kserve, metrics, models,
+    self, admin, classifier, docs, embedder, generator, health, image_text, image_tokenizer, kserve, metrics, models,
 };
 use crate::wire::kserve::InferenceErrorBody;
 use crate::wire::{ErrorBody, ErrorDetail};
@@ -110,7 +110,8 @@ pub(crate) fn operation_errors(path: &str, operation_id: &str) -> Vec<ErrorType>
         "unload_model" => admin::UNLOAD_ERRORS,
         "reload_model" => admin::RELOAD_ERRORS,
         "classify" => classifier::CLASSIFY_ERRORS,
-        "openai_embeddings" | "compat_rerank" | "embed" | "rerank" | "similarity" => routes::INFERENCE_ERRORS,
+        "openai_embeddings" | "compat_rerank" | "rerank" | "similarity" => routes::INFERENCE_ERRORS,
+        "embed" => image_text::EMBED_ERRORS,
         "generate" => generator::GENERATE_ERRORS,
         "tokenize" => image_tokenizer::TOKENIZE_ERRORS,
         "detokenize" => image_tokenizer::DETOKENIZE_ERRORS,

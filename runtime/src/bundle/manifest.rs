@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffusion::BetaSchedule;
 use crate::models::cnn::CnnConfig;
+use crate::models::image_text::ImageTextConfig;
 use crate::models::image_tokenizer::ImageTokenizerConfig;
 use crate::models::sentence_encoder::{BertConfig, Pooling};
 use crate::models::unet::UNetConfig;
@@ -69,6 +70,14 @@ impl Manifest {
             _ => None,
         }
     }
+
+    /// The image–text section, if this bundle is an image–text dual encoder.
+    pub fn image_text(&self) -> Option<&ImageTextSpec> {
+        match &self.family {
+            FamilySpec::ImageText(spec) => Some(spec),
+            _ => None,
+        }
+    }
 }
 
 /// One family section, tagged by `kind`.
@@ -87,12 +96,14 @@ pub enum FamilySpec {
     ImageTokenizer(ImageTokenizerSpec),
     /// A cross-encoder: a (query, document) pair read jointly to one relevance score, for reranking.
     CrossEncoder(CrossEncoderSpec),
+    /// An image–text dual encoder: images and texts into one space, zero-shot classification.
+    ImageText(ImageTextSpec),
 }
 
 impl FamilySpec {
     /// Every kind this runtime serves, in a fixed order; docs and tidy tests walk it.
-    pub const KINDS: [&'static str; 6] =
-        ["classifier", "embedder", "diffusion", "consistency", "image_tokenizer", "cross_encoder"];
+    pub const KINDS: [&'static str; 7] =
+        ["classifier", "embedder", "diffusion", "consistency", "image_tokenizer", "cross_encoder", "image_text"];
 
     /// The wire name of the kind.
     pub fn kind(&self) -> &'static str {
@@ -103,6 +114,7 @@ impl FamilySpec {
             FamilySpec::Consistency(_) => "consistency",
             FamilySpec::ImageTokenizer(_) => "image_tokenizer",
             FamilySpec::CrossEncoder(_) => "cross_encoder",
+            FamilySpec::ImageText(_) => "image_text",
         }
     }
 }
@@ -223,6 +235,26 @@ pub struct CrossEncoderSpec {
 
 fn mean_pooling() -> Pooling {
     Pooling::Mean
+}
+
+/// An image–text dual encoder: an image tower and a text tower projecting into one space of unit
+/// vectors, scored by cosine times a learned scale (CLIP). Images are read as a classifier reads
+/// them; texts as an embedder reads them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageTextSpec {
+    /// Both towers and their full config; weights must match it exactly.
+    pub architecture: ImageTextConfig,
+    /// What the image tower expects; `shape` must be the architecture's input shape.
+    pub input: InputSpec,
+    /// The tokenizer file inside the bundle (HF `tokenizer.json` format); it must be listed in
+    /// `files`.
+    pub tokenizer: String,
+    /// Longest text in tokens, special tokens included; longer texts are truncated or refused.
+    pub max_seq_length: usize,
+    /// The class names zero-shot classification scores images against when a request names no
+    /// labels of its own: the classes the captions of training described.
+    pub labels: Vec<String>,
 }
 
 /// What the model expects: an image of `channels × height × width` on the 8-bit scale, normalised as

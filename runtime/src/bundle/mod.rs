@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 pub use manifest::{
     ClassifierSpec, ConsistencySpec, CrossEncoderSpec, DiffusionSpec, EmbedderSpec, FamilySpec, FileEntry,
-    ImageTokenizerSpec, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
+    ImageTextSpec, ImageTokenizerSpec, InferenceSpec, InputSpec, Manifest, Provenance, SCHEMA_VERSION,
 };
 
 use crate::fs::atomic_write;
@@ -136,6 +136,7 @@ fn validate_manifest(m: &Manifest) -> Result<()> {
         FamilySpec::Consistency(spec) => crate::families::generator::validate_consistency(spec),
         FamilySpec::ImageTokenizer(spec) => crate::families::image_tokenizer::validate_spec(spec),
         FamilySpec::CrossEncoder(spec) => crate::families::cross_encoder::validate_spec(spec, &m.files),
+        FamilySpec::ImageText(spec) => crate::families::image_text::validate_spec(spec, &m.files),
     };
     if let Err((field, msg)) = res {
         return bad(&format!("family.{field}"), msg);
@@ -235,6 +236,7 @@ fn expected_shapes(manifest: &Manifest) -> Result<BTreeMap<String, Vec<usize>>> 
         FamilySpec::Consistency(spec) => crate::families::generator::expected_shapes(&spec.architecture),
         FamilySpec::ImageTokenizer(spec) => crate::families::image_tokenizer::expected_shapes(spec),
         FamilySpec::CrossEncoder(spec) => crate::families::cross_encoder::expected_shapes(spec),
+        FamilySpec::ImageText(spec) => crate::families::image_text::expected_shapes(spec),
     }
 }
 

@@ -11,7 +11,7 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::batcher::BatchConfig;
 use crate::bundle::{shapes_of, Bundle, ClassifierSpec, InferenceSpec, InputSpec};
 use crate::family::Family;
-use crate::models::cnn::Cnn;
+use crate::models::cnn::{Cnn, CnnConfig};
 use crate::registry::{Loaded, Served};
 use crate::runtime::ModelInfo;
 use crate::{Error, Result, Runtime};
@@ -68,6 +68,30 @@ impl ImageItem {
         }
         ImageItem { pixels, hash: hasher.finish() }
     }
+
+    /// An image resized onto the grid of `input`, the way every image family prepares one.
+    pub(crate) fn prepare(image: &crate::image::GrayImage, input: &InputSpec) -> ImageItem {
+        let [_, h, w] = input.shape;
+        ImageItem::from_pixels(image.resized(h, w))
+    }
+
+    /// A hash of the pixels, for cache keys.
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// Prepared images as the network's input `[n, c, h, w]`, normalised as `input` says:
+/// `(pixel / 255 - mean) / std`.
+pub(crate) fn input_batch(items: &[&ImageItem], input: &InputSpec, device: &Device) -> Result<Tensor> {
+    let [c, h, w] = input.shape;
+    let scale = 1.0 / (255.0 * input.std);
+    let shift = input.mean / input.std;
+    let mut data = Vec::with_capacity(items.len() * c * h * w);
+    for item in items {
+        data.extend(item.pixels.iter().map(|p| p * scale - shift));
+    }
+    Ok(Tensor::from_vec(data, (items.len(), c, h, w), device)?)
 }
 
 /// A loaded classifier, ready to run batches.
@@ -139,25 +163,11 @@ pub(crate) fn validate_spec(spec: &ClassifierSpec) -> std::result::Result<(), (S
     if let Err(e) = cnn.feature_dim() {
         return bad("architecture", e);
     }
-    if cnn.input_shape != spec.input.shape {
-        return bad(
-            "input.shape",
-            format!("expected {:?} (the architecture's input), found {:?}", cnn.input_shape, spec.input.shape),
-        );
-    }
+    validate_input(cnn, &spec.input)?;
     if spec.labels.len() != cnn.num_classes {
         return bad(
             "labels",
             format!("expected {} labels (num_classes), found {}", cnn.num_classes, spec.labels.len()),
-        );
-    }
-    if spec.input.dtype != "f32" {
-        return bad("input.dtype", format!("expected \"f32\", found {:?}", spec.input.dtype));
-    }
-    if !(spec.input.std.is_finite() && spec.input.std > 0.0 && spec.input.mean.is_finite()) {
-        return bad(
-            "input.std",
-            format!("mean and std must be finite and std positive, found {} and {}", spec.input.mean, spec.input.std),
         );
     }
     if let InferenceSpec::HeadMixture { alpha, beta } = spec.inference {
@@ -167,6 +177,28 @@ pub(crate) fn validate_spec(spec: &ClassifierSpec) -> std::result::Result<(), (S
         if !((0.0..=1.0).contains(&alpha) && beta.is_finite() && beta > 0.0) {
             return bad("inference", format!("alpha must be in [0, 1] and beta positive, found {alpha} and {beta}"));
         }
+    }
+    Ok(())
+}
+
+/// Checks the input section of a family whose images go through `cnn`: its shape is the
+/// network's, it computes in f32, and the normalisation is finite with a positive std.
+pub(crate) fn validate_input(cnn: &CnnConfig, input: &InputSpec) -> std::result::Result<(), (String, String)> {
+    let bad = |field: &str, msg: String| Err((field.to_owned(), msg));
+    if cnn.input_shape != input.shape {
+        return bad(
+            "input.shape",
+            format!("expected {:?} (the architecture's input), found {:?}", cnn.input_shape, input.shape),
+        );
+    }
+    if input.dtype != "f32" {
+        return bad("input.dtype", format!("expected \"f32\", found {:?}", input.dtype));
+    }
+    if !(input.std.is_finite() && input.std > 0.0 && input.mean.is_finite()) {
+        return bad(
+            "input.std",
+            format!("mean and std must be finite and std positive, found {} and {}", input.mean, input.std),
+        );
     }
     Ok(())
 }
@@ -209,8 +241,7 @@ impl Classifier {
 
     /// Resizes an image onto the model's input grid.
     pub fn prepare(&self, image: &crate::image::GrayImage) -> ImageItem {
-        let [_, h, w] = self.input.shape;
-        ImageItem::from_pixels(image.resized(h, w))
+        ImageItem::prepare(image, &self.input)
     }
 
     /// `[channels, height, width]` the model expects.
@@ -225,14 +256,7 @@ impl Classifier {
 
     /// Probabilities `[N, classes]` for a batch of prepared images.
     fn probabilities(&self, items: &[ImageItem]) -> Result<Tensor> {
-        let [c, h, w] = self.input.shape;
-        let scale = 1.0 / (255.0 * self.input.std);
-        let shift = self.input.mean / self.input.std;
-        let mut data = Vec::with_capacity(items.len() * c * h * w);
-        for item in items {
-            data.extend(item.pixels.iter().map(|p| p * scale - shift));
-        }
-        let x = Tensor::from_vec(data, (items.len(), c, h, w), &self.device)?;
+        let x = input_batch(&items.iter().collect::<Vec<_>>(), &self.input, &self.device)?;
         let out = self.net.forward_t(&x, false)?;
         let probs = match (&self.inference, &out.aux_logits) {
             (InferenceSpec::HeadMixture { alpha, beta }, Some(aux)) => {

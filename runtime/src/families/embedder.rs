@@ -108,12 +108,12 @@ pub struct SimilarityResponse {
 /// One tokenized text.
 #[derive(Debug, Clone)]
 pub struct TextItem {
-    ids: Vec<u32>,
-    hash: u64,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) hash: u64,
 }
 
 impl TextItem {
-    fn new(ids: Vec<u32>) -> TextItem {
+    pub(crate) fn new(ids: Vec<u32>) -> TextItem {
         let mut hasher = DefaultHasher::new();
         ids.hash(&mut hasher);
         TextItem { hash: hasher.finish(), ids }
@@ -157,18 +157,31 @@ impl Embedder {
     /// Tokenizes texts into items, counting tokens and truncations.
     fn prepare(&self, texts: &[String], truncate: bool) -> Result<(Vec<TextItem>, TextUsage)> {
         let mut usage = TextUsage::default();
-        let mut items = Vec::with_capacity(texts.len());
-        for (i, text) in texts.iter().enumerate() {
-            let encoded = self.tokenizer.encode(text, truncate).map_err(|e| match e {
-                Error::InvalidInput(m) => Error::InvalidInput(format!("input {i}: {m}")),
-                other => other,
-            })?;
-            usage.n_tokens += encoded.ids.len();
-            usage.n_truncated += usize::from(encoded.truncated);
-            items.push(TextItem::new(encoded.ids));
-        }
+        let items = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| text_item(&self.tokenizer, i, text, truncate, &mut usage))
+            .collect::<Result<_>>()?;
         Ok((items, usage))
     }
+}
+
+/// Tokenizes input `i` of a request into an item, adding its tokens and any truncation to `usage`;
+/// errors name the input.
+pub(crate) fn text_item(
+    tokenizer: &TextTokenizer,
+    i: usize,
+    text: &str,
+    truncate: bool,
+    usage: &mut TextUsage,
+) -> Result<TextItem> {
+    let encoded = tokenizer.encode(text, truncate).map_err(|e| match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("input {i}: {m}")),
+        other => other,
+    })?;
+    usage.n_tokens += encoded.ids.len();
+    usage.n_truncated += usize::from(encoded.truncated);
+    Ok(TextItem::new(encoded.ids))
 }
 
 impl Family for Embedder {
@@ -296,7 +309,7 @@ impl Runtime {
 }
 
 /// `dimensions` must keep at least one value and at most all of them.
-fn check_dimensions(dimensions: Option<usize>, width: usize) -> Result<Option<usize>> {
+pub(crate) fn check_dimensions(dimensions: Option<usize>, width: usize) -> Result<Option<usize>> {
     match dimensions {
         Some(d) if d == 0 || d > width => {
             Err(Error::InvalidInput(format!("dimensions must be between 1 and {width}, the model's width, found {d}")))
@@ -306,7 +319,7 @@ fn check_dimensions(dimensions: Option<usize>, width: usize) -> Result<Option<us
 }
 
 /// Truncates to `dimensions`, then scales to unit length when `normalize` is set.
-fn finish(raw: &[f32], dimensions: Option<usize>, normalize: bool) -> Vec<f32> {
+pub(crate) fn finish(raw: &[f32], dimensions: Option<usize>, normalize: bool) -> Vec<f32> {
     let mut v = raw[..dimensions.unwrap_or(raw.len()).min(raw.len())].to_vec();
     if normalize {
         let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
@@ -317,7 +330,7 @@ fn finish(raw: &[f32], dimensions: Option<usize>, normalize: bool) -> Vec<f32> {
     v
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 

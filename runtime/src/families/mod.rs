@@ -4,6 +4,7 @@ pub mod classifier;
 pub mod cross_encoder;
 pub mod embedder;
 pub mod generator;
+pub mod image_text;
 pub mod image_tokenizer;
 
 use std::sync::Arc;
@@ -24,5 +25,6 @@ pub(crate) fn load(bundle: &Bundle, device: &Device, batch: BatchConfig) -> Resu
         FamilySpec::Consistency(spec) => generator::load_consistency(bundle, spec, device, batch),
         FamilySpec::ImageTokenizer(spec) => image_tokenizer::load(bundle, spec, device, batch),
         FamilySpec::CrossEncoder(spec) => cross_encoder::load(bundle, spec, device, batch),
+        FamilySpec::ImageText(spec) => image_text::load(bundle, spec, device, batch),
     }
 }

@@ -32,7 +32,7 @@ pub(crate) const CLASSIFY_ERRORS: &[ErrorType] = &[
 ];
 
 /// The kinds the classify route serves.
-pub(crate) const KINDS: &[&str] = &["classifier", super::image_tokenizer::KIND];
+pub(crate) const KINDS: &[&str] = &["classifier", super::image_tokenizer::KIND, super::image_text::KIND];
 
 /// The routes that serve classifiers, as named in 422 answers to other kinds' models.
 pub(crate) const ROUTES: &[&str] = &["POST /v1/models/{id}/classify", super::kserve::INFER_ROUTE];
@@ -46,8 +46,11 @@ pub(crate) fn router() -> Router<AppState> {
 /// Send either a JSON body (`application/json`) with up to `max_inputs` inputs, each a base64
 /// PNG/JPEG (`image`) or a pixel array (`pixels`), or a single raw `image/png` / `image/jpeg` body
 /// with `top_k` in the query string. Images of another size than the model's input are resized.
-/// Serves `classifier` models, and `image_tokenizer` models, which classify by the head run on
-/// each image's semantic tokens (a tokenizer without a semantic stream answers 422).
+/// Serves `classifier` models, `image_tokenizer` models, which classify by the head run on each
+/// image's semantic tokens (a tokenizer without a semantic stream answers 422), and `image_text`
+/// models, which classify zero-shot: against the JSON body's `labels` (free texts, embedded by
+/// the model's text tower), or the model's class names without them. Only `image_text` models
+/// take `labels`.
 #[utoipa::path(
     post,
     path = "/v1/models/{id}/classify",
@@ -75,9 +78,19 @@ pub(crate) async fn classify(
     let (state, id) = (&state, id.as_str());
     super::on_model_of(state, id, KINDS, |info| async move {
         let (images, body) = read_images::<ClassifyRequest>(state, request).await?;
-        let top_k = body.and_then(|body| body.top_k).or(query.top_k).unwrap_or(DEFAULT_TOP_K);
+        let (body_top_k, labels) = body.map_or((None, None), |body| (body.top_k, body.labels));
+        let top_k = body_top_k.or(query.top_k).unwrap_or(DEFAULT_TOP_K);
         // By the id as requested, like `on_model`: a hot reload may have swapped `name@1` for
         // `name@2` since `info` was read.
+        if info.kind == super::image_text::KIND {
+            return super::image_text::classify(state, id, images, labels, top_k).await;
+        }
+        if labels.is_some() {
+            return Err(ApiError::new(
+                ErrorType::InvalidInput,
+                format!("model {} has fixed classes: labels are for image_text models only", info.id),
+            ));
+        }
         let response = if info.kind == super::image_tokenizer::KIND {
             state.runtime.classify_by_tokens(id, images, top_k).await?
         } else {

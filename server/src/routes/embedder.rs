@@ -12,9 +12,9 @@ use crate::error::{ApiError, ErrorType};
 use crate::extract::{Json as ApiJson, Path};
 use crate::state::AppState;
 use crate::wire::embedder::{
-    CompatRerankRequest, CompatRerankResponse, CompatRerankResult, DocumentText, EmbedRequest, EmbedResponse,
-    EmbeddingData, EmbeddingVector, EncodingFormat, OpenAiEmbeddingsRequest, OpenAiEmbeddingsResponse, RerankRequest,
-    RerankResponse, RerankResult, SimilarityRequest, SimilarityResponse,
+    CompatRerankRequest, CompatRerankResponse, CompatRerankResult, DocumentText, EmbedInput, EmbedRequest,
+    EmbedResponse, EmbeddingData, EmbeddingVector, EncodingFormat, OpenAiEmbeddingsRequest, OpenAiEmbeddingsResponse,
+    RerankRequest, RerankResponse, RerankResult, SimilarityRequest, SimilarityResponse,
 };
 
 /// The routes that serve embedders, as named in 422 answers to other kinds' models.
@@ -28,6 +28,9 @@ pub(crate) const ROUTES: &[&str] = &[
 ];
 
 const KIND: &str = "embedder";
+
+/// The kinds the embed route serves: texts for both, images too for `image_text` models.
+const EMBED_KINDS: &[&str] = &[KIND, super::image_text::KIND];
 
 /// The kinds the rerank routes serve: the runtime scores by the kind it finds.
 const RERANK_KINDS: &[&str] = &[KIND, super::cross_encoder::KIND];
@@ -74,7 +77,11 @@ pub(crate) async fn openai_embeddings(
     .await
 }
 
-/// Embeds texts with the model `id`.
+/// Embeds texts with the model `id`, or texts and images with an `image_text` model.
+///
+/// Serves `embedder` models (texts only; an image among the inputs is a 422) and `image_text`
+/// models, whose text and image towers embed into one space: a text and an image are compared by
+/// the dot product of their vectors, which are unit length.
 #[utoipa::path(
     post,
     path = "/v1/models/{id}/embed",
@@ -88,16 +95,35 @@ pub(crate) async fn embed(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<EmbedRequest>,
 ) -> Result<Json<EmbedResponse>, ApiError> {
-    validate_texts("inputs", &body.inputs, &state)?;
-    let request = tandem_runtime::EmbedRequest {
-        texts: body.inputs,
-        truncate: body.truncate.unwrap_or(true),
-        normalize: body.normalize,
-        dimensions: body.dimensions,
-    };
-    let state = &state;
-    super::on_model(state, &id, KIND, |model| async move {
-        let res = state.runtime.embed(&model, request).await?;
+    validate_inputs(&body.inputs, &state)?;
+    let (state, id) = (&state, id.as_str());
+    // By the id as requested, like `on_model`: a hot reload may swap `name@1` for `name@2`.
+    super::on_model_of(state, id, EMBED_KINDS, |info| async move {
+        if info.kind == super::image_text::KIND {
+            return super::image_text::embed(state, id, body).await;
+        }
+        let texts = body
+            .inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, input)| match input {
+                EmbedInput::Text(text) => Ok(text),
+                EmbedInput::Image(_) => Err(ApiError::new(
+                    ErrorType::InvalidInput,
+                    format!(
+                        "inputs[{i}] is an image: model {} embeds texts only (images need an image_text model)",
+                        info.id
+                    ),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        let request = tandem_runtime::EmbedRequest {
+            texts,
+            truncate: body.truncate.unwrap_or(true),
+            normalize: body.normalize,
+            dimensions: body.dimensions,
+        };
+        let res = state.runtime.embed(id, request).await?;
         Ok(Json(EmbedResponse { model: res.model, embeddings: res.embeddings, usage: res.usage.into() }))
     })
     .await
@@ -240,7 +266,29 @@ pub(crate) fn validate_texts(field: &str, texts: &[String], state: &AppState) ->
     Ok(())
 }
 
-fn check_length(field: &str, text: &str, state: &AppState) -> Result<(), ApiError> {
+/// [`validate_texts`] for the embed route's inputs, which may hold images: their count, and the
+/// length of the texts among them (images are checked as they are decoded).
+fn validate_inputs(inputs: &[EmbedInput], state: &AppState) -> Result<(), ApiError> {
+    if inputs.is_empty() {
+        return Err(ApiError::new(ErrorType::InvalidInput, "inputs must hold at least one input".to_owned()));
+    }
+    let max_inputs = state.config.max_inputs;
+    if inputs.len() > max_inputs {
+        return Err(ApiError::new(
+            ErrorType::TooManyInputs,
+            format!("{} inputs sent, at most {max_inputs} are accepted per request", inputs.len()),
+        ));
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        if let Some(text) = input.as_text() {
+            check_length(&format!("inputs[{i}]"), text, state)?;
+        }
+    }
+    Ok(())
+}
+
+/// A text of at most `max_input_chars` characters (422 beyond).
+pub(crate) fn check_length(field: &str, text: &str, state: &AppState) -> Result<(), ApiError> {
     let max = state.config.max_input_chars;
     // Counting stops one past the limit, so a huge text costs no more than a long one.
     if text.chars().take(max + 1).count() > max {

@@ -3,8 +3,9 @@
 //! Inference routes come one module per model family, named after the family's `kind`
 //! (`classifier.rs`, ...), each with the list of routes it serves; `generator.rs` serves the two
 //! image generation kinds, `diffusion` and `consistency`, with one route; `classifier.rs`'s route
-//! serves `image_tokenizer` models as well as classifiers, and `embedder.rs`'s rerank routes serve
-//! `cross_encoder` models as well as embedders. Every inference handler goes
+//! serves `image_tokenizer` and `image_text` models as well as classifiers, `embedder.rs`'s rerank
+//! routes serve `cross_encoder` models as well as embedders, and its embed route `image_text`
+//! models. Every inference handler goes
 //! through [`on_model`], so resolving the model, refusing other kinds and per-model metrics are
 //! written once. `kserve.rs` speaks the Open Inference Protocol (`/v2`) for every family it maps.
 
@@ -15,6 +16,7 @@ pub(crate) mod docs;
 pub(crate) mod embedder;
 pub(crate) mod generator;
 pub(crate) mod health;
+pub(crate) mod image_text;
 pub(crate) mod image_tokenizer;
 pub(crate) mod kserve;
 pub(crate) mod metrics;
@@ -49,6 +51,7 @@ pub(crate) fn routes_for_kind(kind: &str) -> &'static [&'static str] {
         "diffusion" | "consistency" => generator::ROUTES,
         "image_tokenizer" => image_tokenizer::ROUTES,
         "cross_encoder" => cross_encoder::ROUTES,
+        "image_text" => image_text::ROUTES,
         _ => &[],
     }
 }

@@ -6,6 +6,8 @@ use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema,
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
+use super::ClassifyInput;
+
 /// `input` of an OpenAI embeddings request: one text or a list of texts.
 ///
 /// OpenAI also accepts token-id arrays; Tandem tokenizes itself, so those are refused with a
@@ -148,14 +150,66 @@ pub struct OpenAiEmbeddingsResponse {
     pub usage: TextUsage,
 }
 
+/// One input of `POST /v1/models/{id}/embed`: a text, or, for an `image_text` model, an image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EmbedInput {
+    /// A text.
+    Text(String),
+    /// An image as the classify route takes one, `{"image": "<base64 PNG or JPEG>"}` or
+    /// `{"pixels": [[...]]}`; only `image_text` models embed images.
+    Image(ClassifyInput),
+}
+
+/// Read by hand so that an image object's errors are [`ClassifyInput`]'s own (serde's untagged
+/// enums only say that no variant matched).
+impl<'de> Deserialize<'de> for EmbedInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Ok(EmbedInput::Text(text)),
+            value @ serde_json::Value::Object(_) => {
+                ClassifyInput::deserialize(value).map(EmbedInput::Image).map_err(D::Error::custom)
+            }
+            other => {
+                Err(D::Error::custom(format!("expected a text or an object with `image` or `pixels`, found {other}")))
+            }
+        }
+    }
+}
+
+impl PartialSchema for EmbedInput {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).description(Some("A text.")))
+            .item(ClassifyInput::schema())
+            .description(Some("A text, or an image (`image_text` models only)."))
+            .into()
+    }
+}
+
+impl ToSchema for EmbedInput {}
+
+impl EmbedInput {
+    /// The text, if this input is one.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            EmbedInput::Text(text) => Some(text),
+            EmbedInput::Image(_) => None,
+        }
+    }
+}
+
 /// Body of `POST /v1/models/{id}/embed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"inputs": ["a cat sat on the mat", "stocks fell"], "normalize": true}))]
 pub struct EmbedRequest {
-    /// Texts to embed, answered in order; at least one, at most the server's `max_inputs`.
+    /// Inputs to embed, answered in order; at least one, at most the server's `max_inputs`. Texts
+    /// for every model; an `image_text` model also takes images (`{"image": "<base64 PNG or
+    /// JPEG>"}` or `{"pixels": [[...]]}`), embedded into the same space as its texts.
     #[schema(min_items = 1)]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<EmbedInput>,
     /// Scale embeddings to unit length; default: as the model was trained (see its details).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<bool>,
@@ -305,6 +359,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn embed_inputs_are_texts_or_images_with_the_image_errors() {
+        let inputs: Vec<EmbedInput> = serde_json::from_value(json!(["a bag", {"image": "aGk="}])).unwrap();
+        assert_eq!(inputs[0], EmbedInput::Text("a bag".into()));
+        assert_eq!(inputs[1], EmbedInput::Image(ClassifyInput::Image("aGk=".into())));
+        let both = serde_json::from_value::<EmbedInput>(json!({"image": "aGk=", "pixels": [[1.0]]})).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let number = serde_json::from_value::<EmbedInput>(json!(3)).unwrap_err();
+        assert!(number.to_string().contains("expected a text or an object"), "{number}");
+        assert_eq!(serde_json::to_value(&inputs).unwrap(), json!(["a bag", {"image": "aGk="}]));
+    }
 
     #[test]
     fn input_is_a_string_or_strings_and_never_tokens() {

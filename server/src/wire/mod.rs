@@ -155,13 +155,15 @@ pub struct ModelDetail {
     pub params: usize,
     /// Metrics measured at export, e.g. `test_accuracy`.
     pub metrics: BTreeMap<String, f64>,
-    /// Class labels, in score order of the model's output (classifiers only).
+    /// Class labels, in score order of the model's output (classifiers), or the class names an
+    /// `image_text` model classifies against by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
-    /// What the model expects as input (classifiers only).
+    /// What the model expects as an image (classifiers and `image_text` models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputSpec>,
-    /// What an embedder produces (embedders only).
+    /// What an embedder produces (embedders and `image_text` models: the width of the shared
+    /// space, and the text tower's length limit and pooling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<EmbeddingSpec>,
     /// The routes that serve this model, e.g. `POST /v1/models/{id}/classify`.
@@ -276,6 +278,13 @@ pub struct ClassifyRequest {
     #[serde(default, deserialize_with = "top_k::from_json", skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub top_k: Option<usize>,
+    /// Zero-shot labels, for `image_text` models only: free texts that the model's text tower
+    /// embeds and each image is scored against (a softmax over the labels of the model's scaled
+    /// cosine similarities). Default: the model's class names. At least one, at most the server's
+    /// `max_inputs`, none blank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
+    pub labels: Option<Vec<String>>,
 }
 
 /// Query of a classify request whose body is a raw image.
@@ -375,21 +384,40 @@ impl From<&tandem_runtime::ModelInfo> for ModelDetail {
             dataset: manifest.provenance.dataset.clone(),
             params: info.params,
             metrics: manifest.metrics.clone(),
-            labels: manifest.classifier().map(|spec| spec.labels.clone()),
-            input: manifest.classifier().map(|spec| InputSpec::from(&spec.input)),
-            embedding: manifest.embedder().map(|spec| EmbeddingSpec {
-                dimensions: spec.architecture.hidden_size,
-                max_seq_length: spec.max_seq_length,
-                pooling: serde_json::to_value(spec.pooling)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                normalize: spec.normalize,
-            }),
+            labels: manifest
+                .classifier()
+                .map(|spec| spec.labels.clone())
+                .or_else(|| manifest.image_text().map(|spec| spec.labels.clone())),
+            input: manifest
+                .classifier()
+                .map(|spec| &spec.input)
+                .or_else(|| manifest.image_text().map(|spec| &spec.input))
+                .map(InputSpec::from),
+            embedding: manifest
+                .embedder()
+                .map(|spec| EmbeddingSpec {
+                    dimensions: spec.architecture.hidden_size,
+                    max_seq_length: spec.max_seq_length,
+                    pooling: pooling_name(spec.pooling),
+                    normalize: spec.normalize,
+                })
+                .or_else(|| {
+                    manifest.image_text().map(|spec| EmbeddingSpec {
+                        dimensions: spec.architecture.embed_dim(),
+                        max_seq_length: spec.max_seq_length,
+                        pooling: pooling_name(spec.architecture.pooling),
+                        normalize: true,
+                    })
+                }),
             routes: crate::routes::routes_for_kind(&info.kind).iter().map(|r| (*r).to_owned()).collect(),
             created_at: manifest.created_at.clone(),
         }
     }
+}
+
+/// The wire name of a pooling, e.g. `mean`.
+fn pooling_name(pooling: tandem_runtime::models::sentence_encoder::Pooling) -> String {
+    serde_json::to_value(pooling).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 impl From<tandem_runtime::ClassifyResponse> for ClassifyResponse {

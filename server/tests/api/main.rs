@@ -5,6 +5,7 @@ mod common;
 mod contract;
 mod cross_encoder;
 mod embedder;
+mod image_text;
 mod image_tokenizer;
 mod kserve;
 mod lifecycle;
