@@ -20,7 +20,7 @@ use serde_json::json;
 use tandem_runtime::bundle::{Bundle, Provenance};
 use tandem_runtime::layers::differentiable::l2_normalize;
 
-use super::encoder::{evaluate, figures, TrainingEncoder};
+use super::encoder::{evaluate, TrainingEncoder};
 use super::student::{cut_student, ParamCount, StudentShape};
 use super::{load_benchmark, WordNetSource};
 use crate::data::Split;
@@ -314,7 +314,7 @@ impl Family for DistillRun<'_> {
         self.student.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
         let (queries, corpus) = (Some(self.cfg.val_queries), Some(self.cfg.val_corpus));
         let report = evaluate(&self.benchmark, &dir, Split::Val, queries, corpus)?;
-        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: figures(&report) })
+        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: report.figures() })
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
@@ -339,6 +339,6 @@ impl Family for DistillRun<'_> {
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
         let report = evaluate(&self.benchmark, dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
-        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: figures(&report) })
+        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: report.figures() })
     }
 }

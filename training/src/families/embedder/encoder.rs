@@ -153,12 +153,3 @@ pub(crate) fn evaluate(
     let options = EvalOptions { split, limit_queries: queries, corpus_limit: corpus, rerank: None };
     retrieval::evaluate(benchmark, &FirstStage::Embedder(dir.to_path_buf()), &options)
 }
-
-/// The figures of a report beyond nDCG@10, by name.
-pub(crate) fn figures(report: &RetrievalReport) -> BTreeMap<String, f64> {
-    BTreeMap::from([
-        ("recall_at_1".into(), report.recall_at_1),
-        ("recall_at_10".into(), report.recall_at_10),
-        ("mrr_at_10".into(), report.mrr_at_10),
-    ])
-}

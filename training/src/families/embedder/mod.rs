@@ -37,7 +37,7 @@ use crate::report::{EpochRecord, TrainSummary};
 use crate::retrieval::{self, Benchmark, TrainingPair};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
 use crate::{Error, Result};
-use encoder::{evaluate, figures, TrainingEncoder};
+use encoder::{evaluate, TrainingEncoder};
 
 pub use config::{EmbedderConfig, WordNetSource};
 
@@ -192,7 +192,7 @@ impl Family for EmbedderRun<'_> {
         self.encoder.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
         let (queries, corpus) = (Some(self.cfg.val_queries), Some(self.cfg.val_corpus));
         let report = evaluate(&self.benchmark, &dir, Split::Val, queries, corpus)?;
-        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: figures(&report) })
+        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: report.figures() })
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
@@ -214,6 +214,6 @@ impl Family for EmbedderRun<'_> {
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
         let report = evaluate(&self.benchmark, dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
-        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: figures(&report) })
+        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: report.figures() })
     }
 }
