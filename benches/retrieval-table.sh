@@ -15,7 +15,8 @@
 # "0,5"), VOCAB (the students' vocabulary, default 14000), LOSSES ("cosine mse"), SEEDS ("0"),
 # TEXTS (texts per distillation, default 60000), DISTILL_EPOCHS (1), STUDENT_TEACHER (the run the
 # students distil, default minilm-wordnet; minilm-wordnet-1 is stage 1), RERANK_TOP (50),
-# CROSS_PAIRS (cross-encoder training pairs, default 4096). WordNet and MiniLM need
+# CROSS_PAIRS (cross-encoder training pairs, default 4096), CROSS_MINER (the bi-encoder that mines the
+# cross-encoder's negatives and whose top candidates it reranks, default minilm-wordnet). WordNet and MiniLM need
 # `tandem data fetch wordnet minilm` first.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: benches/retrieval-table.sh BIN [OUT_DIR]" >&2; exit 2; }
@@ -23,6 +24,7 @@ BIN=$(realpath "$1")
 OUT=${2:-retrieval-table}
 DATA=${TANDEM_DATA_DIR:-$HOME/.cache/tandem/data}
 PAIRS=${PAIRS:-16384}
+CROSS_MINER=${CROSS_MINER:-minilm-wordnet}
 mkdir -p "$OUT"
 "$BIN" --version >&2
 
@@ -63,11 +65,12 @@ measure minilm-wordnet "$OUT/minilm-wordnet"
 if "$BIN" train-cross-encoder --help > /dev/null 2>&1; then
     if [ ! -f "$OUT/cross-encoder/manifest.json" ]; then
         echo "== cross-encoder" >&2
-        "$BIN" train-cross-encoder --init "$OUT/minilm" --miner "$OUT/minilm-wordnet" \
-            --max-pairs "${CROSS_PAIRS:-4096}" --val-queries 200 --test-queries 200 \
+        "$BIN" train-cross-encoder --init "$OUT/minilm" --miner "$OUT/$CROSS_MINER" --negatives 7 \
+            --max-pairs "${CROSS_PAIRS:-4096}" --mine-corpus "${MINE_CORPUS:-30000}" --batch-size 16 --lr 2e-5 \
+            --val-queries 200 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
             --out "$OUT/cross-encoder" --resume --quiet --json > /dev/null
     fi
-    measure cross-encoder "$OUT/minilm-wordnet" --reranker "$OUT/cross-encoder" --rerank-top "${RERANK_TOP:-50}"
+    measure cross-encoder "$OUT/$CROSS_MINER" --reranker "$OUT/cross-encoder" --rerank-top "${RERANK_TOP:-50}"
 fi
 
 # Students distilled from the fine-tuned model.
