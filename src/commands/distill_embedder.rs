@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use tandem_training::families::embedder::distill::{self, DistillConfig, DistillLoss};
+use tandem_training::families::embedder::rank_distill::{self, RankDistillConfig, RankMethod, Validity};
 use tandem_training::families::embedder::student::StudentShape;
+use tandem_training::retrieval::MiningOptions;
 
 /// The distillation loss on the command line.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -16,15 +18,69 @@ pub enum LossArg {
     Mse,
 }
 
+/// What the student learns from.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// The teacher bi-encoder's vectors of the training texts (`--loss`).
+    Embedding,
+    /// The contrastive loss plus KL to the cross-encoder's softmax over each query's candidates.
+    ScoreKl,
+    /// The contrastive loss plus CPRD: the cross-encoder's order of the student's own hard
+    /// negatives, cut at the first invalid one (`--validity`).
+    Cprd,
+}
+
+/// CPRD's rule for the first invalid negative.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValidityArg {
+    /// The teacher scores the negative at or above the positive.
+    AbovePositive,
+    /// The teacher's logit of the negative is below `--cprd-threshold`.
+    Threshold,
+}
+
 /// Arguments of `tandem distill-embedder`.
 #[derive(clap::Args)]
 pub struct DistillEmbedderArgs {
     /// The embedder bundle to distil; the student is cut from it.
     #[arg(long)]
     pub teacher: PathBuf,
-    /// The teacher's layers the student keeps, in order (e.g. `0,5`).
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// The teacher's layers the student keeps, in order (e.g. `0,5`); needed unless `--init`.
+    #[arg(long, value_delimiter = ',', required_unless_present = "init")]
     pub layers: Vec<usize>,
+    #[arg(long, value_enum, default_value = "embedding")]
+    pub method: MethodArg,
+    /// score-kl and cprd: the cross-encoder bundle whose scores are distilled.
+    #[arg(long, required_if_eq_any = [("method", "score-kl"), ("method", "cprd")])]
+    pub cross_encoder: Option<PathBuf>,
+    /// score-kl and cprd: start from this embedder bundle (e.g. an embedding-distilled student)
+    /// instead of cutting one from the teacher.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// cprd: which negative cuts the teacher's order.
+    #[arg(long, value_enum, default_value = "above-positive")]
+    pub validity: ValidityArg,
+    /// cprd with `--validity threshold`: the smallest teacher logit a kept negative may have.
+    #[arg(long, default_value_t = 0.0)]
+    pub cprd_threshold: f32,
+    /// score-kl and cprd: weight of the distillation term next to the contrastive loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+    /// score-kl and cprd: the student's own hard negatives per query that the teacher scores.
+    #[arg(long, default_value_t = 7)]
+    pub negatives: usize,
+    /// score-kl and cprd: candidates searched per query when mining.
+    #[arg(long, default_value_t = 30)]
+    pub mine_depth: usize,
+    /// score-kl and cprd: mine among this many training glosses [default: all].
+    #[arg(long)]
+    pub mine_corpus: Option<usize>,
+    /// score-kl and cprd: train on a seeded sample of this many pairs.
+    #[arg(long)]
+    pub max_pairs: Option<usize>,
+    /// score-kl: temperature of the cross-encoder's logits.
+    #[arg(long, default_value_t = 1.0)]
+    pub teacher_temperature: f64,
     /// Keep this many vocabulary entries: the special and single-character tokens and the
     /// training texts' most used ones [default: all].
     #[arg(long)]
@@ -57,6 +113,9 @@ pub struct DistillEmbedderArgs {
 }
 
 pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
+    if args.method == MethodArg::Embedding && args.init.is_some() {
+        anyhow::bail!("--init continues a student under score-kl or cprd; embedding distillation cuts its own");
+    }
     let out = &args.bundle;
     let eval = &args.retrieval;
     let shape = StudentShape { layers: args.layers.clone(), vocab: args.vocab };
@@ -72,7 +131,35 @@ pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
     (cfg.test_queries, cfg.test_corpus) = (eval.test_queries, eval.test_corpus);
     cfg.optim.lr = args.lr;
     (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
-    let summary = distill::distill(&cfg)?;
+    let summary = match args.method {
+        MethodArg::Embedding => distill::distill(&cfg)?,
+        MethodArg::ScoreKl | MethodArg::Cprd => {
+            let method = match (args.method, args.validity) {
+                (MethodArg::ScoreKl, _) => RankMethod::ScoreKl,
+                (_, ValidityArg::AbovePositive) => RankMethod::Cprd(Validity::AbovePositive),
+                (_, ValidityArg::Threshold) => RankMethod::Cprd(Validity::Threshold(args.cprd_threshold)),
+            };
+            let cross_encoder =
+                args.cross_encoder.clone().ok_or_else(|| anyhow::anyhow!("--cross-encoder is needed"))?;
+            let rank = RankDistillConfig {
+                base: cfg,
+                cross_encoder,
+                init: args.init.clone(),
+                method,
+                beta: args.beta,
+                scale: 20.0,
+                teacher_temperature: args.teacher_temperature,
+                mining: MiningOptions {
+                    per_query: args.negatives,
+                    depth: args.mine_depth,
+                    skip_top: 0,
+                    corpus_limit: args.mine_corpus,
+                },
+                max_pairs: args.max_pairs,
+            };
+            rank_distill::rank_distill(&rank)?
+        }
+    };
     super::train::print_summary(&summary, out.json);
     Ok(())
 }

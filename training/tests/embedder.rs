@@ -6,8 +6,9 @@ use std::path::Path;
 use tandem_runtime::bundle::{Bundle, FamilySpec};
 use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
 use tandem_runtime::models::sentence_encoder::Pooling;
-use tandem_runtime::testing_text::write_tiny_sentence_transformers_dir;
+use tandem_runtime::testing_text::{write_tiny_cross_encoder_bundle, write_tiny_sentence_transformers_dir};
 use tandem_training::families::embedder::distill::{self, DistillConfig};
+use tandem_training::families::embedder::rank_distill::{self, RankDistillConfig, RankMethod, Validity};
 use tandem_training::families::embedder::student::StudentShape;
 use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
 use tandem_training::retrieval::MiningOptions;
@@ -97,4 +98,53 @@ fn a_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_preci
             .count(),
         1
     );
+}
+
+#[test]
+fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_sentence_transformers_dir(&hf, 2, Pooling::Mean, true).unwrap();
+    let teacher = dir.path().join("teacher");
+    let options = ImportOptions { name: "teacher".into(), version: "1".into() };
+    import_sentence_transformers(&hf, &teacher, &options).unwrap();
+    let cross = write_tiny_cross_encoder_bundle(dir.path(), "cross", "1").unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
+
+    let mut weights = Vec::new();
+    for (name, method) in [
+        ("kl", RankMethod::ScoreKl),
+        ("cprd", RankMethod::Cprd(Validity::Threshold(f32::NEG_INFINITY))),
+        ("cprd-above", RankMethod::Cprd(Validity::AbovePositive)),
+    ] {
+        let out = dir.path().join(name);
+        let shape = StudentShape { layers: vec![0], vocab: None };
+        let mut base = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture.clone()), shape, out.clone());
+        (base.epochs, base.batch_size, base.progress) = (3, 4, false);
+        (base.val_queries, base.val_corpus) = (50, 100);
+        base.optim.lr = 1e-2;
+        let cfg = RankDistillConfig {
+            base,
+            cross_encoder: cross.clone(),
+            init: None,
+            method,
+            beta: 1.0,
+            scale: 20.0,
+            teacher_temperature: 1.0,
+            mining: MiningOptions { per_query: 3, depth: 8, skip_top: 0, corpus_limit: None },
+            max_pairs: None,
+        };
+        let summary = rank_distill::rank_distill(&cfg).unwrap();
+        for record in &summary.history {
+            let share = record.extra["negatives_above_positive"];
+            assert!((0.0..=1.0).contains(&share), "{record:?}");
+            assert!(record.train_loss.is_finite());
+        }
+        let bundle = Bundle::load(&out).unwrap();
+        assert_eq!(bundle.manifest.provenance.teacher.as_deref(), Some("cross@1"));
+        assert!(bundle.manifest.metrics.contains_key("test_recall_at_10"));
+        weights.push(std::fs::read(out.join("model.safetensors")).unwrap());
+    }
+    // The two terms train the same student differently.
+    assert_ne!(weights[0], weights[1]);
 }

@@ -287,7 +287,8 @@ impl Index {
 pub(crate) struct Encoder {
     tokio: tokio::runtime::Runtime,
     runtime: Runtime,
-    id: String,
+    /// `name@version` of the loaded bundle.
+    pub(crate) id: String,
     params: usize,
 }
 
@@ -306,7 +307,7 @@ impl Encoder {
     }
 
     /// Loads a bundle of any kind, returning its kind.
-    fn load_any(dir: &Path, cache_capacity: u64) -> Result<(Encoder, String)> {
+    pub(crate) fn load_any(dir: &Path, cache_capacity: u64) -> Result<(Encoder, String)> {
         let batch = BatchConfig {
             max_batch_delay: std::time::Duration::ZERO,
             queue_capacity: EMBED_CHUNK,
@@ -403,7 +404,7 @@ impl Reranker for CrossEncoderReranker {
 impl Encoder {
     /// The runtime's `rerank` scores of `docs` for `query`, in document order, whatever the
     /// bundle's reranking kind; texts past the model's limit are truncated.
-    fn rerank_scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>> {
+    pub(crate) fn rerank_scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>> {
         let request = RerankRequest { query: query.to_string(), documents: docs.to_vec(), top_n: None, truncate: true };
         let response = self.tokio.block_on(self.runtime.rerank(&self.id, request))?;
         let mut scores = vec![f32::NEG_INFINITY; docs.len()];

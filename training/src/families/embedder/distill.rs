@@ -20,10 +20,9 @@ use serde_json::json;
 use tandem_runtime::bundle::{Bundle, Provenance};
 use tandem_runtime::layers::differentiable::l2_normalize;
 
-use super::encoder::{evaluate, TrainingEncoder};
+use super::encoder::{self, TrainingEncoder};
 use super::student::{cut_student, ParamCount, StudentShape};
 use super::{load_benchmark, WordNetSource};
-use crate::data::Split;
 use crate::losses::correct;
 use crate::optim::AdamWConfig;
 use crate::report::{EpochRecord, TrainSummary};
@@ -163,6 +162,11 @@ impl DistillConfig {
 
     fn loop_settings(&self) -> LoopSettings {
         let text = format!("distill-embedder|{:?}|{:?}|{:?}", self.hyperparameters(), self.teacher, self.wordnet);
+        self.loop_settings_with(tandem_runtime::bundle::sha256_hex(text.as_bytes()))
+    }
+
+    /// The loop's settings for a run of these settings whose resume must match `fingerprint`.
+    pub(crate) fn loop_settings_with(&self, fingerprint: String) -> LoopSettings {
         LoopSettings {
             seed: self.seed,
             warmup_fraction: self.warmup_fraction,
@@ -170,12 +174,7 @@ impl DistillConfig {
             resume: self.resume,
             progress: self.progress,
             weights_dtype: if self.half { DType::F16 } else { DType::F32 },
-            ..LoopSettings::beside(
-                &self.out,
-                &self.name,
-                self.optim,
-                tandem_runtime::bundle::sha256_hex(text.as_bytes()),
-            )
+            ..LoopSettings::beside(&self.out, &self.name, self.optim, fingerprint)
         }
     }
 }
@@ -310,35 +309,16 @@ impl Family for DistillRun<'_> {
     }
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
-        let dir = trainer::sibling(&self.cfg.out, "val-bundle");
-        self.student.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
-        let (queries, corpus) = (Some(self.cfg.val_queries), Some(self.cfg.val_corpus));
-        let report = evaluate(&self.benchmark, &dir, Split::Val, queries, corpus)?;
-        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: report.figures() })
+        let manifest = self.manifest(BTreeMap::new());
+        let cfg = self.cfg;
+        self.student.validate(&manifest, &cfg.out, &self.benchmark, cfg.val_queries, cfg.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
-        let mut metrics = BTreeMap::from([
-            ("params".into(), self.params.total() as f64),
-            ("params_embeddings".into(), self.params.embeddings as f64),
-            ("params_layers".into(), self.params.layers as f64),
-        ]);
-        if let Some(last) = history.last() {
-            metrics.insert("val_ndcg_at_10".into(), last.val_accuracy);
-        }
-        Ok(Export {
-            manifest: self.manifest(metrics),
-            vars: self.student.vars.clone(),
-            params: self.params.total(),
-            val_accuracy: history.last().map_or(0.0, |r| r.val_accuracy),
-            head_mixture: None,
-            dual_io: None,
-            files: self.student.tokenizer_files(),
-        })
+        Ok(self.student.export(self.manifest(self.params.metrics()), self.params.total(), history))
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
-        let report = evaluate(&self.benchmark, dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
-        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: report.figures() })
+        encoder::test(&self.benchmark, dir, self.cfg.test_queries, self.cfg.test_corpus)
     }
 }

@@ -14,7 +14,9 @@ use tandem_runtime::models::trainable_bert::{padded_batch, TrainableBert};
 use tandem_runtime::text::TextTokenizer;
 
 use crate::data::Split;
+use crate::report::EpochRecord;
 use crate::retrieval::{self, Benchmark, EvalOptions, FirstStage, RetrievalReport};
+use crate::trainer::{self, Export, TestReport, Validation};
 use crate::{Error, Result};
 
 /// A trainable BERT with its tokenizer and the bundle it will be written as.
@@ -131,6 +133,39 @@ impl TrainingEncoder {
         vec![(self.spec.tokenizer.clone(), self.tokenizer_bytes.clone())]
     }
 
+    /// Validation of the current weights: written as a bundle beside the run
+    /// (`<out>.val-bundle`) and measured by the benchmark's own evaluation, nDCG@10 as accuracy.
+    pub fn validate(
+        &self,
+        manifest: &Manifest,
+        out: &Path,
+        benchmark: &Benchmark,
+        queries: usize,
+        corpus: usize,
+    ) -> Result<Validation> {
+        let dir = trainer::sibling(out, "val-bundle");
+        self.write_bundle(&dir, manifest)?;
+        let report = evaluate(benchmark, &dir, Split::Val, Some(queries), Some(corpus))?;
+        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: report.figures() })
+    }
+
+    /// The export of the current weights with `manifest`, whose metrics gain the last validation's
+    /// nDCG@10.
+    pub fn export(&self, mut manifest: Manifest, params: usize, history: &[EpochRecord]) -> Export {
+        if let Some(last) = history.last() {
+            manifest.metrics.insert("val_ndcg_at_10".into(), last.val_accuracy);
+        }
+        Export {
+            manifest,
+            vars: self.vars.clone(),
+            params,
+            val_accuracy: history.last().map_or(0.0, |r| r.val_accuracy),
+            head_mixture: None,
+            dual_io: None,
+            files: self.tokenizer_files(),
+        }
+    }
+
     /// Writes the current weights with `manifest` as a servable bundle in `dir`.
     pub fn write_bundle(&self, dir: &Path, manifest: &Manifest) -> Result<()> {
         let weights = tandem_runtime::bundle::serialize_varmap(&self.vars)?;
@@ -143,7 +178,7 @@ impl TrainingEncoder {
 }
 
 /// Measures the embedder bundle in `dir` on a split of the benchmark, as `tandem eval` does.
-pub(crate) fn evaluate(
+fn evaluate(
     benchmark: &Benchmark,
     dir: &Path,
     split: Split,
@@ -152,4 +187,15 @@ pub(crate) fn evaluate(
 ) -> Result<RetrievalReport> {
     let options = EvalOptions { split, limit_queries: queries, corpus_limit: corpus, rerank: None };
     retrieval::evaluate(benchmark, &FirstStage::Embedder(dir.to_path_buf()), &options)
+}
+
+/// The test of an exported embedder bundle: nDCG@10 as accuracy, the other figures beside it.
+pub(crate) fn test(
+    benchmark: &Benchmark,
+    dir: &Path,
+    queries: Option<usize>,
+    corpus: Option<usize>,
+) -> Result<TestReport> {
+    let report = evaluate(benchmark, dir, Split::Test, queries, corpus)?;
+    Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: report.figures() })
 }

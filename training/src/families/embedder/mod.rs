@@ -17,9 +17,11 @@
 mod config;
 pub mod distill;
 mod encoder;
+mod pairs;
+pub mod rank_distill;
 pub mod student;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::Tensor;
@@ -30,14 +32,13 @@ use rand::SeedableRng;
 use tandem_runtime::bundle::{Bundle, Manifest, Provenance};
 
 use crate::data::wordnet::WordNet;
-use crate::data::Split;
 use crate::losses::{correct, cross_entropy};
 use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
-use crate::retrieval::{self, Benchmark, TrainingPair};
+use crate::retrieval::{Benchmark, TrainingPair};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
 use crate::{Error, Result};
-use encoder::{evaluate, TrainingEncoder};
+use encoder::TrainingEncoder;
 
 pub use config::{EmbedderConfig, WordNetSource};
 
@@ -87,22 +88,6 @@ impl<'a> EmbedderRun<'a> {
         };
         self.encoder.manifest(&self.cfg.name, &self.cfg.version, provenance, metrics)
     }
-
-    /// The mined negatives of a batch's pairs, each once, without any document that is a batch
-    /// pair's own synset or has its text (it would be another query's positive).
-    fn batch_negatives(&self, batch: &[usize]) -> Vec<usize> {
-        if self.negatives.is_empty() {
-            return Vec::new();
-        }
-        let synsets: HashSet<usize> = batch.iter().map(|&i| self.pairs[i].synset).collect();
-        let texts: HashSet<&str> = batch.iter().map(|&i| self.pairs[i].positive.as_str()).collect();
-        let mut seen = HashSet::new();
-        batch
-            .iter()
-            .flat_map(|&i| self.negatives[i].iter().copied())
-            .filter(|d| !synsets.contains(d) && !texts.contains(self.benchmark.docs[*d].as_str()) && seen.insert(*d))
-            .collect()
-    }
 }
 
 /// The benchmark over the configured copy of WordNet.
@@ -129,56 +114,26 @@ impl Family for EmbedderRun<'_> {
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.pairs.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)));
-        let mut batches = Vec::new();
-        let (mut batch, mut synsets) = (Vec::new(), HashSet::new());
-        let mut deferred = Vec::new();
-        for i in order.into_iter().chain(std::iter::once(usize::MAX)) {
-            if i != usize::MAX && !synsets.insert(self.pairs[i].synset) {
-                deferred.push(i);
-                continue;
-            }
-            if i != usize::MAX {
-                batch.push(i);
-            }
-            if batch.len() == self.cfg.batch_size || (i == usize::MAX && !batch.is_empty()) {
-                batches.push(std::mem::take(&mut batch));
-                synsets.clear();
-            }
-        }
-        // Pairs that met their synset in a batch train in batches of their own at the end.
-        for chunk in deferred.chunks(self.cfg.batch_size) {
-            let mut seen = HashSet::new();
-            let unique: Vec<usize> = chunk.iter().copied().filter(|&i| seen.insert(self.pairs[i].synset)).collect();
-            if unique.len() > 1 {
-                batches.push(unique);
-            }
-        }
-        batches
+        pairs::batches(&self.pairs, self.cfg.batch_size, self.cfg.seed, epoch)
     }
 
     fn begin_epoch(&mut self, epoch: usize, _optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
         if self.cfg.mining.per_query == 0 {
             return Ok(BTreeMap::new());
         }
-        // The model mines with its weights as they are now, through the serving path.
-        let dir = trainer::sibling(&self.cfg.out, "miner-bundle");
-        self.encoder.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
-        let started = std::time::Instant::now();
-        self.negatives = retrieval::mine_hard_negatives(&self.benchmark, &dir, &self.pairs, &self.cfg.mining)?;
-        let mined = self.negatives.iter().map(Vec::len).sum::<usize>();
-        tracing::info!(epoch, mined, seconds = started.elapsed().as_secs_f64(), "hard negatives mined");
-        Ok(BTreeMap::from([
-            ("hard_negatives_per_pair".into(), mined as f64 / self.pairs.len() as f64),
-            ("mining_s".into(), started.elapsed().as_secs_f64()),
-        ]))
+        let manifest = self.manifest(BTreeMap::new());
+        let (negatives, measured) =
+            pairs::mine_own(&self.encoder, &manifest, &self.cfg.out, &self.benchmark, &self.pairs, &self.cfg.mining)?;
+        self.negatives = negatives;
+        tracing::info!(epoch, ?measured, "hard negatives mined");
+        Ok(measured)
     }
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
         let queries: Vec<&str> = batch.iter().map(|&i| self.pairs[i].query.as_str()).collect();
         let mut glosses: Vec<&str> = batch.iter().map(|&i| self.pairs[i].positive.as_str()).collect();
-        glosses.extend(self.batch_negatives(batch).into_iter().map(|d| self.benchmark.docs[d].as_str()));
+        let negatives = pairs::batch_negatives(&self.pairs, &self.negatives, &self.benchmark, batch);
+        glosses.extend(negatives.into_iter().map(|d| self.benchmark.docs[d].as_str()));
         let (q, d) = (self.encoder.embed(&queries)?, self.encoder.embed(&glosses)?);
         let scores = (q.matmul(&d.t()?.contiguous()?)? * self.cfg.scale)?;
         let n = batch.len();
@@ -188,32 +143,17 @@ impl Family for EmbedderRun<'_> {
     }
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
-        let dir = trainer::sibling(&self.cfg.out, "val-bundle");
-        self.encoder.write_bundle(&dir, &self.manifest(BTreeMap::new()))?;
-        let (queries, corpus) = (Some(self.cfg.val_queries), Some(self.cfg.val_corpus));
-        let report = evaluate(&self.benchmark, &dir, Split::Val, queries, corpus)?;
-        Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: report.figures() })
+        let manifest = self.manifest(BTreeMap::new());
+        self.encoder.validate(&manifest, &self.cfg.out, &self.benchmark, self.cfg.val_queries, self.cfg.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
         let params = self.encoder.spec.architecture.num_params();
-        let mut metrics = BTreeMap::from([("params".into(), params as f64)]);
-        if let Some(last) = history.last() {
-            metrics.insert("val_ndcg_at_10".into(), last.val_accuracy);
-        }
-        Ok(Export {
-            manifest: self.manifest(metrics),
-            vars: self.encoder.vars.clone(),
-            params,
-            val_accuracy: history.last().map_or(0.0, |r| r.val_accuracy),
-            head_mixture: None,
-            dual_io: None,
-            files: self.encoder.tokenizer_files(),
-        })
+        let manifest = self.manifest(BTreeMap::from([("params".into(), params as f64)]));
+        Ok(self.encoder.export(manifest, params, history))
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
-        let report = evaluate(&self.benchmark, dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
-        Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: report.figures() })
+        encoder::test(&self.benchmark, dir, self.cfg.test_queries, self.cfg.test_corpus)
     }
 }

@@ -45,6 +45,15 @@ impl ParamCount {
     pub fn total(&self) -> usize {
         self.embeddings + self.layers
     }
+
+    /// The counts as bundle metrics: `params`, `params_embeddings`, `params_layers`.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        BTreeMap::from([
+            ("params".into(), self.total() as f64),
+            ("params_embeddings".into(), self.embeddings as f64),
+            ("params_layers".into(), self.layers as f64),
+        ])
+    }
 }
 
 /// A student ready to train: its bundle section, its tokenizer file and its starting tensors.
