@@ -60,6 +60,8 @@ enum Command {
     TrainEmbedder(commands::train_embedder::TrainEmbedderArgs),
     /// Distil a smaller embedder from an embedder bundle: some of its layers, a cut vocabulary.
     DistillEmbedder(commands::distill_embedder::DistillEmbedderArgs),
+    /// Train a retriever (embedder) and a ranker (cross-encoder) in alternation, AR2-style.
+    TrainAr2(commands::train_ar2::TrainAr2Args),
     /// Train a cross-encoder reranker (a `cross_encoder` bundle) from an embedder bundle's BERT,
     /// on WordNet retrieval pairs against hard negatives a bi-encoder mines.
     TrainCrossEncoder(commands::train_cross_encoder::TrainCrossEncoderArgs),
@@ -103,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
         Command::TrainEmbedder(args) => commands::train_embedder::run(args),
         Command::DistillEmbedder(args) => commands::distill_embedder::run(args),
+        Command::TrainAr2(args) => commands::train_ar2::run(args),
         Command::TrainCrossEncoder(args) => commands::train_cross_encoder::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod cross_encoder;
 mod deploy;
+mod distill_embedder;
 mod embedder;
 mod errors;
 mod generate;

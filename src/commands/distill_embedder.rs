@@ -61,7 +61,7 @@ pub struct DistillEmbedderArgs {
     #[arg(long, value_enum, default_value = "above-positive")]
     pub validity: ValidityArg,
     /// cprd with `--validity threshold`: the smallest teacher logit a kept negative may have.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub cprd_threshold: f32,
     /// score-kl and cprd: weight of the distillation term next to the contrastive loss.
     #[arg(long, default_value_t = 1.0)]

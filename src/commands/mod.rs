@@ -14,6 +14,7 @@ pub mod sample;
 pub mod serve;
 pub mod tokenize;
 pub mod train;
+pub mod train_ar2;
 pub mod train_cross_encoder;
 pub mod train_embedder;
 pub mod train_tokenizer;

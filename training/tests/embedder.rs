@@ -7,6 +7,8 @@ use tandem_runtime::bundle::{Bundle, FamilySpec};
 use tandem_runtime::import::{import_sentence_transformers, ImportOptions};
 use tandem_runtime::models::sentence_encoder::Pooling;
 use tandem_runtime::testing_text::{write_tiny_cross_encoder_bundle, write_tiny_sentence_transformers_dir};
+use tandem_training::families::cross_encoder::CrossEncoderConfig;
+use tandem_training::families::embedder::ar2::{self, Ar2Config};
 use tandem_training::families::embedder::distill::{self, DistillConfig};
 use tandem_training::families::embedder::rank_distill::{self, RankDistillConfig, RankMethod, Validity};
 use tandem_training::families::embedder::student::StudentShape;
@@ -147,4 +149,55 @@ fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
     }
     // The two terms train the same student differently.
     assert_ne!(weights[0], weights[1]);
+}
+
+#[test]
+fn an_ar2_loop_alternates_ranker_and_retriever_and_keeps_finished_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_sentence_transformers_dir(&hf, 1, Pooling::Mean, true).unwrap();
+    let retriever = dir.path().join("retriever");
+    let options = ImportOptions { name: "retriever".into(), version: "1".into() };
+    import_sentence_transformers(&hf, &retriever, &options).unwrap();
+    let ranker_init = write_tiny_cross_encoder_bundle(dir.path(), "ranker", "1").unwrap();
+    let fixture = WordNetSource::Dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet"));
+    let out = dir.path().join("ar2");
+    let mining = MiningOptions { per_query: 3, depth: 8, skip_top: 0, corpus_limit: None };
+
+    let mut ranker = CrossEncoderConfig::new(ranker_init, retriever.clone(), fixture.clone(), out.clone());
+    (ranker.batch_size, ranker.progress, ranker.mining) = (4, false, mining.clone());
+    (ranker.val_queries, ranker.val_corpus, ranker.rerank_top) = (20, 100, 5);
+    let shape = StudentShape { layers: Vec::new(), vocab: None };
+    let mut base = DistillConfig::new(retriever.clone(), fixture, shape, out.clone());
+    (base.batch_size, base.progress, base.val_queries, base.val_corpus) = (4, false, 20, 100);
+    base.optim.lr = 1e-3;
+    let retriever_run = RankDistillConfig {
+        base,
+        cross_encoder: std::path::PathBuf::new(),
+        init: Some(retriever.clone()),
+        method: RankMethod::ScoreKl,
+        beta: 1.0,
+        scale: 20.0,
+        teacher_temperature: 1.0,
+        mining,
+        max_pairs: None,
+    };
+    let cfg = Ar2Config { retriever: retriever.clone(), ranker, retriever_run, rounds: 2, out: out.clone() };
+    let rounds = ar2::ar2(&cfg).unwrap();
+    assert_eq!(rounds.len(), 2);
+    // Round 2's ranker mined with round 1's retriever and continued round 1's ranker.
+    let ranker2 = Bundle::load(&out.join("round-2-ranker")).unwrap();
+    let round1_retriever = Bundle::load(&out.join("round-1-retriever")).unwrap();
+    let hyper = &ranker2.manifest.provenance.hyperparameters;
+    assert_eq!(hyper["miner"].as_str(), Some(round1_retriever.id.as_str()));
+    let retriever2 = Bundle::load(&out.join("round-2-retriever")).unwrap();
+    assert_eq!(
+        retriever2.manifest.provenance.teacher.as_deref(),
+        Some(format!("{}@1", ranker2.manifest.name).as_str())
+    );
+    // A second call keeps what is finished.
+    let modified = std::fs::metadata(out.join("round-2-retriever/manifest.json")).unwrap().modified().unwrap();
+    let again = ar2::ar2(&cfg).unwrap();
+    assert_eq!(again[1].retriever.bundle_id, rounds[1].retriever.bundle_id);
+    assert_eq!(std::fs::metadata(out.join("round-2-retriever/manifest.json")).unwrap().modified().unwrap(), modified);
 }

@@ -75,19 +75,25 @@ impl<'a> CrossEncoderRun<'a> {
     /// hard negatives with the miner.
     pub fn new(cfg: &'a CrossEncoderConfig) -> Result<CrossEncoderRun<'a>> {
         let init = Bundle::load(&cfg.init)?;
-        let FamilySpec::Embedder(embedder) = &init.manifest.family else {
-            return Err(Error::InvalidArgument(format!(
-                "--init {} is a {} bundle, not an embedder",
-                cfg.init.display(),
-                init.manifest.kind()
-            )));
+        // An embedder starts the BERT with a zero head; a cross-encoder continues, head and all
+        // (each round of an AR2 loop continues the last round's ranker).
+        let spec = match &init.manifest.family {
+            FamilySpec::Embedder(embedder) => CrossEncoderSpec {
+                architecture: embedder.architecture.clone(),
+                tokenizer: embedder.tokenizer.clone(),
+                pooling: embedder.pooling,
+                max_seq_length: embedder.max_seq_length,
+            },
+            FamilySpec::CrossEncoder(spec) => spec.clone(),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "--init {} is a {} bundle, not an embedder or a cross_encoder",
+                    cfg.init.display(),
+                    init.manifest.kind()
+                )))
+            }
         };
-        let spec = CrossEncoderSpec {
-            architecture: embedder.architecture.clone(),
-            tokenizer: embedder.tokenizer.clone(),
-            pooling: embedder.pooling,
-            max_seq_length: embedder.max_seq_length,
-        };
+        let continues = matches!(init.manifest.family, FamilySpec::CrossEncoder(_));
         if spec.architecture.type_vocab_size < 2 {
             return Err(Error::InvalidArgument(format!(
                 "--init {}: its BERT has {} token type, a cross-encoder needs 2 (one per text)",
@@ -129,7 +135,7 @@ impl<'a> CrossEncoderRun<'a> {
         let model = TrainableCrossEncoder::new(&spec.architecture, spec.pooling, vb)?;
         let source = bert_root(init.var_builder(&device));
         for (name, var) in vars.data().lock().expect("varmap lock poisoned. This is a bug.").iter() {
-            let value = if name.starts_with(&format!("{SCORE_PREFIX}.")) {
+            let value = if name.starts_with(&format!("{SCORE_PREFIX}.")) && !continues {
                 Tensor::zeros(var.dims(), DType::F32, &device)?
             } else {
                 source.get(var.dims(), name)?

@@ -14,6 +14,7 @@
 //! epoch ([`retrieval::mine_hard_negatives`], on its current weights through the serving path),
 //! and a batch's mined glosses join its positives as columns of the score matrix.
 
+pub mod ar2;
 mod config;
 pub mod distill;
 mod encoder;
