@@ -29,10 +29,11 @@ fn init_values(name: &str, var: &Var, all: &std::collections::HashMap<String, Va
     let n = var.elem_count();
     let leaf = name.rsplit('.').next().unwrap_or(name);
     // Batch norm (`*_bn`), group norm (`norm`, in the UNet) and layer norm (`norm`, `norm1`,
-    // `shortcut_norm`, in the ViTs) start as the identity.
+    // `shortcut_norm`, in the ViTs; `LayerNorm`, in BERT) start as the identity.
     let is_bn = name.rsplit('.').nth(1).is_some_and(|layer| {
         layer.ends_with("_bn")
             || layer.ends_with("_norm")
+            || layer == "LayerNorm"
             || layer.strip_prefix("norm").is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
     });
     match (is_bn, leaf) {

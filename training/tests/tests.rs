@@ -3,6 +3,7 @@
 mod cross_encoder;
 mod diffusion;
 mod embedder;
+mod image_text;
 mod methods;
 mod reproduction;
 mod tokenizer;

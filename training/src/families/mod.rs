@@ -9,4 +9,5 @@ pub mod cross_encoder;
 pub mod diffusion;
 pub mod embedder;
 pub mod image_generation;
+pub mod image_text;
 pub mod tokenizer;
