@@ -67,10 +67,14 @@ enum Command {
     TrainCrossEncoder(commands::train_cross_encoder::TrainCrossEncoderArgs),
     /// Train an image tokenizer (an `image_tokenizer` bundle): DualToken or a single-codebook baseline.
     TrainTokenizer(commands::train_tokenizer::TrainTokenizerArgs),
+    /// Train an image-text dual encoder (an `image_text` bundle) on a dataset's images and the
+    /// captions of its classes.
+    TrainImageText(commands::train_image_text::TrainImageTextArgs),
     /// Import a model from another format as a bundle.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
-    /// Measure a classifier on a dataset split, or an embedder (or BM25) on WordNet retrieval.
+    /// Measure a classifier on a dataset split, an embedder (or BM25) on WordNet retrieval, or an
+    /// image-text dual encoder's retrieval and zero-shot figures.
     Eval(commands::eval::Args),
     /// Generate images with a diffusion or consistency bundle and write them as one grid PNG.
     Sample(commands::sample::Args),
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Command::TrainDiffusion(args) => commands::diffusion::run(args),
         Command::TrainConsistency(args) => commands::consistency::run(args),
         Command::TrainTokenizer(args) => commands::train_tokenizer::run(args),
+        Command::TrainImageText(args) => commands::train_image_text::run(args),
         Command::TrainEmbedder(args) => commands::train_embedder::run(args),
         Command::DistillEmbedder(args) => commands::distill_embedder::run(args),
         Command::TrainAr2(args) => commands::train_ar2::run(args),

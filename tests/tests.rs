@@ -9,6 +9,7 @@ mod embedder;
 mod errors;
 mod generate;
 mod http;
+mod image_text;
 mod kserve;
 mod lifecycle;
 mod openapi_fuzz;

@@ -21,6 +21,9 @@ pub enum Task {
     /// An image tokenizer's reconstructions (PSNR, SSIM, FID-CNN), semantics (head accuracy,
     /// linear probes) and codebook usage on a dataset split.
     Tokenizer,
+    /// An image-text dual encoder's image-to-text and text-to-image recall at 1 and 5 over its
+    /// dataset's caption set, and its zero-shot accuracy against the class names, on a split.
+    ImageText,
 }
 
 /// Arguments of `tandem eval`.
@@ -33,7 +36,8 @@ pub struct Args {
     /// baseline (a bundle in a directory named `bm25` is `./bm25`).
     #[arg(long)]
     model: PathBuf,
-    /// Dataset of `--task classification`: digits, mnist or fashion-mnist [default: digits].
+    /// Dataset of `--task classification`: digits, mnist or fashion-mnist [default: digits]; for
+    /// `--task image-text`, the images [default: the bundle's training dataset].
     #[arg(long)]
     dataset: Option<DatasetName>,
     /// Split: train, val or test.
@@ -56,8 +60,8 @@ pub struct Args {
     /// queries (the others follow in a fixed order).
     #[arg(long, value_name = "N")]
     corpus_limit: Option<usize>,
-    /// Retrieval: read WordNet's data.{noun,verb,adj,adv} from this directory as they are,
-    /// without checksums, instead of the copy `tandem data fetch wordnet` verified.
+    /// Retrieval and image-text: read WordNet's data.{noun,verb,adj,adv} from this directory as
+    /// they are, without checksums, instead of the copy `tandem data fetch wordnet` verified.
     #[arg(long, value_name = "DIR")]
     wordnet_dir: Option<PathBuf>,
     /// Tokenizer: the classifier bundle whose penultimate features FID-CNN uses
@@ -67,11 +71,12 @@ pub struct Args {
     /// Tokenizer: training images the linear probes are fitted on.
     #[arg(long, default_value_t = 10_000)]
     probe_train: usize,
-    /// Tokenizer: measure only the first N images of the split.
+    /// Tokenizer and image-text: measure only the first N images of the split.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
     /// Print one JSON object: `{"accuracy", "n", ...}` for classification; `{"ndcg@10",
-    /// "recall@1", "recall@10", "mrr@10", "queries_per_s", "n", ...}` for retrieval.
+    /// "recall@1", "recall@10", "mrr@10", "queries_per_s", "n", ...}` for retrieval;
+    /// `{"i2t_r@1", "i2t_r@5", "t2i_r@1", "t2i_r@5", "zero_shot_accuracy", "n"}` for image-text.
     #[arg(long)]
     json: bool,
 }
@@ -81,7 +86,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Task::Classification => run_classification(args),
         Task::Retrieval => run_retrieval(args),
         Task::Tokenizer => run_tokenizer(args),
+        Task::ImageText => run_image_text(args),
     }
+}
+
+fn run_image_text(args: Args) -> anyhow::Result<()> {
+    eprintln!("{}", Machine::detect().describe());
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let report = tandem_training::families::image_text::evaluate::evaluate_split(
+        &args.model,
+        args.dataset,
+        args.split,
+        &data_dir,
+        args.wordnet_dir.as_deref(),
+        args.limit,
+    )?;
+    if args.json {
+        let figures = serde_json::json!({
+            "i2t_r@1": report.i2t_r1,
+            "i2t_r@5": report.i2t_r5,
+            "t2i_r@1": report.t2i_r1,
+            "t2i_r@5": report.t2i_r5,
+            "zero_shot_accuracy": report.zero_shot_accuracy,
+            "n": report.n,
+        });
+        println!("{figures}");
+        return Ok(());
+    }
+    println!(
+        "{}: {} images of {}: image->text R@1 {:.4}, R@5 {:.4} over {} captions; text->image R@1 {:.4}, R@5 {:.4}; zero-shot accuracy {:.4}",
+        args.model.display(),
+        report.n,
+        args.split,
+        report.i2t_r1,
+        report.i2t_r5,
+        report.captions,
+        report.t2i_r1,
+        report.t2i_r5,
+        report.zero_shot_accuracy
+    );
+    Ok(())
 }
 
 fn run_tokenizer(args: Args) -> anyhow::Result<()> {

@@ -17,4 +17,5 @@ pub mod train;
 pub mod train_ar2;
 pub mod train_cross_encoder;
 pub mod train_embedder;
+pub mod train_image_text;
 pub mod train_tokenizer;
