@@ -15,14 +15,20 @@ use tandem_training::families::embedder::student::StudentShape;
 use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
 use tandem_training::retrieval::MiningOptions;
 
+/// A tiny random BERT of `layers` layers imported as the embedder bundle `<dir>/<name>`.
+fn tiny_embedder(dir: &Path, name: &str, layers: usize) -> std::path::PathBuf {
+    let hf = dir.join(format!("{name}-hf"));
+    write_tiny_sentence_transformers_dir(&hf, layers, Pooling::Mean, true).unwrap();
+    let out = dir.join(name);
+    let options = ImportOptions { name: name.into(), version: "1".into() };
+    import_sentence_transformers(&hf, &out, &options).unwrap();
+    out
+}
+
 #[test]
 fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = dir.path().join("hf");
-    write_tiny_sentence_transformers_dir(&hf, 1, Pooling::Mean, true).unwrap();
-    let init = dir.path().join("tiny");
-    let options = ImportOptions { name: "tiny".into(), version: "1".into() };
-    import_sentence_transformers(&hf, &init, &options).unwrap();
+    let init = tiny_embedder(dir.path(), "tiny", 1);
 
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
     let out = dir.path().join("tuned");
@@ -65,11 +71,7 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
 #[test]
 fn a_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_precision() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = dir.path().join("hf");
-    write_tiny_sentence_transformers_dir(&hf, 2, Pooling::Mean, true).unwrap();
-    let teacher = dir.path().join("teacher");
-    let options = ImportOptions { name: "teacher".into(), version: "1".into() };
-    import_sentence_transformers(&hf, &teacher, &options).unwrap();
+    let teacher = tiny_embedder(dir.path(), "teacher", 2);
 
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
     let out = dir.path().join("student");
@@ -105,11 +107,7 @@ fn a_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_preci
 #[test]
 fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = dir.path().join("hf");
-    write_tiny_sentence_transformers_dir(&hf, 2, Pooling::Mean, true).unwrap();
-    let teacher = dir.path().join("teacher");
-    let options = ImportOptions { name: "teacher".into(), version: "1".into() };
-    import_sentence_transformers(&hf, &teacher, &options).unwrap();
+    let teacher = tiny_embedder(dir.path(), "teacher", 2);
     let cross = write_tiny_cross_encoder_bundle(dir.path(), "cross", "1").unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
 
@@ -154,11 +152,7 @@ fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
 #[test]
 fn an_ar2_loop_alternates_ranker_and_retriever_and_keeps_finished_rounds() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = dir.path().join("hf");
-    write_tiny_sentence_transformers_dir(&hf, 1, Pooling::Mean, true).unwrap();
-    let retriever = dir.path().join("retriever");
-    let options = ImportOptions { name: "retriever".into(), version: "1".into() };
-    import_sentence_transformers(&hf, &retriever, &options).unwrap();
+    let retriever = tiny_embedder(dir.path(), "retriever", 1);
     let ranker_init = write_tiny_cross_encoder_bundle(dir.path(), "ranker", "1").unwrap();
     let fixture = WordNetSource::Dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet"));
     let out = dir.path().join("ar2");
