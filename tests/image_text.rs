@@ -64,4 +64,22 @@ fn a_few_steps_train_a_dual_encoder_that_evaluates_and_serves_texts_and_images()
         "inputs": [{"image": image}], "labels": ["  "]
     })));
     assert!(assert_error(&bad, 422, "invalid_input").contains("labels[0] is blank"));
+
+    // CPRD: a matcher stage first, then the dual encoder distils its rankings.
+    let distilled = dir.path().join("clip-cprd");
+    let mut cprd = tandem();
+    cprd.args(["train-image-text", "--dataset", "digits", "--image-arch", "tiny", "--embed-dim", "8"]);
+    cprd.arg("--tokenizer").arg(&tokenizer);
+    cprd.args(["--text-hidden", "16", "--text-layers", "1", "--text-heads", "2", "--max-seq-length", "16"]);
+    cprd.args(["--epochs", "1", "--batch-size", "64", "--train-limit", "256", "--val-images", "50"]);
+    cprd.args(["--cprd", "--teacher-arch", "tiny", "--teacher-epochs", "1", "--cprd-negatives", "4"]);
+    cprd.args(["--test-images", "50"]).arg("--out").arg(&distilled).args(["--quiet", "--json"]);
+    let summary = stdout_json(&run_ok(&mut cprd));
+    assert_eq!(summary["method"], "clip-multi-positive-cprd", "{summary}");
+    let stages: Vec<&str> =
+        summary["history"].as_array().expect("history").iter().filter_map(|r| r["stage"].as_str()).collect();
+    assert_eq!(stages, ["teacher", "student"], "{summary}");
+    assert!(dir.path().join("clip-cprd.teacher.safetensors").exists());
+    let refused = run_failing(tandem().args(["train-image-text", "--teacher", "x.safetensors", "--out"]).arg(&bundle));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--cprd"), "{}", show(&refused));
 }

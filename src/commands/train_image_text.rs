@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tandem_training::arch;
 use tandem_training::data::{self, DatasetName, ModelName};
-use tandem_training::families::image_text::{self, ImageTextTrainConfig, TextTower};
+use tandem_training::families::image_text::{self, CprdSettings, ImageTextTrainConfig, TextTower};
 
 /// Arguments of `tandem train-image-text`.
 #[derive(clap::Args)]
@@ -61,6 +61,29 @@ pub struct TrainImageTextArgs {
     /// Largest random shift of a training image, in pixels.
     #[arg(long, default_value_t = 2)]
     pub augment_shift: usize,
+    /// Also distil the rankings of an image-text matcher (a cross-encoder reading each image and
+    /// caption jointly), trained first in the same run: CPRD, on top of the contrastive loss.
+    #[arg(long)]
+    pub cprd: bool,
+    /// CPRD: the matcher's image tower, a preset or a JSON `CnnConfig` (its classes `--embed-dim`).
+    #[arg(long, default_value = "teacher", requires = "cprd")]
+    pub teacher_arch: String,
+    /// CPRD: width of the matcher's MLP over the two towers' features.
+    #[arg(long, default_value_t = 128, requires = "cprd")]
+    pub teacher_hidden: usize,
+    /// CPRD: epochs that train the matcher first, at the peak rate.
+    #[arg(long, default_value_t = 2, requires = "cprd")]
+    pub teacher_epochs: usize,
+    /// CPRD: a matcher saved by an earlier run (`<out>.teacher.safetensors`, same tokenizer and
+    /// towers), instead of the matcher stage.
+    #[arg(long, requires = "cprd")]
+    pub teacher: Option<PathBuf>,
+    /// CPRD: hard negatives per image, the batch's other-class captions the student ranks highest.
+    #[arg(long, default_value_t = 8, requires = "cprd")]
+    pub cprd_negatives: usize,
+    /// CPRD: weight of the distillation term.
+    #[arg(long, default_value_t = 0.5, requires = "cprd")]
+    pub cprd_beta: f64,
     #[command(flatten)]
     pub bundle: super::bundle_args::BundleArgs,
 }
@@ -86,6 +109,16 @@ pub fn run(args: TrainImageTextArgs) -> anyhow::Result<()> {
         (args.max_seq_length, args.epochs, args.batch_size, args.seed);
     (cfg.train_limit, cfg.val_images, cfg.test_images) = (args.train_limit, args.val_images, args.test_images);
     cfg.augment.max_shift = args.augment_shift;
+    if args.cprd {
+        cfg.cprd = Some(CprdSettings {
+            teacher_arch: arch::resolve(&args.teacher_arch, side, args.embed_dim)?,
+            teacher_hidden: args.teacher_hidden,
+            teacher_epochs: args.teacher_epochs,
+            teacher: args.teacher.clone(),
+            negatives: args.cprd_negatives,
+            beta: args.cprd_beta,
+        });
+    }
     cfg.optim.lr = args.lr;
     (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
     if !out.json {

@@ -39,6 +39,25 @@ pub fn binary_kl_norm(aux: &Tensor, teacher: &Tensor, temperature: f64) -> Resul
     per_class.sum_all()? * (temperature * temperature / n)
 }
 
+/// CPRD's Plackett–Luce term over rows of student scores `[n, k]`, each row's candidates in the
+/// teacher's order, best first: row `i` sums, over its first `kept[i]` candidates `j`,
+/// `−log softmax(s_j, s_{j+1}, …, s_k)[0]` (each kept candidate against every candidate the teacher
+/// ranks below it, kept or not); the result is the sum over rows divided by `n`. The suffix
+/// log-sum-exps come from one product with an upper-triangular matrix, so a batch costs a few
+/// tensor operations rather than one per candidate.
+pub fn partial_ranking_loss(ordered: &Tensor, kept: &[usize]) -> Result<Tensor> {
+    let (n, k) = ordered.dims2()?;
+    let device = ordered.device();
+    let below: Vec<f32> = (0..k * k).map(|idx| f32::from(u8::from(idx / k >= idx % k))).collect();
+    let below = Tensor::from_vec(below, (k, k), device)?;
+    let max = ordered.max_keepdim(D::Minus1)?.detach();
+    let suffix_sums = ordered.broadcast_sub(&max)?.exp()?.matmul(&below)?;
+    let log_sum_exp = suffix_sums.log()?.broadcast_add(&max)?;
+    let mask: Vec<f32> = kept.iter().flat_map(|&m| (0..k).map(move |j| f32::from(u8::from(j < m)))).collect();
+    let mask = Tensor::from_vec(mask, (n, k), device)?;
+    ((log_sum_exp - ordered)? * mask)?.sum_all()? / n.max(1) as f64
+}
+
 /// Number of rows whose arg-max equals the label.
 pub fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let pred = logits.argmax(D::Minus1)?;
@@ -88,6 +107,28 @@ mod tests {
         let grad = loss.backward().unwrap().get(aux.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
         // Descending the gradient moves each logit towards the teacher's.
         assert!(grad[0][0] < 0.0 && grad[0][1] > 0.0 && grad[0][2] < 0.0, "{grad:?}");
+    }
+
+    #[test]
+    fn partial_ranking_is_a_plackett_luce_chain_over_the_kept_prefix() {
+        let scores = Tensor::new(&[[3f32, 1.0, 2.0, -1.0], [0.0, 0.5, 1.0, 2.0]], &Device::Cpu).unwrap();
+        let loss = partial_ranking_loss(&scores, &[2, 4]).unwrap().to_scalar::<f32>().unwrap();
+        let rows = scores.to_vec2::<f32>().unwrap();
+        let chain = |row: &[f32], kept: usize| -> f64 {
+            (0..kept)
+                .map(|j| {
+                    let tail: f64 = row[j..].iter().map(|&s| f64::from(s).exp()).sum();
+                    tail.ln() - f64::from(row[j])
+                })
+                .sum()
+        };
+        let expected = (chain(&rows[0], 2) + chain(&rows[1], 4)) / 2.0;
+        assert!((f64::from(loss) - expected).abs() < 1e-5, "{loss} against {expected}");
+        // The last candidate has nothing below it, and nothing kept costs nothing.
+        let none = partial_ranking_loss(&scores, &[0, 0]).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(none, 0.0);
+        let last_only = partial_ranking_loss(&scores.narrow(1, 3, 1).unwrap(), &[1, 1]).unwrap();
+        assert!(last_only.to_scalar::<f32>().unwrap().abs() < 1e-6);
     }
 
     #[test]

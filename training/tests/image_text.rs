@@ -10,7 +10,7 @@ use tandem_runtime::testing_text::tiny_spelling_tokenizer_json;
 use tandem_runtime::{ImageTextEmbedRequest, ImageTextInput, Runtime, RuntimeConfig, ZeroShotRequest};
 use tandem_training::arch;
 use tandem_training::data::{self, Augment, DatasetName, Split};
-use tandem_training::families::image_text::{self, ImageTextTrainConfig, TextTower};
+use tandem_training::families::image_text::{self, CprdSettings, ImageTextTrainConfig, TextTower};
 
 fn config(dir: &Path) -> ImageTextTrainConfig {
     let tokenizer = dir.join("tokenizer.json");
@@ -71,4 +71,42 @@ fn a_tiny_dual_encoder_trains_on_digit_captions_and_exports_a_served_bundle() {
         })
         .count();
     assert!(hits >= 10, "{hits} of 20 test digits classified by their caption");
+}
+
+#[test]
+fn cprd_trains_a_matcher_first_then_distils_its_rankings_and_a_saved_matcher_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cprd = Some(CprdSettings {
+        teacher_arch: arch::preset("student", 8, 16).unwrap(),
+        teacher_hidden: 32,
+        teacher_epochs: 4,
+        teacher: None,
+        negatives: 4,
+        beta: 1.0,
+    });
+    let summary = image_text::train(&cfg).unwrap();
+    let stages: Vec<_> = summary.history.iter().map(|r| r.stage.clone().unwrap()).collect();
+    assert_eq!(stages, ["teacher", "teacher", "teacher", "teacher", "student", "student", "student", "student"]);
+    assert!(summary.history[3].extra["teacher_zero_shot_accuracy"] > 0.3, "the matcher learns: {:?}", summary.history);
+    assert!(cfg.teacher_path().exists(), "the matcher is saved for other runs");
+    assert_eq!(summary.method, "clip-multi-positive-cprd");
+    assert!(summary.history[7].val_accuracy > 0.5, "{:?}", summary.history[7]);
+    assert!(Bundle::load(&cfg.out).unwrap().manifest.metrics.contains_key("test_zero_shot_accuracy"));
+
+    // Another run distils the saved matcher without training one.
+    let mut again = config(dir.path());
+    again.epochs = 1;
+    again.out = dir.path().join("clip-again");
+    again.cprd = cfg.cprd.clone().map(|c| CprdSettings { teacher: Some(cfg.teacher_path()), ..c });
+    let summary = image_text::train(&again).unwrap();
+    let stages: Vec<_> = summary.history.iter().map(|r| r.stage.clone().unwrap()).collect();
+    assert_eq!(stages, ["student"]);
+
+    // A matcher of another architecture is refused with what to fix.
+    let mut wrong = config(dir.path());
+    wrong.out = dir.path().join("clip-wrong");
+    wrong.cprd = again.cprd.clone().map(|c| CprdSettings { teacher_hidden: 8, ..c });
+    let err = image_text::train(&wrong).err().unwrap().to_string();
+    assert!(err.contains("another architecture"), "{err}");
 }

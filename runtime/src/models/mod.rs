@@ -5,6 +5,7 @@ pub mod cnn;
 pub mod consistency;
 pub mod cross_encoder;
 pub mod image_text;
+pub mod image_text_matcher;
 pub mod image_tokenizer;
 pub mod rvq;
 pub mod sentence_encoder;

@@ -32,6 +32,27 @@ impl Default for TextTower {
     }
 }
 
+/// CPRD (METHODS.md, section 1): the dual encoder also learns the rankings of an image–text
+/// matcher, a cross-encoder trained first in the same run (or loaded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CprdSettings {
+    /// The matcher's image tower; its `num_classes` is the width of both towers' features.
+    pub teacher_arch: CnnConfig,
+    /// Width of the matcher's MLP.
+    pub teacher_hidden: usize,
+    /// Epochs that train the matcher first, at the peak rate held constant (none when `teacher`
+    /// is given).
+    pub teacher_epochs: usize,
+    /// A matcher saved by an earlier run of the same tokenizer and text tower
+    /// (`<out>.teacher.safetensors`), instead of the matcher stage.
+    pub teacher: Option<PathBuf>,
+    /// Hard negatives per image: the batch's captions of other classes the student ranks highest,
+    /// each text once.
+    pub negatives: usize,
+    /// Weight of the distillation term.
+    pub beta: f64,
+}
+
 /// Everything an image–text run is made of.
 #[derive(Debug, Clone)]
 pub struct ImageTextTrainConfig {
@@ -74,6 +95,8 @@ pub struct ImageTextTrainConfig {
     pub test_images: Option<usize>,
     /// The training images' augmentation.
     pub augment: Augment,
+    /// Distil a matcher's rankings (CPRD) on top of the contrastive loss.
+    pub cprd: Option<CprdSettings>,
     /// Bundle directory to write.
     pub out: PathBuf,
     /// Continue from the checkpoint.
@@ -116,6 +139,7 @@ impl ImageTextTrainConfig {
             val_images: 1000,
             test_images: None,
             augment,
+            cprd: None,
             out,
             resume: false,
             progress: true,
@@ -133,6 +157,22 @@ impl ImageTextTrainConfig {
             return Err(Error::InvalidArgument(format!(
                 "the text tower needs positive sizes and heads dividing its width, found {t:?}"
             )));
+        }
+        if let Some(cprd) = &self.cprd {
+            cprd.teacher_arch.feature_dim().map_err(|e| Error::InvalidArgument(format!("teacher image tower: {e}")))?;
+            if cprd.teacher_arch.input_shape != self.image_arch.input_shape || cprd.teacher_arch.aux_head {
+                return Err(Error::InvalidArgument("the teacher reads the student's images with one head".into()));
+            }
+            if cprd.negatives < 2 || !(cprd.beta.is_finite() && cprd.beta >= 0.0) || cprd.teacher_hidden == 0 {
+                return Err(Error::InvalidArgument(
+                    "CPRD needs at least 2 negatives, a finite non-negative beta and a hidden layer".into(),
+                ));
+            }
+            if cprd.teacher.is_none() && cprd.teacher_epochs == 0 {
+                return Err(Error::InvalidArgument(
+                    "CPRD needs a teacher: --teacher-epochs > 0 or --teacher FILE".into(),
+                ));
+            }
         }
         if self.epochs == 0 || self.batch_size < 2 || self.val_images == 0 || self.max_seq_length < 3 {
             return Err(Error::InvalidArgument(
@@ -162,6 +202,35 @@ impl ImageTextTrainConfig {
             ("augment".into(), json!(self.augment)),
             ("loss".into(), json!("symmetric InfoNCE, every same-class pair of the batch a positive")),
         ])
+        .into_iter()
+        .chain(self.cprd.iter().flat_map(|c| {
+            [
+                ("cprd_beta".to_owned(), json!(c.beta)),
+                ("cprd_negatives".to_owned(), json!(c.negatives)),
+                (
+                    "cprd_validity".to_owned(),
+                    json!("a negative the teacher scores at or above the positive ends the list"),
+                ),
+                ("teacher_arch".to_owned(), json!(c.teacher_arch)),
+                ("teacher_hidden".to_owned(), json!(c.teacher_hidden)),
+                ("teacher_epochs".to_owned(), json!(self.teacher_stage_epochs())),
+                ("teacher_file".to_owned(), json!(c.teacher)),
+            ]
+        }))
+        .collect()
+    }
+
+    /// Epochs of the matcher stage this run trains: none without CPRD or with a loaded teacher.
+    pub fn teacher_stage_epochs(&self) -> usize {
+        match &self.cprd {
+            Some(c) if c.teacher.is_none() => c.teacher_epochs,
+            _ => 0,
+        }
+    }
+
+    /// Where the matcher stage saves the matcher, for other runs' `--teacher`.
+    pub fn teacher_path(&self) -> PathBuf {
+        crate::trainer::sibling(&self.out, "teacher.safetensors")
     }
 
     /// What the shared loop needs.

@@ -18,9 +18,14 @@
 //! Validation writes the current weights as a bundle beside the run and measures it on the
 //! validation split with the same [`evaluate_bundle`] that tests the exported bundle on the test
 //! split, through the serving path; its headline is the zero-shot accuracy.
+//!
+//! With CPRD ([`cprd`]) a matcher (an image–text cross-encoder) trains first, in the run's first
+//! epochs (the `teacher` stage, validated by its own zero-shot accuracy), and the dual encoder then
+//! also learns its rankings of each image's hard negatives.
 
 pub mod captions;
 mod config;
+mod cprd;
 pub mod evaluate;
 
 use std::collections::BTreeMap;
@@ -38,17 +43,22 @@ use tandem_runtime::models::trainable_bert::padded_batch;
 use tandem_runtime::text::TextTokenizer;
 
 use crate::data::wordnet::WordNet;
-use crate::data::{self, epoch_order, pixels_to_tensor, Dataset, Normalization, Split};
+use crate::data::{self, epoch_order, images_to_tensor, pixels_to_tensor, Dataset, Normalization, Split};
 use crate::families::embedder::student::{cut_vocabulary, token_counts};
 use crate::init::seeded_init;
 use crate::losses::soft_cross_entropy;
+use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
-use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
+use crate::trainer::{self, EpochPlan, Export, Family, Plan, StepOutput, TestReport, Validation};
 use crate::{Error, Result};
 use captions::CaptionSet;
+use cprd::{cprd_term, Teacher};
 use evaluate::evaluate_bundle;
 
-pub use config::{ImageTextTrainConfig, TextTower};
+pub use config::{CprdSettings, ImageTextTrainConfig, TextTower};
+
+/// The checkpoint's name prefix of the matcher's variables.
+const TEACHER_PREFIX: &str = "teacher.";
 
 /// Trains a dual encoder: checkpoints every epoch, exports the bundle and measures it.
 pub fn train(cfg: &ImageTextTrainConfig) -> Result<TrainSummary> {
@@ -80,6 +90,10 @@ pub struct ImageTextRun<'a> {
     caption_ids: Vec<Vec<u32>>,
     /// Caption indices by class.
     by_class: Vec<Vec<usize>>,
+    /// Each class name's token ids, what the matcher is validated against.
+    class_name_ids: Vec<Vec<u32>>,
+    /// The matcher whose rankings CPRD distils.
+    teacher: Option<Teacher>,
     architecture: ImageTextConfig,
     tokenizer_bytes: Vec<u8>,
     vars: VarMap,
@@ -117,10 +131,9 @@ impl<'a> ImageTextRun<'a> {
         let counts = token_counts(&full, full.vocab_size(), &corpus)?;
         let (kept, tokenizer_bytes) = cut_vocabulary(&source, &counts, None)?;
         let tokenizer = TextTokenizer::from_bytes(&tokenizer_bytes, cfg.max_seq_length)?;
-        let caption_ids = corpus[..captions.captions.len()]
-            .iter()
-            .map(|text| Ok(tokenizer.encode(text, true)?.ids))
-            .collect::<Result<Vec<_>>>()?;
+        let mut ids = corpus.iter().map(|text| Ok(tokenizer.encode(text, true)?.ids)).collect::<Result<Vec<_>>>()?;
+        let class_name_ids = ids.split_off(captions.captions.len());
+        let caption_ids = ids;
         // BERT's padding token; the attention mask hides it, so any id would do where it is absent.
         let pad = tokenizer.token_to_id("[PAD]").unwrap_or(0);
 
@@ -145,6 +158,7 @@ impl<'a> ImageTextRun<'a> {
         vars.data().lock().expect("varmap lock poisoned. This is a bug.")[LOGIT_SCALE]
             .set(&Tensor::new(&[INITIAL_LOGIT_SCALE.ln() as f32], &device)?)?;
         let by_class = (0..captions.classes.len()).map(|c| captions.of_class(c)).collect();
+        let teacher = cfg.cprd.as_ref().map(|c| Teacher::new(c, &architecture.text, cfg.seed, &device)).transpose()?;
         Ok(ImageTextRun {
             cfg,
             train,
@@ -153,6 +167,8 @@ impl<'a> ImageTextRun<'a> {
             captions,
             caption_ids,
             by_class,
+            class_name_ids,
+            teacher,
             architecture,
             tokenizer_bytes,
             vars,
@@ -186,13 +202,29 @@ impl<'a> ImageTextRun<'a> {
             provenance: Provenance {
                 dataset: self.cfg.dataset.as_str().into(),
                 dataset_sha256: self.train.source_sha256.clone(),
-                recipe: "clip-multi-positive".into(),
+                recipe: if self.teacher.is_some() { "clip-multi-positive-cprd" } else { "clip-multi-positive" }.into(),
                 hyperparameters: self.cfg.hyperparameters(),
                 teacher: None,
             },
             metrics,
             created_at: now_rfc3339(),
         }
+    }
+
+    /// The matcher's zero-shot accuracy on the validation images: the share whose best-scored
+    /// class name is their class.
+    fn teacher_accuracy(&self) -> Result<f64> {
+        let Some(teacher) = &self.teacher else { return Ok(0.0) };
+        let names: Vec<&[u32]> = self.class_name_ids.iter().map(Vec::as_slice).collect();
+        let pad = u32::try_from(self.architecture.text.pad_token_id).unwrap_or(0);
+        let (ids, mask) = padded_batch(&names, pad, &self.device)?;
+        let mut hits = 0;
+        for chunk in (0..self.val.len()).collect::<Vec<_>>().chunks(500) {
+            let x = images_to_tensor(&self.val, chunk, self.norm, &self.device)?;
+            let best = teacher.scores(&x, &ids, &mask, false)?.argmax(1)?.to_vec1::<u32>()?;
+            hits += chunk.iter().zip(best).filter(|(&i, b)| u32::from(self.val.labels[i]) == *b).count();
+        }
+        Ok(hits as f64 / self.val.len().max(1) as f64)
     }
 
     /// The files beside the weights: the cut tokenizer.
@@ -214,17 +246,12 @@ impl<'a> ImageTextRun<'a> {
 /// The tokenizer's file name inside the bundle.
 const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// The symmetric InfoNCE loss of unit image and text vectors `[n, dim]` paired by row, scaled by
-/// `scale`, where row `i` is of class `classes[i]`: every same-class pair is a positive (see the
-/// module's documentation). Also returns how many images' most similar caption is of their class.
-pub(crate) fn multi_positive_clip_loss(
-    images: &Tensor,
-    texts: &Tensor,
-    scale: &Tensor,
-    classes: &[usize],
-) -> Result<(Tensor, usize)> {
+/// The symmetric cross-entropy of pair logits `[n, n]` (image `i`, the caption drawn for image
+/// `j`) against targets that spread each row over its same-class columns (see the module's
+/// documentation); and how many rows' best column is of their class. The dual encoder's loss, on
+/// its scaled cosines, and the matcher's, on its pair logits.
+pub(crate) fn multi_positive_loss(logits: &Tensor, classes: &[usize]) -> Result<(Tensor, usize)> {
     let n = classes.len();
-    let logits = images.matmul(&texts.t()?)?.broadcast_mul(scale)?;
     let mut targets = vec![0f32; n * n];
     for (i, row) in targets.chunks_exact_mut(n).enumerate() {
         let positives = classes.iter().filter(|&&c| c == classes[i]).count() as f32;
@@ -235,7 +262,7 @@ pub(crate) fn multi_positive_clip_loss(
         }
     }
     let targets = Tensor::from_vec(targets, (n, n), logits.device())?;
-    let image_to_text = soft_cross_entropy(&logits, &targets)?;
+    let image_to_text = soft_cross_entropy(logits, &targets)?;
     let text_to_image = soft_cross_entropy(&logits.t()?, &targets)?;
     let loss = ((image_to_text + text_to_image)? * 0.5)?;
     let best = logits.argmax(1)?.to_vec1::<u32>()?;
@@ -249,12 +276,39 @@ impl Family for ImageTextRun<'_> {
     const ITEM: &'static str = "img";
 
     fn trainable(&self) -> Vec<(String, VarMap)> {
-        vec![(String::new(), self.vars.clone())]
+        let mut maps = vec![(String::new(), self.vars.clone())];
+        maps.extend(self.teacher.iter().map(|t| (TEACHER_PREFIX.to_owned(), t.vars.clone())));
+        maps
     }
 
+    /// The matcher's stage (if any) first, then the dual encoder's epochs under the cosine schedule.
     fn plan(&self) -> Plan {
         let steps_per_epoch = self.batches(0).len();
-        Plan { epochs: self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: 0 }
+        let stage = self.cfg.teacher_stage_epochs();
+        Plan { epochs: stage + self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: stage }
+    }
+
+    fn epoch_plan(&self, epoch: usize) -> EpochPlan {
+        match (&self.teacher, epoch < self.cfg.teacher_stage_epochs()) {
+            (Some(_), true) => EpochPlan { stage: Some("teacher".into()), constant_lr: Some(self.cfg.optim.lr) },
+            (Some(_), false) => EpochPlan { stage: Some("student".into()), constant_lr: None },
+            (None, _) => EpochPlan::default(),
+        }
+    }
+
+    /// Each stage updates its own model only; the matcher is saved when its stage ends.
+    fn begin_epoch(&mut self, epoch: usize, optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
+        let Some(teacher) = &self.teacher else { return Ok(BTreeMap::new()) };
+        let stage = self.cfg.teacher_stage_epochs();
+        if epoch < stage {
+            optimizer.set_trainable(|name| name.starts_with(TEACHER_PREFIX));
+        } else {
+            optimizer.set_trainable(|name| !name.starts_with(TEACHER_PREFIX));
+            if epoch == stage && stage > 0 {
+                teacher.save(&self.cfg.teacher_path())?;
+            }
+        }
+        Ok(BTreeMap::new())
     }
 
     /// The epoch's seeded order in batches; a last batch of one image, which has nothing to
@@ -264,26 +318,43 @@ impl Family for ImageTextRun<'_> {
         order.chunks(self.cfg.batch_size).filter(|b| b.len() > 1).map(<[usize]>::to_vec).collect()
     }
 
-    fn step(&mut self, _epoch: usize, batch: &Vec<usize>, rng: &mut StdRng) -> Result<StepOutput> {
+    fn step(&mut self, epoch: usize, batch: &Vec<usize>, rng: &mut StdRng) -> Result<StepOutput> {
         let pixels = self.cfg.augment.apply(&self.train, batch, rng);
         let x = pixels_to_tensor(&pixels, batch.len(), self.train.height, self.train.width, self.norm, &self.device)?;
         let classes: Vec<usize> = batch.iter().map(|&i| usize::from(self.train.labels[i])).collect();
-        let drawn: Vec<&[u32]> = classes
+        let drawn: Vec<usize> = classes
             .iter()
             .map(|&c| {
                 let pool = &self.by_class[c];
-                self.caption_ids[pool[rng.random_range(0..pool.len())]].as_slice()
+                pool[rng.random_range(0..pool.len())]
             })
             .collect();
+        let drawn_ids: Vec<&[u32]> = drawn.iter().map(|&i| self.caption_ids[i].as_slice()).collect();
         let pad = u32::try_from(self.architecture.text.pad_token_id).unwrap_or(0);
-        let (ids, mask) = padded_batch(&drawn, pad, &self.device)?;
+        let (ids, mask) = padded_batch(&drawn_ids, pad, &self.device)?;
+        let output = |(loss, hits): (Tensor, usize)| StepOutput { loss, hits, n: batch.len(), items: 2 * batch.len() };
+        if let (Some(teacher), true) = (&self.teacher, epoch < self.cfg.teacher_stage_epochs()) {
+            return Ok(output(multi_positive_loss(&teacher.scores(&x, &ids, &mask, true)?, &classes)?));
+        }
         let images = self.model.embed_images(&x, true)?;
         let texts = self.model.embed_texts(&ids, &mask)?;
-        let (loss, hits) = multi_positive_clip_loss(&images, &texts, &self.model.logit_scale()?, &classes)?;
-        Ok(StepOutput { loss, hits, n: batch.len(), items: 2 * batch.len() })
+        let logits = images.matmul(&texts.t()?)?.broadcast_mul(&self.model.logit_scale()?)?;
+        let (mut loss, hits) = multi_positive_loss(&logits, &classes)?;
+        if let Some(teacher) = &self.teacher {
+            let judged = teacher.scores(&x, &ids, &mask, false)?;
+            if let Some(term) = cprd_term(&logits, &judged, &drawn, &classes, teacher.negatives)? {
+                loss = (loss + (term * teacher.beta)?)?;
+            }
+        }
+        Ok(output((loss, hits)))
     }
 
-    fn validate(&mut self, _epoch: usize) -> Result<Validation> {
+    fn validate(&mut self, epoch: usize) -> Result<Validation> {
+        if epoch < self.cfg.teacher_stage_epochs() {
+            let accuracy = self.teacher_accuracy()?;
+            let extra = BTreeMap::from([("teacher_zero_shot_accuracy".into(), accuracy)]);
+            return Ok(Validation { loss: 1.0 - accuracy, accuracy, extra });
+        }
         let dir = trainer::sibling(&self.cfg.out, "val-bundle");
         self.write_bundle(&dir)?;
         let report = evaluate_bundle(&dir, &self.val, &self.captions)?;
@@ -333,7 +404,11 @@ mod tests {
         // Two images of class 0 and one of class 1; each image's vector equals its caption's.
         let v = Tensor::new(&[[1f32, 0.0], [1.0, 0.0], [0.0, 1.0]], &Device::Cpu).unwrap();
         let scale = Tensor::new(10f32, &Device::Cpu).unwrap();
-        let (loss, hits) = multi_positive_clip_loss(&v, &v, &scale, &[0, 0, 1]).unwrap();
+        let clip = |images: &Tensor, texts: &Tensor| {
+            let logits = images.matmul(&texts.t().unwrap()).unwrap().broadcast_mul(&scale).unwrap();
+            multi_positive_loss(&logits, &[0, 0, 1]).unwrap()
+        };
+        let (loss, hits) = clip(&v, &v);
         assert_eq!(hits, 3);
         // Each class-0 row spreads its target over two equal logits and the class-1 row is
         // nearly one-hot: the loss is ln 2 for 2 rows of 3 in each direction, plus what the
@@ -349,8 +424,8 @@ mod tests {
         // changes nothing, where one-hot targets would count each as the other image's negative.
         let texts = Tensor::new(&[[1f32, 0.0], [0.8, 0.6], [0.0, 1.0]], &Device::Cpu).unwrap();
         let swapped = Tensor::new(&[[0.8f32, 0.6], [1.0, 0.0], [0.0, 1.0]], &Device::Cpu).unwrap();
-        let (a, _) = multi_positive_clip_loss(&v, &texts, &scale, &[0, 0, 1]).unwrap();
-        let (b, _) = multi_positive_clip_loss(&v, &swapped, &scale, &[0, 0, 1]).unwrap();
+        let (a, _) = clip(&v, &texts);
+        let (b, _) = clip(&v, &swapped);
         let (a, b) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
         assert!((a - b).abs() < 1e-6, "{a} and {b}");
     }
