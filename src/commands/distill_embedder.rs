@@ -53,8 +53,8 @@ pub struct DistillEmbedderArgs {
     /// score-kl and cprd: the cross-encoder bundle whose scores are distilled.
     #[arg(long, required_if_eq_any = [("method", "score-kl"), ("method", "cprd")])]
     pub cross_encoder: Option<PathBuf>,
-    /// score-kl and cprd: start from this embedder bundle (e.g. an embedding-distilled student)
-    /// instead of cutting one from the teacher.
+    /// Continue this embedder bundle (a student trained before) instead of cutting one from the
+    /// teacher.
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// cprd: which negative cuts the teacher's order.
@@ -113,9 +113,6 @@ pub struct DistillEmbedderArgs {
 }
 
 pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
-    if args.method == MethodArg::Embedding && args.init.is_some() {
-        anyhow::bail!("--init continues a student under score-kl or cprd; embedding distillation cuts its own");
-    }
     let out = &args.bundle;
     let eval = &args.retrieval;
     let shape = StudentShape { layers: args.layers.clone(), vocab: args.vocab };
@@ -126,7 +123,7 @@ pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
         LossArg::Mse => DistillLoss::Mse,
     };
     (cfg.epochs, cfg.batch_size, cfg.seed, cfg.max_texts) = (args.epochs, args.batch_size, args.seed, args.max_texts);
-    (cfg.max_seq_length, cfg.half) = (args.max_seq_length, args.half);
+    (cfg.max_seq_length, cfg.half, cfg.init) = (args.max_seq_length, args.half, args.init.clone());
     (cfg.val_queries, cfg.val_corpus) = (eval.val_queries, eval.val_corpus);
     (cfg.test_queries, cfg.test_corpus) = (eval.test_queries, eval.test_corpus);
     cfg.optim.lr = args.lr;
@@ -144,7 +141,6 @@ pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
             let rank = RankDistillConfig {
                 base: cfg,
                 cross_encoder,
-                init: args.init.clone(),
                 method,
                 beta: args.beta,
                 scale: 20.0,

@@ -82,6 +82,7 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
     let shape = StudentShape { layers: Vec::new(), vocab: None };
     let mut base = DistillConfig::new(args.retriever.clone(), wordnet, shape, out.out.clone());
     base.name = format!("{name}-retriever");
+    base.init = Some(args.retriever.clone());
     (base.batch_size, base.seed) = (args.retriever_batch_size, args.seed);
     base.optim.lr = args.retriever_lr;
     (base.val_queries, base.val_corpus) = (eval.val_queries, eval.val_corpus);
@@ -90,7 +91,6 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
     let retriever_run = RankDistillConfig {
         base,
         cross_encoder: PathBuf::new(),
-        init: Some(args.retriever.clone()),
         method: RankMethod::ScoreKl,
         beta: args.beta,
         scale: 20.0,

@@ -126,7 +126,6 @@ fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
         let cfg = RankDistillConfig {
             base,
             cross_encoder: cross.clone(),
-            init: None,
             method,
             beta: 1.0,
             scale: 20.0,
@@ -165,10 +164,10 @@ fn an_ar2_loop_alternates_ranker_and_retriever_and_keeps_finished_rounds() {
     let mut base = DistillConfig::new(retriever.clone(), fixture, shape, out.clone());
     (base.batch_size, base.progress, base.val_queries, base.val_corpus) = (4, false, 20, 100);
     base.optim.lr = 1e-3;
+    base.init = Some(retriever.clone());
     let retriever_run = RankDistillConfig {
         base,
         cross_encoder: std::path::PathBuf::new(),
-        init: Some(retriever.clone()),
         method: RankMethod::ScoreKl,
         beta: 1.0,
         scale: 20.0,

@@ -30,7 +30,7 @@ pub struct Ar2Config {
     pub retriever: PathBuf,
     /// The ranker's run; `init` is the first round's start, `miner` and `out` are set per round.
     pub ranker: CrossEncoderConfig,
-    /// The retriever's run; `init`, `cross_encoder` and `base.out` are set per round.
+    /// The retriever's run; `base.init`, `cross_encoder` and `base.out` are set per round.
     pub retriever_run: RankDistillConfig,
     /// Rounds of ranker-then-retriever.
     pub rounds: usize,
@@ -68,7 +68,7 @@ pub fn ar2(cfg: &Ar2Config) -> Result<Vec<Ar2Round>> {
         let ranker_summary = finished(&ranker.out).map_or_else(|| cross_encoder::train(&ranker), Ok)?;
 
         let mut student = cfg.retriever_run.clone();
-        student.init = Some(retriever.clone());
+        student.base.init = Some(retriever.clone());
         student.cross_encoder = ranker.out.clone();
         student.base.out = cfg.out.join(format!("round-{round}-retriever"));
         student.base.name = format!("{}-r{round}", cfg.retriever_run.base.name);

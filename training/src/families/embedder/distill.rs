@@ -21,7 +21,7 @@ use tandem_runtime::bundle::{Bundle, Provenance};
 use tandem_runtime::layers::differentiable::l2_normalize;
 
 use super::encoder::{self, TrainingEncoder};
-use super::student::{cut_student, ParamCount, StudentShape};
+use super::student::{count_params, cut_student, ParamCount, StudentShape};
 use super::{load_benchmark, WordNetSource};
 use crate::losses::correct;
 use crate::optim::AdamWConfig;
@@ -61,6 +61,8 @@ pub struct DistillConfig {
     pub wordnet: WordNetSource,
     /// Which layers and how much vocabulary the student keeps.
     pub shape: StudentShape,
+    /// Continue this embedder bundle (a student trained before) instead of cutting one.
+    pub init: Option<PathBuf>,
     /// The distillation loss.
     pub loss: DistillLoss,
     /// Epochs over the texts.
@@ -108,6 +110,7 @@ impl DistillConfig {
             teacher,
             wordnet,
             shape,
+            init: None,
             loss: DistillLoss::Cosine,
             epochs: 1,
             batch_size: 64,
@@ -146,6 +149,7 @@ impl DistillConfig {
         BTreeMap::from([
             ("layers".into(), json!(self.shape.layers)),
             ("vocab".into(), json!(self.shape.vocab)),
+            ("init".into(), json!(self.init.as_ref().map(|p| p.display().to_string()))),
             ("loss".into(), json!(self.loss.name())),
             ("epochs".into(), json!(self.epochs)),
             ("batch_size".into(), json!(self.batch_size)),
@@ -163,6 +167,25 @@ impl DistillConfig {
     fn loop_settings(&self) -> LoopSettings {
         let text = format!("distill-embedder|{:?}|{:?}|{:?}", self.hyperparameters(), self.teacher, self.wordnet);
         self.loop_settings_with(tandem_runtime::bundle::sha256_hex(text.as_bytes()))
+    }
+
+    /// The student a run starts from: `init` when given, else cut from `teacher` by `shape`, with
+    /// `corpus` deciding a cut vocabulary.
+    pub(crate) fn student(&self, teacher: &Bundle, corpus: &[&str]) -> Result<(TrainingEncoder, ParamCount)> {
+        if let Some(init) = &self.init {
+            let student = TrainingEncoder::from_bundle(&Bundle::load(init)?, "--init", self.max_seq_length)?;
+            let params = count_params(&student.spec);
+            return Ok((student, params));
+        }
+        let cut = cut_student(teacher, &self.shape, corpus)?;
+        let student = TrainingEncoder::from_tensors(
+            cut.spec,
+            teacher.manifest.clone(),
+            cut.tokenizer,
+            &cut.tensors,
+            self.max_seq_length,
+        )?;
+        Ok((student, cut.params))
     }
 
     /// The loop's settings for a run of these settings whose resume must match `fingerprint`.
@@ -207,16 +230,9 @@ impl<'a> DistillRun<'a> {
             return Err(Error::InvalidArgument("the benchmark has no training texts".into()));
         }
         let corpus: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let cut = cut_student(&teacher, &cfg.shape, &corpus)?;
-        let student = TrainingEncoder::from_tensors(
-            cut.spec,
-            teacher.manifest.clone(),
-            cut.tokenizer,
-            &cut.tensors,
-            cfg.max_seq_length,
-        )?;
+        let (student, params) = cfg.student(&teacher, &corpus)?;
         let targets = teacher_targets(cfg, &teacher, &texts)?.to_device(&student.device)?;
-        Ok(DistillRun { cfg, teacher_id: teacher.id, params: cut.params, student, benchmark, texts, targets })
+        Ok(DistillRun { cfg, teacher_id: teacher.id, params, student, benchmark, texts, targets })
     }
 
     fn manifest(&self, metrics: BTreeMap<String, f64>) -> tandem_runtime::bundle::Manifest {

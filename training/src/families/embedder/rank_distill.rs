@@ -34,7 +34,7 @@ use super::distill::DistillConfig;
 use super::encoder::{self, TrainingEncoder};
 use super::load_benchmark;
 use super::pairs;
-use super::student::{count_params, cut_student, ParamCount};
+use super::student::ParamCount;
 use crate::losses::{correct, cross_entropy};
 use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
@@ -76,12 +76,10 @@ impl RankMethod {
 #[derive(Debug, Clone)]
 pub struct RankDistillConfig {
     /// Student shape, optimiser, epochs, data and output (the teacher there is the bi-encoder the
-    /// student is cut from, unless `init` names a student to continue).
+    /// student is cut from, unless `base.init` names a student to continue).
     pub base: DistillConfig,
     /// The cross-encoder bundle whose scores are distilled.
     pub cross_encoder: PathBuf,
-    /// Start from this embedder bundle instead of cutting a student from the teacher.
-    pub init: Option<PathBuf>,
     /// The distillation term.
     pub method: RankMethod,
     /// Weight of the distillation term next to the contrastive loss.
@@ -112,7 +110,6 @@ impl RankDistillConfig {
         h.insert("mine_depth".into(), json!(self.mining.depth));
         h.insert("mine_corpus".into(), json!(self.mining.corpus_limit));
         h.insert("max_pairs".into(), json!(self.max_pairs));
-        h.insert("init".into(), json!(self.init.as_ref().map(|p| p.display().to_string())));
         h
     }
 
@@ -174,25 +171,8 @@ impl<'a> RankDistillRun<'a> {
             return Err(Error::InvalidArgument("the benchmark has no training pairs".into()));
         }
         let teacher = Bundle::load(&base.teacher)?;
-        let (student, params) = match &cfg.init {
-            Some(init) => {
-                let student = TrainingEncoder::from_bundle(&Bundle::load(init)?, "--init", base.max_seq_length)?;
-                let params = count_params(&student.spec);
-                (student, params)
-            }
-            None => {
-                let corpus: Vec<&str> = pairs.iter().flat_map(|p| [p.query.as_str(), p.positive.as_str()]).collect();
-                let cut = cut_student(&teacher, &base.shape, &corpus)?;
-                let student = TrainingEncoder::from_tensors(
-                    cut.spec,
-                    teacher.manifest.clone(),
-                    cut.tokenizer,
-                    &cut.tensors,
-                    base.max_seq_length,
-                )?;
-                (student, cut.params)
-            }
-        };
+        let corpus: Vec<&str> = pairs.iter().flat_map(|p| [p.query.as_str(), p.positive.as_str()]).collect();
+        let (student, params) = base.student(&teacher, &corpus)?;
         let (cross_encoder, kind) = Encoder::load_any(&cfg.cross_encoder, 50_000)?;
         if kind != "cross_encoder" {
             return Err(Error::InvalidArgument(format!(
