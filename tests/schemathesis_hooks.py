@@ -9,17 +9,19 @@ real ones behind them.
 
 Rather than switching a check off, these hooks narrow the gap precisely:
 
-- `map_case` repairs JSON classify bodies that were generated to match the schema, without
-  changing that: an `image` string becomes a real base64 PNG, and short pixel rows are padded with
-  zeros. Bodies generated to violate the schema, and everything else (types, missing or extra
+- `map_case` repairs JSON classify and embed bodies that were generated to match the schema,
+  without changing that: an `image` string becomes a real base64 PNG, and short pixel rows are
+  padded with zeros (embed inputs may be image objects, for `image_text` models). Bodies generated to violate the schema, and everything else (types, missing or extra
   fields, values, `top_k`, the query string), are left as generated, so every check still judges
   them.
 - `filter_failure` forgives exactly three "schema-valid request rejected" failures. A raw `image/*`
   body answered with 400 `invalid_image`: those bodies are schema-less random bytes that are never
   a real image, and replacing them in `map_case` is not an option: schemathesis then re-validates
   the body, cannot validate bytes, and wrongly treats the request as schema-violating. A 422 for a
-  model of another family (an embedder's id on classify, say), and a 422 for `dimensions` past
-  the model's width: both depend on which model an id names, which no schema can state.
+  model of another family (an embedder's id on classify, say), a 422 for `dimensions` past the
+  model's width, and the 422s for what only `image_text` models take (an image among an embedder's
+  embed inputs, `labels` on a classifier's classify): all depend on which model an id names, which
+  no schema can state.
 - `filter_failure` also forgives two kinds of rejection on the Open Inference Protocol's infer
   routes (`/v2/models/{name}[/versions/{version}]/infer`). Errors about a model's tensors: which
   input and output names, datatypes and shapes a model takes is stated per model by
@@ -72,6 +74,14 @@ def _is_classify(operation):
     return operation is not None and getattr(operation, "path", "").endswith("/classify")
 
 
+def _is_embed(operation):
+    return operation is not None and getattr(operation, "path", "").endswith("/embed")
+
+
+def _takes_images(operation):
+    return _is_classify(operation) or _is_embed(operation)
+
+
 def _is_raw_image(case):
     return (getattr(case, "media_type", None) or "").lower().startswith("image/")
 
@@ -103,13 +113,13 @@ def _repair_json(body):
 
 
 def map_case(context, case):
-    if _is_classify(case.operation) and not _is_raw_image(case) and not _body_is_negative(case):
+    if _takes_images(case.operation) and not _is_raw_image(case) and not _body_is_negative(case):
         case.body = _repair_json(case.body)
     return case
 
 
 def map_body(context, body):
-    if _is_classify(getattr(context, "operation", None)):
+    if _takes_images(getattr(context, "operation", None)):
         return _repair_json(body)
     return body
 
@@ -148,6 +158,9 @@ _TENSOR_CONTRACT = ('input "', 'output "', "inputs must hold ")
 _WRONG_KIND = "is of kind `"
 # The 422 for `dimensions` past the model's width: a per-model bound the spec cannot state.
 _DIMENSIONS = "dimensions must be between 1 and "
+# The 422s for inputs only `image_text` models take: an image among an embedder's embed inputs,
+# and `labels` on a classify route whose model has fixed classes.
+_IMAGE_TEXT_ONLY = ("embeds texts only (images need an image_text model)", "labels are for image_text models only")
 
 
 def _is_generate(operation):
@@ -166,7 +179,8 @@ def filter_failure(context, failure, case, response):
         if response.status_code in (400, 413, 422) and message.startswith(_TENSOR_CONTRACT):
             return False
     if response.status_code == 422 and kind == "invalid_input":
-        return not (_WRONG_KIND in message or message.startswith(_DIMENSIONS))
+        model_bound = _WRONG_KIND in message or message.startswith(_DIMENSIONS)
+        return not (model_bound or any(rule in message for rule in _IMAGE_TEXT_ONLY))
     if _is_classify(case.operation) and _is_raw_image(case):
         return not (response.status_code == 400 and kind == "invalid_image")
     return True

@@ -282,10 +282,20 @@ fn check_labels(labels: &[String]) -> std::result::Result<(), String> {
     if labels.is_empty() {
         return Err("labels must hold at least one label".into());
     }
-    if let Some(i) = labels.iter().position(|label| label.trim().is_empty()) {
+    if let Some(i) = labels.iter().position(|label| label.chars().all(is_blank)) {
         return Err(format!("labels[{i}] is blank"));
     }
     Ok(())
+}
+
+/// Whitespace as regular expressions' `\s` has it (ECMAScript's, which JSON Schema patterns use),
+/// so that a pattern `\S` states exactly which labels are not blank.
+fn is_blank(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{feff}'
+    )
 }
 
 /// Probabilities from logits, computed in f64 after subtracting the largest.
@@ -344,6 +354,8 @@ mod tests {
     fn labels_are_non_empty_and_never_blank() {
         assert!(check_labels(&[]).unwrap_err().contains("at least one"));
         assert_eq!(check_labels(&["Bag".into(), " ".into()]).unwrap_err(), "labels[1] is blank");
+        assert!(check_labels(&["\u{feff}\u{3000}\t".into()]).is_err());
+        assert!(check_labels(&["\u{85}".into()]).is_ok(), "NEL is not `\\s`, so the pattern lets it through");
         assert!(check_labels(&["Bag".into()]).is_ok());
     }
 }

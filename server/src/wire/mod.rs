@@ -283,8 +283,23 @@ pub struct ClassifyRequest {
     /// cosine similarities). Default: the model's class names. At least one, at most the server's
     /// `max_inputs`, none blank.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_items = 1)]
+    #[schema(schema_with = labels_schema)]
     pub labels: Option<Vec<String>>,
+}
+
+/// [`ClassifyRequest::labels`], written by hand so that the schema states the "not blank" rule as
+/// a pattern (a character other than whitespace), which the derive cannot put on the items.
+fn labels_schema() -> ArrayBuilder {
+    let label = ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"\S"));
+    ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(label)
+        .min_items(Some(1))
+        .description(Some(
+            "Zero-shot labels, for `image_text` models only: free texts that the model's text tower embeds and \
+             each image is scored against (a softmax over the labels of the model's scaled cosine similarities). \
+             Default: the model's class names. At least one, at most the server's `max_inputs`, none blank.",
+        ))
 }
 
 /// Query of a classify request whose body is a raw image.
