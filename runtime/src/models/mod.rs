@@ -1,5 +1,6 @@
 //! Model architectures, each defined once and shared by training and serving.
 
+pub mod bert_config;
 pub mod bert_inference;
 pub mod cnn;
 pub mod consistency;
