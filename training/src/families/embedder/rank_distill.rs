@@ -35,7 +35,7 @@ use super::encoder::{self, TrainingEncoder};
 use super::load_benchmark;
 use super::pairs;
 use super::student::ParamCount;
-use crate::losses::{correct, cross_entropy};
+use crate::losses::{correct, cross_entropy, partial_ranking_loss};
 use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
 use crate::retrieval::{Benchmark, Encoder, MiningOptions, TrainingPair};
@@ -237,12 +237,8 @@ fn distill_term(method: RankMethod, temperature: f64, student: &Tensor, scored: 
             if kept == 0 {
                 return Ok(None);
             }
-            let mut terms = Vec::with_capacity(kept);
-            for j in 1..=kept {
-                let tail = student.narrow(0, j, m - j)?;
-                terms.push(candle_nn::ops::log_softmax(&tail, D::Minus1)?.get(0)?.neg()?);
-            }
-            Ok(Some(Tensor::stack(&terms, 0)?.sum_all()?))
+            let negatives = student.narrow(0, 1, m - 1)?.unsqueeze(0)?;
+            Ok(Some(partial_ranking_loss(&negatives, &[kept])?))
         }
     }
 }
