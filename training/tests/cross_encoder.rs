@@ -46,7 +46,9 @@ fn a_tiny_cross_encoder_trains_on_mined_negatives_and_exports_a_served_reranker(
         ..cfg.clone()
     };
     assert!(cross_encoder::train(&refused).unwrap_err().to_string().contains("--negatives"));
-    let not_an_embedder = CrossEncoderConfig { init: out.clone(), out: dir.path().join("again"), ..cfg };
-    let err = cross_encoder::train(&not_an_embedder).unwrap_err().to_string();
-    assert!(err.contains("is a cross_encoder bundle, not an embedder"), "{err}");
+    // A cross-encoder may start another (AR2 continues its ranker); an image model may not.
+    let classifier = tandem_runtime::testing::write_tiny_classifier_bundle(dir.path(), "digits", "1").unwrap();
+    let not_text = CrossEncoderConfig { init: classifier, out: dir.path().join("again"), ..cfg };
+    let err = cross_encoder::train(&not_text).unwrap_err().to_string();
+    assert!(err.contains("is a classifier bundle, not an embedder or a cross_encoder"), "{err}");
 }
