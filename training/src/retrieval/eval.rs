@@ -212,7 +212,7 @@ pub fn evaluate(benchmark: &Benchmark, first_stage: &FirstStage, options: &EvalO
                 continue;
             }
             let candidates: Vec<String> = ranking[..top].iter().map(|&p| docs[p].clone()).collect();
-            let scores = reranker.scores(text, &candidates)?;
+            let scores = reranker.rerank_scores(text, &candidates)?;
             let mut order: Vec<usize> = (0..top).collect();
             // Stable: equal scores keep the first stage's order.
             order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
@@ -238,7 +238,7 @@ pub fn evaluate(benchmark: &Benchmark, first_stage: &FirstStage, options: &EvalO
     Ok(RetrievalReport {
         model,
         params,
-        reranker: reranker.as_ref().map(|r| r.id().to_string()),
+        reranker: reranker.as_ref().map(|r| r.id.clone()),
         rerank_top: options.rerank.as_ref().map(|r| r.top),
         split: options.split,
         ndcg_at_10: metrics.ndcg_at_10,
@@ -348,56 +348,18 @@ impl Encoder {
     }
 }
 
-/// A second stage: scores a query's candidates, higher is better.
-///
-/// One implementation per reranking kind, chosen in [`load_reranker`]: an embedder scores by the
-/// cosine of the query's and each candidate's embedding, a cross-encoder by its logit on each
-/// (query, candidate) pair. Both go through the runtime's `rerank`, exactly as served.
-trait Reranker {
-    /// `name@version` of the bundle.
-    fn id(&self) -> &str;
-    /// One score per document, in order.
-    fn scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>>;
-}
-
-/// Loads a reranker bundle by its kind.
-fn load_reranker(dir: &Path) -> Result<Box<dyn Reranker>> {
+/// Loads a second stage: a bundle whose kind the runtime's `rerank` serves, so an embedder scores
+/// by the cosine of the query's and each candidate's embedding and a cross-encoder by its logit on
+/// each (query, candidate) pair (long pairs truncated, the longer text first), exactly as served.
+fn load_reranker(dir: &Path) -> Result<Encoder> {
     // Candidates recur across queries, so the result cache saves re-embedding them.
     let (encoder, kind) = Encoder::load_any(dir, 50_000)?;
     match kind.as_str() {
-        "embedder" => Ok(Box::new(CosineReranker(encoder))),
-        "cross_encoder" => Ok(Box::new(CrossEncoderReranker(encoder))),
+        "embedder" | "cross_encoder" => Ok(encoder),
         other => Err(Error::InvalidArgument(format!(
             "{} is a {other} bundle: a reranker must be an embedder or a cross_encoder bundle",
             dir.display()
         ))),
-    }
-}
-
-/// Reranking by an embedder's cosine similarity.
-struct CosineReranker(Encoder);
-
-impl Reranker for CosineReranker {
-    fn id(&self) -> &str {
-        &self.0.id
-    }
-
-    fn scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>> {
-        self.0.rerank_scores(query, docs)
-    }
-}
-
-/// Reranking by a cross-encoder's logit on each (query, candidate) pair, long pairs truncated
-/// (the longer text first) as served by default.
-struct CrossEncoderReranker(Encoder);
-
-impl Reranker for CrossEncoderReranker {
-    fn id(&self) -> &str {
-        &self.0.id
-    }
-
-    fn scores(&self, query: &str, docs: &[String]) -> Result<Vec<f32>> {
-        self.0.rerank_scores(query, docs)
     }
 }
 
