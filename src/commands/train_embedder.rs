@@ -44,6 +44,9 @@ pub struct TrainEmbedderArgs {
     /// Mine among this many training glosses (the pairs' own included) [default: all].
     #[arg(long)]
     pub mine_corpus: Option<usize>,
+    /// Store the exported weights as F16 (half the bytes; served in F32).
+    #[arg(long)]
+    pub half: bool,
     #[command(flatten)]
     pub retrieval: super::retrieval_args::RetrievalRunArgs,
     #[command(flatten)]
@@ -59,7 +62,7 @@ pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
     (cfg.scale, cfg.max_seq_length) = (args.scale, args.max_seq_length);
     (cfg.val_queries, cfg.val_corpus) = (eval.val_queries, eval.val_corpus);
     (cfg.test_queries, cfg.test_corpus) = (eval.test_queries, eval.test_corpus);
-    cfg.optim.lr = args.lr;
+    (cfg.optim.lr, cfg.half) = (args.lr, args.half);
     cfg.mining = MiningOptions {
         per_query: args.hard_negatives,
         depth: args.mine_depth,

@@ -49,12 +49,18 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
     (mined.epochs, mined.batch_size, mined.progress) = (2, 4, false);
     (mined.val_queries, mined.val_corpus) = (50, 100);
     mined.mining = MiningOptions { per_query: 2, depth: 6, skip_top: 0, corpus_limit: None };
+    mined.half = true;
     let summary_mined = embedder::train(&mined).unwrap();
     for record in &summary_mined.history {
         let per_pair = record.extra["hard_negatives_per_pair"];
         assert!(per_pair > 0.0 && per_pair <= 2.0, "{record:?}");
     }
-    assert!(mined_out.join("manifest.json").exists());
+    // `half` keeps a fine-tuned student in F16, and the counts keep the embeddings apart.
+    let weights = std::fs::read(mined_out.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    assert!(tensors.tensors().iter().all(|(_, t)| t.dtype() == safetensors::Dtype::F16), "half stores F16");
+    let metrics = Bundle::load(&mined_out).unwrap().manifest.metrics;
+    assert_eq!(metrics["params"], metrics["params_embeddings"] + metrics["params_layers"]);
 
     let bundle = Bundle::load(&out).unwrap();
     let FamilySpec::Embedder(spec) = &bundle.manifest.family else { panic!("an embedder bundle") };

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use candle_core::DType;
 use serde_json::json;
 
 use crate::optim::AdamWConfig;
@@ -60,6 +61,9 @@ pub struct EmbedderConfig {
     pub test_queries: Option<usize>,
     /// Documents searched at the test (the whole corpus when `None`).
     pub test_corpus: Option<usize>,
+    /// Store the exported weights as F16 (half the bytes; served in F32): how a student cut
+    /// and distilled with `--half` stays within its size budget when fine-tuned further.
+    pub half: bool,
     /// Bundle directory to write.
     pub out: PathBuf,
     /// Continue from the checkpoint.
@@ -92,6 +96,7 @@ impl EmbedderConfig {
             val_corpus: 10_000,
             test_queries: None,
             test_corpus: None,
+            half: false,
             out,
             resume: false,
             progress: true,
@@ -128,6 +133,7 @@ impl EmbedderConfig {
             ("mine_depth".into(), json!(self.mining.depth)),
             ("mine_skip_top".into(), json!(self.mining.skip_top)),
             ("mine_corpus".into(), json!(self.mining.corpus_limit)),
+            ("half".into(), json!(self.half)),
         ])
     }
 
@@ -139,6 +145,7 @@ impl EmbedderConfig {
             clip_grad_norm: self.clip_grad_norm,
             resume: self.resume,
             progress: self.progress,
+            weights_dtype: if self.half { DType::F16 } else { DType::F32 },
             ..LoopSettings::beside(&self.out, &self.name, self.optim, self.fingerprint())
         }
     }

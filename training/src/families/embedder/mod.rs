@@ -149,9 +149,8 @@ impl Family for EmbedderRun<'_> {
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
-        let params = self.encoder.spec.architecture.num_params();
-        let manifest = self.manifest(BTreeMap::from([("params".into(), params as f64)]));
-        Ok(self.encoder.export(manifest, params, history))
+        let params = student::count_params(&self.encoder.spec);
+        Ok(self.encoder.export(self.manifest(params.metrics()), params.total(), history))
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
