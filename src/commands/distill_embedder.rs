@@ -117,17 +117,15 @@ pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
     let eval = &args.retrieval;
     let shape = StudentShape { layers: args.layers.clone(), vocab: args.vocab };
     let mut cfg = DistillConfig::new(args.teacher.clone(), eval.wordnet(out), shape, out.out.clone());
-    (cfg.name, cfg.version) = (out.bundle_name(), out.version.clone());
+    let run = &mut cfg.run;
+    eval.apply(out, run);
+    (run.epochs, run.batch_size, run.seed, run.optim.lr) = (args.epochs, args.batch_size, args.seed, args.lr);
+    (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
     cfg.loss = match args.loss {
         LossArg::Cosine => DistillLoss::Cosine,
         LossArg::Mse => DistillLoss::Mse,
     };
-    (cfg.epochs, cfg.batch_size, cfg.seed, cfg.max_texts) = (args.epochs, args.batch_size, args.seed, args.max_texts);
-    (cfg.max_seq_length, cfg.half, cfg.init) = (args.max_seq_length, args.half, args.init.clone());
-    (cfg.val_queries, cfg.val_corpus) = (eval.val_queries, eval.val_corpus);
-    (cfg.test_queries, cfg.test_corpus) = (eval.test_queries, eval.test_corpus);
-    cfg.optim.lr = args.lr;
-    (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
+    (cfg.max_texts, cfg.init) = (args.max_texts, args.init.clone());
     let summary = match args.method {
         MethodArg::Embedding => distill::distill(&cfg)?,
         MethodArg::ScoreKl | MethodArg::Cprd => {

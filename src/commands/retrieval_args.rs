@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tandem_training::families::embedder::WordNetSource;
+use tandem_training::families::text_run::{TextRun, WordNetSource};
 
 use super::bundle_args::BundleArgs;
 
@@ -34,5 +34,14 @@ impl RetrievalRunArgs {
             Some(dir) => WordNetSource::Dir(dir.clone()),
             None => WordNetSource::Fetched(bundle.data_dir()),
         }
+    }
+
+    /// Sets what these flags and the bundle's flags decide of a run: its name and version,
+    /// validation and test sizes, resuming and progress output.
+    pub fn apply(&self, bundle: &BundleArgs, run: &mut TextRun) {
+        (run.name, run.version) = (bundle.bundle_name(), bundle.version.clone());
+        (run.val_queries, run.val_corpus) = (self.val_queries, self.val_corpus);
+        (run.test_queries, run.test_corpus) = (self.test_queries, self.test_corpus);
+        (run.resume, run.progress) = (bundle.resume, !bundle.quiet);
     }
 }

@@ -71,23 +71,17 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
 
     let mut ranker =
         CrossEncoderConfig::new(args.ranker_init.clone(), args.retriever.clone(), wordnet.clone(), out.out.clone());
-    ranker.name = format!("{name}-ranker");
-    (ranker.batch_size, ranker.seed, ranker.max_pairs) = (args.ranker_batch_size, args.seed, args.max_pairs);
-    (ranker.mining, ranker.rerank_top) = (mining.clone(), args.rerank_top);
-    ranker.optim.lr = args.ranker_lr;
-    (ranker.val_queries, ranker.val_corpus) = (eval.val_queries, eval.val_corpus);
-    (ranker.test_queries, ranker.test_corpus) = (eval.test_queries, eval.test_corpus);
-    (ranker.resume, ranker.progress) = (out.resume, !out.quiet);
+    eval.apply(out, &mut ranker.run);
+    ranker.run.name = format!("{name}-ranker");
+    (ranker.run.batch_size, ranker.run.seed, ranker.run.optim.lr) = (args.ranker_batch_size, args.seed, args.ranker_lr);
+    (ranker.max_pairs, ranker.mining, ranker.rerank_top) = (args.max_pairs, mining.clone(), args.rerank_top);
 
     let shape = StudentShape { layers: Vec::new(), vocab: None };
     let mut base = DistillConfig::new(args.retriever.clone(), wordnet, shape, out.out.clone());
-    base.name = format!("{name}-retriever");
+    eval.apply(out, &mut base.run);
+    base.run.name = format!("{name}-retriever");
+    (base.run.batch_size, base.run.seed, base.run.optim.lr) = (args.retriever_batch_size, args.seed, args.retriever_lr);
     base.init = Some(args.retriever.clone());
-    (base.batch_size, base.seed) = (args.retriever_batch_size, args.seed);
-    base.optim.lr = args.retriever_lr;
-    (base.val_queries, base.val_corpus) = (eval.val_queries, eval.val_corpus);
-    (base.test_queries, base.test_corpus) = (eval.test_queries, eval.test_corpus);
-    (base.resume, base.progress) = (out.resume, !out.quiet);
     let retriever_run = RankDistillConfig {
         base,
         cross_encoder: PathBuf::new(),

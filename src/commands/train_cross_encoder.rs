@@ -43,6 +43,12 @@ pub struct TrainCrossEncoderArgs {
     /// First-stage candidates the cross-encoder reorders at validation and test.
     #[arg(long, default_value_t = 50)]
     pub rerank_top: usize,
+    /// Truncate each (query, document) pair to this many tokens (at most the bundle's limit).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// Store the exported weights as F16 (half the bytes; served in F32).
+    #[arg(long)]
+    pub half: bool,
     #[command(flatten)]
     pub retrieval: super::retrieval_args::RetrievalRunArgs,
     #[command(flatten)]
@@ -53,18 +59,17 @@ pub fn run(args: TrainCrossEncoderArgs) -> anyhow::Result<()> {
     let out = &args.bundle;
     let eval = &args.retrieval;
     let mut cfg = CrossEncoderConfig::new(args.init.clone(), args.miner.clone(), eval.wordnet(out), out.out.clone());
-    (cfg.name, cfg.version) = (out.bundle_name(), out.version.clone());
-    (cfg.epochs, cfg.batch_size, cfg.seed, cfg.max_pairs) = (args.epochs, args.batch_size, args.seed, args.max_pairs);
+    let run = &mut cfg.run;
+    eval.apply(out, run);
+    (run.epochs, run.batch_size, run.seed, run.optim.lr) = (args.epochs, args.batch_size, args.seed, args.lr);
+    (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
+    (cfg.max_pairs, cfg.rerank_top) = (args.max_pairs, args.rerank_top);
     cfg.mining = MiningOptions {
         per_query: args.negatives,
         depth: args.mine_depth,
         corpus_limit: args.mine_corpus,
         ..MiningOptions::default()
     };
-    (cfg.val_queries, cfg.val_corpus, cfg.rerank_top) = (eval.val_queries, eval.val_corpus, args.rerank_top);
-    (cfg.test_queries, cfg.test_corpus) = (eval.test_queries, eval.test_corpus);
-    cfg.optim.lr = args.lr;
-    (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
     let summary = cross_encoder::train(&cfg)?;
     super::train::print_summary(&summary, out.json);
     Ok(())

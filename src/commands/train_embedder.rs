@@ -57,19 +57,17 @@ pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
     let out = &args.bundle;
     let eval = &args.retrieval;
     let mut cfg = EmbedderConfig::new(args.init.clone(), eval.wordnet(out), out.out.clone());
-    (cfg.name, cfg.version) = (out.bundle_name(), out.version.clone());
-    (cfg.epochs, cfg.batch_size, cfg.seed, cfg.max_pairs) = (args.epochs, args.batch_size, args.seed, args.max_pairs);
-    (cfg.scale, cfg.max_seq_length) = (args.scale, args.max_seq_length);
-    (cfg.val_queries, cfg.val_corpus) = (eval.val_queries, eval.val_corpus);
-    (cfg.test_queries, cfg.test_corpus) = (eval.test_queries, eval.test_corpus);
-    (cfg.optim.lr, cfg.half) = (args.lr, args.half);
+    let run = &mut cfg.run;
+    eval.apply(out, run);
+    (run.epochs, run.batch_size, run.seed, run.optim.lr) = (args.epochs, args.batch_size, args.seed, args.lr);
+    (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
+    (cfg.max_pairs, cfg.scale) = (args.max_pairs, args.scale);
     cfg.mining = MiningOptions {
         per_query: args.hard_negatives,
         depth: args.mine_depth,
         skip_top: args.mine_skip_top,
         corpus_limit: args.mine_corpus,
     };
-    (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
     let summary = embedder::train(&cfg)?;
     super::train::print_summary(&summary, out.json);
     Ok(())

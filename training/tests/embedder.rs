@@ -33,9 +33,9 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
     let out = dir.path().join("tuned");
     let mut cfg = EmbedderConfig::new(init.clone(), WordNetSource::Dir(fixture), out.clone());
-    (cfg.epochs, cfg.batch_size, cfg.progress) = (20, 4, false);
-    (cfg.val_queries, cfg.val_corpus) = (50, 100);
-    cfg.optim.lr = 1e-2;
+    (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress) = (20, 4, false);
+    (cfg.run.val_queries, cfg.run.val_corpus) = (50, 100);
+    cfg.run.optim.lr = 1e-2;
     let summary = embedder::train(&cfg).unwrap();
     let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "in-batch loss falls: {losses:?}");
@@ -45,11 +45,11 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
     // With mining, each epoch mines hard negatives with the current weights, and they join the
     // batch's columns.
     let mined_out = dir.path().join("mined");
-    let mut mined = EmbedderConfig::new(init.clone(), cfg.wordnet.clone(), mined_out.clone());
-    (mined.epochs, mined.batch_size, mined.progress) = (2, 4, false);
-    (mined.val_queries, mined.val_corpus) = (50, 100);
+    let mut mined = EmbedderConfig::new(init.clone(), cfg.run.wordnet.clone(), mined_out.clone());
+    (mined.run.epochs, mined.run.batch_size, mined.run.progress) = (2, 4, false);
+    (mined.run.val_queries, mined.run.val_corpus) = (50, 100);
     mined.mining = MiningOptions { per_query: 2, depth: 6, skip_top: 0, corpus_limit: None };
-    mined.half = true;
+    mined.run.half = true;
     let summary_mined = embedder::train(&mined).unwrap();
     for record in &summary_mined.history {
         let per_pair = record.extra["hard_negatives_per_pair"];
@@ -83,9 +83,9 @@ fn a_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_preci
     let out = dir.path().join("student");
     let shape = StudentShape { layers: vec![1], vocab: Some(40) };
     let mut cfg = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture), shape, out.clone());
-    (cfg.epochs, cfg.batch_size, cfg.progress, cfg.half) = (15, 8, false, true);
-    (cfg.val_queries, cfg.val_corpus) = (50, 100);
-    cfg.optim.lr = 1e-2;
+    (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress, cfg.run.half) = (15, 8, false, true);
+    (cfg.run.val_queries, cfg.run.val_corpus) = (50, 100);
+    cfg.run.optim.lr = 1e-2;
     let summary = distill::distill(&cfg).unwrap();
     let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "the distillation loss falls: {losses:?}");
@@ -126,9 +126,9 @@ fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
         let out = dir.path().join(name);
         let shape = StudentShape { layers: vec![0], vocab: None };
         let mut base = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture.clone()), shape, out.clone());
-        (base.epochs, base.batch_size, base.progress) = (3, 4, false);
-        (base.val_queries, base.val_corpus) = (50, 100);
-        base.optim.lr = 1e-2;
+        (base.run.epochs, base.run.batch_size, base.run.progress) = (3, 4, false);
+        (base.run.val_queries, base.run.val_corpus) = (50, 100);
+        base.run.optim.lr = 1e-2;
         let cfg = RankDistillConfig {
             base,
             cross_encoder: cross.clone(),
@@ -164,12 +164,12 @@ fn an_ar2_loop_alternates_ranker_and_retriever_and_keeps_finished_rounds() {
     let mining = MiningOptions { per_query: 3, depth: 8, skip_top: 0, corpus_limit: None };
 
     let mut ranker = CrossEncoderConfig::new(ranker_init, retriever.clone(), fixture.clone(), out.clone());
-    (ranker.batch_size, ranker.progress, ranker.mining) = (4, false, mining.clone());
-    (ranker.val_queries, ranker.val_corpus, ranker.rerank_top) = (20, 100, 5);
+    (ranker.run.batch_size, ranker.run.progress, ranker.mining) = (4, false, mining.clone());
+    (ranker.run.val_queries, ranker.run.val_corpus, ranker.rerank_top) = (20, 100, 5);
     let shape = StudentShape { layers: Vec::new(), vocab: None };
     let mut base = DistillConfig::new(retriever.clone(), fixture, shape, out.clone());
-    (base.batch_size, base.progress, base.val_queries, base.val_corpus) = (4, false, 20, 100);
-    base.optim.lr = 1e-3;
+    (base.run.batch_size, base.run.progress, base.run.val_queries, base.run.val_corpus) = (4, false, 20, 100);
+    base.run.optim.lr = 1e-3;
     base.init = Some(retriever.clone());
     let retriever_run = RankDistillConfig {
         base,

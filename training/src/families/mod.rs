@@ -10,4 +10,5 @@ pub mod diffusion;
 pub mod embedder;
 pub mod image_generation;
 pub mod image_text;
+pub mod text_run;
 pub mod tokenizer;

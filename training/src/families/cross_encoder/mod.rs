@@ -77,7 +77,7 @@ impl<'a> CrossEncoderRun<'a> {
         let init = Bundle::load(&cfg.init)?;
         // An embedder starts the BERT with a zero head; a cross-encoder continues, head and all
         // (each round of an AR2 loop continues the last round's ranker).
-        let spec = match &init.manifest.family {
+        let mut spec = match &init.manifest.family {
             FamilySpec::Embedder(embedder) => CrossEncoderSpec {
                 architecture: embedder.architecture.clone(),
                 tokenizer: embedder.tokenizer.clone(),
@@ -93,6 +93,9 @@ impl<'a> CrossEncoderRun<'a> {
                 )))
             }
         };
+        if let Some(limit) = cfg.run.max_seq_length {
+            spec.max_seq_length = spec.max_seq_length.min(limit);
+        }
         let continues = matches!(init.manifest.family, FamilySpec::CrossEncoder(_));
         if spec.architecture.type_vocab_size < 2 {
             return Err(Error::InvalidArgument(format!(
@@ -112,11 +115,11 @@ impl<'a> CrossEncoderRun<'a> {
         let tokenizer_bytes = init.file(&spec.tokenizer)?.to_vec();
         let tokenizer = TextTokenizer::from_bytes(&tokenizer_bytes, spec.max_seq_length)?;
 
-        let benchmark = load_benchmark(&cfg.wordnet)?;
+        let benchmark = load_benchmark(&cfg.run.wordnet)?;
         let mut pairs = benchmark.training_pairs();
         if let Some(n) = cfg.max_pairs {
             // A seeded sample, so that a limited run still covers the whole vocabulary.
-            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ 0x5eed));
+            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.run.seed ^ 0x5eed));
             pairs.truncate(n);
         }
         let started = std::time::Instant::now();
@@ -164,8 +167,8 @@ impl<'a> CrossEncoderRun<'a> {
         hyperparameters.insert("miner".into(), self.miner_id.clone().into());
         let mut manifest = self.init.manifest.clone();
         manifest.family = FamilySpec::CrossEncoder(self.spec.clone());
-        manifest.name = self.cfg.name.clone();
-        manifest.version = self.cfg.version.clone();
+        manifest.name = self.cfg.run.name.clone();
+        manifest.version = self.cfg.run.version.clone();
         manifest.provenance = Provenance {
             dataset: "wordnet".into(),
             dataset_sha256: String::new(),
@@ -252,14 +255,16 @@ impl Family for CrossEncoderRun<'_> {
     }
 
     fn plan(&self) -> Plan {
-        let steps_per_epoch = self.pairs.len().div_ceil(self.cfg.batch_size);
-        Plan { epochs: self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: 0 }
+        let steps_per_epoch = self.pairs.len().div_ceil(self.cfg.run.batch_size);
+        Plan { epochs: self.cfg.run.epochs, steps_per_epoch, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.pairs.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)));
-        order.chunks(self.cfg.batch_size).map(<[usize]>::to_vec).collect()
+        order.shuffle(&mut StdRng::seed_from_u64(
+            self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64),
+        ));
+        order.chunks(self.cfg.run.batch_size).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
@@ -278,13 +283,13 @@ impl Family for CrossEncoderRun<'_> {
     }
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
-        let dir = trainer::sibling(&self.cfg.out, "val-bundle");
+        let dir = trainer::sibling(&self.cfg.run.out, "val-bundle");
         let weights = tandem_runtime::bundle::serialize_varmap(&self.vars)?;
         let mut files: Vec<(&str, &[u8])> = vec![(tandem_runtime::bundle::WEIGHTS_FILE, &weights)];
         let tokenizer = self.tokenizer_files();
         files.extend(tokenizer.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
         tandem_runtime::bundle::write_bundle_files(&dir, &self.manifest(BTreeMap::new()), &files)?;
-        let report = self.evaluate(&dir, Split::Val, Some(self.cfg.val_queries), Some(self.cfg.val_corpus))?;
+        let report = self.evaluate(&dir, Split::Val, Some(self.cfg.run.val_queries), Some(self.cfg.run.val_corpus))?;
         Ok(Validation { loss: 1.0 - report.ndcg_at_10, accuracy: report.ndcg_at_10, extra: report.figures() })
     }
 
@@ -307,7 +312,7 @@ impl Family for CrossEncoderRun<'_> {
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
-        let report = self.evaluate(dir, Split::Test, self.cfg.test_queries, self.cfg.test_corpus)?;
+        let report = self.evaluate(dir, Split::Test, self.cfg.run.test_queries, self.cfg.run.test_corpus)?;
         Ok(TestReport { accuracy: report.ndcg_at_10, n: report.n, extra: report.figures() })
     }
 }

@@ -30,7 +30,7 @@ pub struct Ar2Config {
     pub retriever: PathBuf,
     /// The ranker's run; `init` is the first round's start, `miner` and `out` are set per round.
     pub ranker: CrossEncoderConfig,
-    /// The retriever's run; `base.init`, `cross_encoder` and `base.out` are set per round.
+    /// The retriever's run; `base.init`, `cross_encoder` and `base.run.out` are set per round.
     pub retriever_run: RankDistillConfig,
     /// Rounds of ranker-then-retriever.
     pub rounds: usize,
@@ -62,26 +62,28 @@ pub fn ar2(cfg: &Ar2Config) -> Result<Vec<Ar2Round>> {
         let mut ranker = cfg.ranker.clone();
         ranker.init = ranker_start.clone();
         ranker.miner = retriever.clone();
-        ranker.out = cfg.out.join(format!("round-{round}-ranker"));
-        ranker.name = format!("{}-r{round}", cfg.ranker.name);
-        ranker.seed = cfg.ranker.seed + round as u64;
-        let ranker_summary = finished(&ranker.out).map_or_else(|| cross_encoder::train(&ranker), Ok)?;
+        ranker.run.out = cfg.out.join(format!("round-{round}-ranker"));
+        ranker.run.name = format!("{}-r{round}", cfg.ranker.run.name);
+        ranker.run.seed = cfg.ranker.run.seed + round as u64;
+        let ranker_summary = finished(&ranker.run.out).map_or_else(|| cross_encoder::train(&ranker), Ok)?;
 
         let mut student = cfg.retriever_run.clone();
         student.base.init = Some(retriever.clone());
-        student.cross_encoder = ranker.out.clone();
-        student.base.out = cfg.out.join(format!("round-{round}-retriever"));
-        student.base.name = format!("{}-r{round}", cfg.retriever_run.base.name);
-        student.base.seed = cfg.retriever_run.base.seed + round as u64;
-        let retriever_summary = finished(&student.base.out).map_or_else(|| rank_distill::rank_distill(&student), Ok)?;
+        student.cross_encoder = ranker.run.out.clone();
+        let run = &mut student.base.run;
+        run.out = cfg.out.join(format!("round-{round}-retriever"));
+        run.name = format!("{}-r{round}", cfg.retriever_run.base.run.name);
+        run.seed = cfg.retriever_run.base.run.seed + round as u64;
+        let retriever_summary =
+            finished(&student.base.run.out).map_or_else(|| rank_distill::rank_distill(&student), Ok)?;
         tracing::info!(
             round,
             ranker_val = ranker_summary.val_accuracy,
             retriever_val = retriever_summary.val_accuracy,
             "AR2 round done"
         );
-        retriever = student.base.out.clone();
-        ranker_start = ranker.out.clone();
+        retriever = student.base.run.out.clone();
+        ranker_start = ranker.run.out.clone();
         rounds.push(Ar2Round { round, ranker: ranker_summary, retriever: retriever_summary });
     }
     Ok(rounds)

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -21,10 +21,10 @@ use tandem_runtime::bundle::{Bundle, Provenance};
 use tandem_runtime::layers::differentiable::l2_normalize;
 
 use super::encoder::{self, TrainingEncoder};
+use super::load_benchmark;
 use super::student::{count_params, cut_student, ParamCount, StudentShape};
-use super::{load_benchmark, WordNetSource};
+use crate::families::text_run::{TextRun, WordNetSource};
 use crate::losses::correct;
-use crate::optim::AdamWConfig;
 use crate::report::{EpochRecord, TrainSummary};
 use crate::retrieval::{Benchmark, Encoder};
 use crate::trainer::{self, Export, Family, LoopSettings, Plan, StepOutput, TestReport, Validation};
@@ -51,93 +51,38 @@ impl DistillLoss {
 /// Everything an embedding-distillation run is made of.
 #[derive(Debug, Clone)]
 pub struct DistillConfig {
-    /// Bundle name.
-    pub name: String,
-    /// Bundle version.
-    pub version: String,
+    /// The settings every retrieval run shares; `batch_size` counts texts, `max_seq_length` is at
+    /// most the teacher's limit, and `half` stores the student in F16.
+    pub run: TextRun,
     /// The embedder bundle to distil (and cut the student from).
     pub teacher: PathBuf,
-    /// The benchmark's WordNet.
-    pub wordnet: WordNetSource,
     /// Which layers and how much vocabulary the student keeps.
     pub shape: StudentShape,
     /// Continue this embedder bundle (a student trained before) instead of cutting one.
     pub init: Option<PathBuf>,
     /// The distillation loss.
     pub loss: DistillLoss,
-    /// Epochs over the texts.
-    pub epochs: usize,
-    /// Texts per step.
-    pub batch_size: usize,
-    /// AdamW settings; `lr` is the peak.
-    pub optim: AdamWConfig,
-    /// Warm-up as a fraction of all steps.
-    pub warmup_fraction: f64,
-    /// Gradient clipping by global norm.
-    pub clip_grad_norm: Option<f64>,
-    /// Seeds the texts' order and sample.
-    pub seed: u64,
     /// Distil on a seeded sample of this many texts.
     pub max_texts: Option<usize>,
-    /// Truncate texts to this many tokens (at most the teacher's limit).
-    pub max_seq_length: Option<usize>,
-    /// Validation queries asked after each epoch.
-    pub val_queries: usize,
-    /// Documents searched at validation.
-    pub val_corpus: usize,
-    /// Test queries asked of the exported bundle (all 2,000 when `None`).
-    pub test_queries: Option<usize>,
-    /// Documents searched at the test (the whole corpus when `None`).
-    pub test_corpus: Option<usize>,
-    /// Store the exported weights as F16 (half the bytes; served in F32).
-    pub half: bool,
-    /// Bundle directory to write.
-    pub out: PathBuf,
-    /// Continue from the checkpoint.
-    pub resume: bool,
-    /// Progress output.
-    pub progress: bool,
 }
 
 impl DistillConfig {
     /// A run with defaults: two layers (the teacher's first and last are chosen by the caller),
     /// cosine loss, batch 64, AdamW at 1e-4 with 10% warm-up, one epoch.
     pub fn new(teacher: PathBuf, wordnet: WordNetSource, shape: StudentShape, out: PathBuf) -> DistillConfig {
-        let name = out.file_name().map_or_else(|| "student".into(), |n| n.to_string_lossy().into_owned());
         DistillConfig {
-            name,
-            version: "1".into(),
+            run: TextRun::new(wordnet, out, "student", 64, 1e-4),
             teacher,
-            wordnet,
             shape,
             init: None,
             loss: DistillLoss::Cosine,
-            epochs: 1,
-            batch_size: 64,
-            optim: AdamWConfig { lr: 1e-4, weight_decay: 0.01, ..AdamWConfig::default() },
-            warmup_fraction: 0.1,
-            clip_grad_norm: Some(1.0),
-            seed: 0,
             max_texts: None,
-            max_seq_length: None,
-            val_queries: 500,
-            val_corpus: 10_000,
-            test_queries: None,
-            test_corpus: None,
-            half: false,
-            out,
-            resume: false,
-            progress: true,
         }
     }
 
     /// Refuses settings that cannot train.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size < 2 || self.val_queries == 0 || self.val_corpus == 0 {
-            return Err(Error::InvalidArgument(
-                "epochs, validation sizes and the batch (at least 2) must be positive".into(),
-            ));
-        }
+        self.run.validate(2)?;
         if self.max_texts == Some(0) {
             return Err(Error::InvalidArgument("--max-texts must be positive".into()));
         }
@@ -146,34 +91,26 @@ impl DistillConfig {
 
     /// The hyperparameters recorded in the bundle's provenance (and fingerprinted).
     pub fn hyperparameters(&self) -> BTreeMap<String, serde_json::Value> {
-        BTreeMap::from([
+        let mut all = self.run.hyperparameters();
+        all.extend([
             ("layers".into(), json!(self.shape.layers)),
             ("vocab".into(), json!(self.shape.vocab)),
             ("init".into(), json!(self.init.as_ref().map(|p| p.display().to_string()))),
             ("loss".into(), json!(self.loss.name())),
-            ("epochs".into(), json!(self.epochs)),
-            ("batch_size".into(), json!(self.batch_size)),
-            ("lr".into(), json!(self.optim.lr)),
-            ("weight_decay".into(), json!(self.optim.weight_decay)),
-            ("warmup_fraction".into(), json!(self.warmup_fraction)),
-            ("clip_grad_norm".into(), json!(self.clip_grad_norm)),
-            ("seed".into(), json!(self.seed)),
             ("max_texts".into(), json!(self.max_texts)),
-            ("max_seq_length".into(), json!(self.max_seq_length)),
-            ("half".into(), json!(self.half)),
-        ])
+        ]);
+        all
     }
 
     fn loop_settings(&self) -> LoopSettings {
-        let text = format!("distill-embedder|{:?}|{:?}|{:?}", self.hyperparameters(), self.teacher, self.wordnet);
-        self.loop_settings_with(tandem_runtime::bundle::sha256_hex(text.as_bytes()))
+        self.run.loop_settings(self.run.fingerprint("distill-embedder", &self.hyperparameters(), &[&self.teacher]))
     }
 
     /// The student a run starts from: `init` when given, else cut from `teacher` by `shape`, with
     /// `corpus` deciding a cut vocabulary.
     pub(crate) fn student(&self, teacher: &Bundle, corpus: &[&str]) -> Result<(TrainingEncoder, ParamCount)> {
         if let Some(init) = &self.init {
-            let student = TrainingEncoder::from_bundle(&Bundle::load(init)?, "--init", self.max_seq_length)?;
+            let student = TrainingEncoder::from_bundle(&Bundle::load(init)?, "--init", self.run.max_seq_length)?;
             let params = count_params(&student.spec);
             return Ok((student, params));
         }
@@ -183,22 +120,9 @@ impl DistillConfig {
             teacher.manifest.clone(),
             cut.tokenizer,
             &cut.tensors,
-            self.max_seq_length,
+            self.run.max_seq_length,
         )?;
         Ok((student, cut.params))
-    }
-
-    /// The loop's settings for a run of these settings whose resume must match `fingerprint`.
-    pub(crate) fn loop_settings_with(&self, fingerprint: String) -> LoopSettings {
-        LoopSettings {
-            seed: self.seed,
-            warmup_fraction: self.warmup_fraction,
-            clip_grad_norm: self.clip_grad_norm,
-            resume: self.resume,
-            progress: self.progress,
-            weights_dtype: if self.half { DType::F16 } else { DType::F32 },
-            ..LoopSettings::beside(&self.out, &self.name, self.optim, fingerprint)
-        }
     }
 }
 
@@ -224,8 +148,8 @@ impl<'a> DistillRun<'a> {
     /// Loads the teacher and WordNet, cuts the student and embeds the texts with the teacher.
     pub fn new(cfg: &'a DistillConfig) -> Result<DistillRun<'a>> {
         let teacher = Bundle::load(&cfg.teacher)?;
-        let benchmark = load_benchmark(&cfg.wordnet)?;
-        let texts = training_texts(&benchmark, cfg.seed, cfg.max_texts);
+        let benchmark = load_benchmark(&cfg.run.wordnet)?;
+        let texts = training_texts(&benchmark, cfg.run.seed, cfg.max_texts);
         if texts.is_empty() {
             return Err(Error::InvalidArgument("the benchmark has no training texts".into()));
         }
@@ -243,7 +167,7 @@ impl<'a> DistillRun<'a> {
             hyperparameters: self.cfg.hyperparameters(),
             teacher: Some(self.teacher_id.clone()),
         };
-        self.student.manifest(&self.cfg.name, &self.cfg.version, provenance, metrics)
+        self.student.manifest(&self.cfg.run.name, &self.cfg.run.version, provenance, metrics)
     }
 }
 
@@ -269,9 +193,9 @@ fn training_texts(benchmark: &Benchmark, seed: u64, limit: Option<usize>) -> Vec
 
 /// The teacher's vectors of `texts`, read from beside the run when an earlier start computed them.
 fn teacher_targets(cfg: &DistillConfig, teacher: &Bundle, texts: &[String]) -> Result<Tensor> {
-    let key = format!("{}|{}|{:?}|{}", teacher.id, cfg.loss.name(), cfg.max_seq_length, texts.join("\n"));
+    let key = format!("{}|{}|{:?}|{}", teacher.id, cfg.loss.name(), cfg.run.max_seq_length, texts.join("\n"));
     let digest = tandem_runtime::bundle::sha256_hex(key.as_bytes());
-    let path = trainer::sibling(&cfg.out, &format!("teacher-{}.safetensors", &digest[..12]));
+    let path = trainer::sibling(&cfg.run.out, &format!("teacher-{}.safetensors", &digest[..12]));
     if let Ok(saved) = candle_core::safetensors::load(&path, &Device::Cpu) {
         if let Some(targets) = saved.get("targets").filter(|t| t.dim(0).ok() == Some(texts.len())) {
             return Ok(targets.clone());
@@ -298,14 +222,16 @@ impl Family for DistillRun<'_> {
     }
 
     fn plan(&self) -> Plan {
-        let steps_per_epoch = self.texts.len().div_ceil(self.cfg.batch_size);
-        Plan { epochs: self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: 0 }
+        let steps_per_epoch = self.texts.len().div_ceil(self.cfg.run.batch_size);
+        Plan { epochs: self.cfg.run.epochs, steps_per_epoch, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.texts.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)));
-        order.chunks(self.cfg.batch_size).map(<[usize]>::to_vec).collect()
+        order.shuffle(&mut StdRng::seed_from_u64(
+            self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64),
+        ));
+        order.chunks(self.cfg.run.batch_size).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
@@ -326,8 +252,8 @@ impl Family for DistillRun<'_> {
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let manifest = self.manifest(BTreeMap::new());
-        let cfg = self.cfg;
-        self.student.validate(&manifest, &cfg.out, &self.benchmark, cfg.val_queries, cfg.val_corpus)
+        let run = &self.cfg.run;
+        self.student.validate(&manifest, &run.out, &self.benchmark, run.val_queries, run.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
@@ -335,6 +261,6 @@ impl Family for DistillRun<'_> {
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
-        encoder::test(&self.benchmark, dir, self.cfg.test_queries, self.cfg.test_corpus)
+        encoder::test(&self.benchmark, dir, self.cfg.run.test_queries, self.cfg.run.test_corpus)
     }
 }

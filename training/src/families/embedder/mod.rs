@@ -41,7 +41,8 @@ use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validat
 use crate::{Error, Result};
 use encoder::TrainingEncoder;
 
-pub use config::{EmbedderConfig, WordNetSource};
+pub use crate::families::text_run::WordNetSource;
+pub use config::EmbedderConfig;
 
 /// Fine-tunes an embedder: checkpoints every epoch, exports the bundle and measures it.
 pub fn train(cfg: &EmbedderConfig) -> Result<TrainSummary> {
@@ -64,12 +65,12 @@ impl<'a> EmbedderRun<'a> {
     /// Loads WordNet, the starting bundle and its tokenizer, and the training pairs.
     pub fn new(cfg: &'a EmbedderConfig) -> Result<EmbedderRun<'a>> {
         let init = Bundle::load(&cfg.init)?;
-        let encoder = TrainingEncoder::from_bundle(&init, "--init", cfg.max_seq_length)?;
-        let benchmark = load_benchmark(&cfg.wordnet)?;
+        let encoder = TrainingEncoder::from_bundle(&init, "--init", cfg.run.max_seq_length)?;
+        let benchmark = load_benchmark(&cfg.run.wordnet)?;
         let mut pairs = benchmark.training_pairs();
         if let Some(n) = cfg.max_pairs {
             // A seeded sample, so that a limited run still covers the whole vocabulary.
-            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ 0x5eed));
+            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.run.seed ^ 0x5eed));
             pairs.truncate(n);
         }
         if pairs.is_empty() {
@@ -87,7 +88,7 @@ impl<'a> EmbedderRun<'a> {
             hyperparameters: self.cfg.hyperparameters(),
             teacher: Some(self.init_id.clone()),
         };
-        self.encoder.manifest(&self.cfg.name, &self.cfg.version, provenance, metrics)
+        self.encoder.manifest(&self.cfg.run.name, &self.cfg.run.version, provenance, metrics)
     }
 }
 
@@ -111,11 +112,11 @@ impl Family for EmbedderRun<'_> {
 
     fn plan(&self) -> Plan {
         let steps_per_epoch = self.batches(0).len();
-        Plan { epochs: self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: 0 }
+        Plan { epochs: self.cfg.run.epochs, steps_per_epoch, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
-        pairs::batches(&self.pairs, self.cfg.batch_size, self.cfg.seed, epoch)
+        pairs::batches(&self.pairs, self.cfg.run.batch_size, self.cfg.run.seed, epoch)
     }
 
     fn begin_epoch(&mut self, epoch: usize, _optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
@@ -123,8 +124,14 @@ impl Family for EmbedderRun<'_> {
             return Ok(BTreeMap::new());
         }
         let manifest = self.manifest(BTreeMap::new());
-        let (negatives, measured) =
-            pairs::mine_own(&self.encoder, &manifest, &self.cfg.out, &self.benchmark, &self.pairs, &self.cfg.mining)?;
+        let (negatives, measured) = pairs::mine_own(
+            &self.encoder,
+            &manifest,
+            &self.cfg.run.out,
+            &self.benchmark,
+            &self.pairs,
+            &self.cfg.mining,
+        )?;
         self.negatives = negatives;
         tracing::info!(epoch, ?measured, "hard negatives mined");
         Ok(measured)
@@ -145,7 +152,8 @@ impl Family for EmbedderRun<'_> {
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let manifest = self.manifest(BTreeMap::new());
-        self.encoder.validate(&manifest, &self.cfg.out, &self.benchmark, self.cfg.val_queries, self.cfg.val_corpus)
+        let run = &self.cfg.run;
+        self.encoder.validate(&manifest, &run.out, &self.benchmark, run.val_queries, run.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
@@ -154,6 +162,6 @@ impl Family for EmbedderRun<'_> {
     }
 
     fn test(&self, dir: &Path) -> Result<TestReport> {
-        encoder::test(&self.benchmark, dir, self.cfg.test_queries, self.cfg.test_corpus)
+        encoder::test(&self.benchmark, dir, self.cfg.run.test_queries, self.cfg.run.test_corpus)
     }
 }

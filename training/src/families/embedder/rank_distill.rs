@@ -128,8 +128,12 @@ impl RankDistillConfig {
 /// Trains a student with the contrastive loss plus the cross-encoder's distillation term.
 pub fn rank_distill(cfg: &RankDistillConfig) -> Result<TrainSummary> {
     cfg.validate()?;
-    let text = format!("rank-distill|{:?}|{:?}|{:?}", cfg.hyperparameters(), cfg.base.teacher, cfg.cross_encoder);
-    let settings = cfg.base.loop_settings_with(tandem_runtime::bundle::sha256_hex(text.as_bytes()));
+    let run = &cfg.base.run;
+    let settings = run.loop_settings(run.fingerprint(
+        "rank-distill",
+        &cfg.hyperparameters(),
+        &[&cfg.base.teacher, &cfg.cross_encoder],
+    ));
     trainer::run(RankDistillRun::new(cfg)?, &settings)
 }
 
@@ -161,9 +165,9 @@ impl<'a> RankDistillRun<'a> {
     /// Loads WordNet, the student (cut or given), the training pairs and the cross-encoder.
     pub fn new(cfg: &'a RankDistillConfig) -> Result<RankDistillRun<'a>> {
         let base = &cfg.base;
-        let benchmark = load_benchmark(&base.wordnet)?;
+        let benchmark = load_benchmark(&base.run.wordnet)?;
         let mut pairs = benchmark.training_pairs();
-        pairs.shuffle(&mut StdRng::seed_from_u64(base.seed ^ 0x5eed));
+        pairs.shuffle(&mut StdRng::seed_from_u64(base.run.seed ^ 0x5eed));
         if let Some(n) = cfg.max_pairs {
             pairs.truncate(n);
         }
@@ -201,7 +205,7 @@ impl<'a> RankDistillRun<'a> {
             hyperparameters: self.cfg.hyperparameters(),
             teacher: Some(self.teacher_id.clone()),
         };
-        self.student.manifest(&self.cfg.base.name, &self.cfg.base.version, provenance, metrics)
+        self.student.manifest(&self.cfg.base.run.name, &self.cfg.base.run.version, provenance, metrics)
     }
 }
 
@@ -254,11 +258,12 @@ impl Family for RankDistillRun<'_> {
 
     fn plan(&self) -> Plan {
         let steps_per_epoch = self.batches(0).len();
-        Plan { epochs: self.cfg.base.epochs, steps_per_epoch, cosine_epochs: self.cfg.base.epochs, cosine_from: 0 }
+        let epochs = self.cfg.base.run.epochs;
+        Plan { epochs, steps_per_epoch, cosine_epochs: epochs, cosine_from: 0 }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
-        pairs::batches(&self.pairs, self.cfg.base.batch_size, self.cfg.base.seed, epoch)
+        pairs::batches(&self.pairs, self.cfg.base.run.batch_size, self.cfg.base.run.seed, epoch)
     }
 
     fn begin_epoch(&mut self, epoch: usize, _optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
@@ -266,7 +271,7 @@ impl Family for RankDistillRun<'_> {
         let (negatives, mut measured) = pairs::mine_own(
             &self.student,
             &manifest,
-            &self.cfg.base.out,
+            &self.cfg.base.run.out,
             &self.benchmark,
             &self.pairs,
             &self.cfg.mining,
@@ -333,8 +338,8 @@ impl Family for RankDistillRun<'_> {
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let manifest = self.manifest(BTreeMap::new());
-        let base = &self.cfg.base;
-        self.student.validate(&manifest, &base.out, &self.benchmark, base.val_queries, base.val_corpus)
+        let run = &self.cfg.base.run;
+        self.student.validate(&manifest, &run.out, &self.benchmark, run.val_queries, run.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {
@@ -342,7 +347,7 @@ impl Family for RankDistillRun<'_> {
     }
 
     fn test(&self, dir: &std::path::Path) -> Result<TestReport> {
-        encoder::test(&self.benchmark, dir, self.cfg.base.test_queries, self.cfg.base.test_corpus)
+        encoder::test(&self.benchmark, dir, self.cfg.base.run.test_queries, self.cfg.base.run.test_corpus)
     }
 }
 
