@@ -78,6 +78,24 @@ fn students_distil_by_every_method_and_serve() {
     assert_eq!(report["rounds"].as_array().map(Vec::len), Some(2), "{report}");
     assert_eq!(manifest(&ar2.join("round-2-ranker"))["family"]["kind"], "cross_encoder");
 
+    // The speed comparison a student's target is stated in: teacher and student take turns on
+    // the same definitions, and every ratio is to the first model; a cross-encoder is refused.
+    let mut speed = tandem();
+    speed.args(["bench", "embed-speed", "--texts", "12", "--batch", "4", "--rounds", "2", "--json", "--models"]);
+    speed.arg(format!("{},{}", teacher.display(), student.display())).arg("--wordnet-dir").arg(fixture());
+    let report = stdout_json(&run_ok(&mut speed));
+    let rows = report["rows"].as_array().expect("one row per model");
+    assert_eq!(rows.len(), 2, "{report}");
+    assert_eq!((rows[0]["model"].as_str(), rows[1]["model"].as_str()), (Some("teacher@1"), Some("student@1")));
+    assert_eq!(rows[0]["ratio_to_first"], 1.0, "{report}");
+    assert!(rows[1]["sentences_per_s"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    assert_eq!(rows[1]["rounds"].as_array().map(Vec::len), Some(2), "{report}");
+    assert_eq!(report["texts"], 12, "{report}");
+    let mut refused = tandem();
+    refused.args(["bench", "embed-speed", "--models"]).arg(format!("{},{}", teacher.display(), cross.display()));
+    let output = refused.arg("--wordnet-dir").arg(fixture()).output().expect("run");
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("not an embedder"));
+
     let served = dir.path().join("cprd");
     let server = Server::start(&["--model", served.to_str().expect("UTF-8 path")]);
     let http = Http::new();

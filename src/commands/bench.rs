@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// candle-transformers and ONNX Runtime at batch 1, 8 and 32 on short and long texts, and
     /// served throughput over HTTP with 16 and 64 concurrent clients.
     Embed(Box<crate::bench::EmbedBenchArgs>),
+    /// Sentences/s of several embedder bundles (a teacher and its students) on the same WordNet
+    /// definitions, taking turns in one process, with each one's ratio to the first.
+    EmbedSpeed(Box<crate::bench::EmbedSpeedArgs>),
     /// Diffusion sampling: FID-CNN, classifier accuracy, MSE to a many-step reference and images/s
     /// for every solver with and without DualFast over a list of NFE, and consistency students.
     Diffusion(Box<crate::bench::DiffusionBenchArgs>),
@@ -40,6 +43,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kernels { json, no_ort } => crate::bench::run_kernels(json, no_ort),
         BenchCommand::Distill(args) => crate::bench::run_distill_bench(*args),
         BenchCommand::Embed(args) => crate::bench::run_embed_bench(*args),
+        BenchCommand::EmbedSpeed(args) => crate::bench::run_embed_speed(*args),
         BenchCommand::Diffusion(args) => crate::bench::run_diffusion_bench(*args),
         BenchCommand::Serve(args) => crate::bench::run_serve_bench(*args),
         BenchCommand::HttpFloor { port } => crate::bench::run_http_floor(port),
