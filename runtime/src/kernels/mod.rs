@@ -30,6 +30,7 @@ mod ops;
 mod packed_gemm;
 mod peak;
 mod pool;
+mod simd;
 mod tile512;
 mod vmath;
 
