@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
 # The WordNet retrieval table of BENCHMARKS.md from one command: BM25, all-MiniLM-L6-v2 off the
-# shelf, MiniLM fine-tuned in two stages (in-batch negatives, then hard negatives it mines itself),
-# the cross-encoder trained on the fine-tuned model's hard negatives reranking its top 50, and the
-# students distilled from the fine-tuned model, per loss and seed; every row measured on the 2,000
-# test queries over all 117,659 definitions by `tandem eval --task retrieval`.
+# shelf, MiniLM fine-tuned (in-batch negatives; a second stage on hard negatives it mines itself
+# when TEACHER_STAGES=2), the cross-encoder trained on the teacher's hard negatives reranking its
+# top 50, the students cut from the teacher (embedding distillation, then fine-tuned on the
+# pairs), and the students continued with score KL and CPRD against the cross-encoder per seed;
+# every row measured on the 2,000 test queries over all 117,659 definitions by
+# `tandem eval --task retrieval`, and the speed of the teacher and its students by
+# `tandem bench embed-speed` in one process.
 #
 #   benches/retrieval-table.sh BIN [OUT_DIR]
 #
 # BIN is a built `tandem` (nothing is built here); OUT_DIR (default retrieval-table) receives the
 # runs (resumed when the script is run again; a run whose bundle exists is only measured, and a
 # measurement newer than its bundle is kept), one JSON report per row and table.md. Settings:
-# PAIRS (training pairs per fine-tuning stage, default 16384), HARD_NEGATIVES (1), MINE_CORPUS
-# (glosses searched when mining, default 30000), LAYERS (the students' teacher layers, default
-# "0,5"), VOCAB (the students' vocabulary, default 14000), LOSSES ("cosine mse"), SEEDS ("0"),
-# TEXTS (texts per distillation, default 60000), DISTILL_EPOCHS (1), STUDENT_TEACHER (the run the
-# students distil, default minilm-wordnet; minilm-wordnet-1 is stage 1), RERANK_TOP (50),
-# CROSS_PAIRS (cross-encoder training pairs, default 4096), CROSS_MINER (the bi-encoder that mines the
-# cross-encoder's negatives and whose top candidates it reranks, default minilm-wordnet). WordNet and MiniLM need
-# `tandem data fetch wordnet minilm` first.
+# PAIRS (training pairs per fine-tuning stage, default 16384), TEACHER_STAGES (1 or 2, default 1),
+# HARD_NEGATIVES (stage 2's, 1), MINE_CORPUS (glosses searched when mining, default 30000),
+# LAYERS (the students' teacher layers, default "0,5"), VOCAB (the students' vocabulary, default
+# 14000), LOSSES ("cosine"), SEEDS ("0"), TEXTS (texts per distillation, default 60000),
+# DISTILL_EPOCHS (1), STUDENT_PAIRS (pairs the distilled student is then fine-tuned on, 16384),
+# RERANK_TOP (50), CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS
+# ("score-kl cprd"), RANK_SEEDS ("0 1 2"), RANK_PAIRS (pairs per rank-distillation run, 2048),
+# RANK_NEGATIVES (the student's mined negatives the cross-encoder orders, 4). WordNet and MiniLM
+# need `tandem data fetch wordnet minilm` first.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: benches/retrieval-table.sh BIN [OUT_DIR]" >&2; exit 2; }
 BIN=$(realpath "$1")
 OUT=${2:-retrieval-table}
 DATA=${TANDEM_DATA_DIR:-$HOME/.cache/tandem/data}
 PAIRS=${PAIRS:-16384}
-CROSS_MINER=${CROSS_MINER:-minilm-wordnet}
+TEACHER_STAGES=${TEACHER_STAGES:-1}
+TEACHER=minilm-wordnet-$TEACHER_STAGES
 mkdir -p "$OUT"
 "$BIN" --version >&2
 
@@ -51,42 +56,70 @@ if [ ! -f "$OUT/minilm-wordnet-1/manifest.json" ]; then
         --val-queries 300 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
         --out "$OUT/minilm-wordnet-1" --resume --quiet --json > /dev/null
 fi
-if [ ! -f "$OUT/minilm-wordnet/manifest.json" ]; then
+if [ "$TEACHER_STAGES" = 2 ] && [ ! -f "$OUT/minilm-wordnet-2/manifest.json" ]; then
     echo "== fine-tuning, stage 2 (self-mined hard negatives)" >&2
     "$BIN" train-embedder --init "$OUT/minilm-wordnet-1" --max-pairs "$PAIRS" --seed 1 --batch-size 32 --lr 2e-5 \
         --hard-negatives "${HARD_NEGATIVES:-1}" --mine-corpus "${MINE_CORPUS:-30000}" \
         --val-queries 300 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
-        --out "$OUT/minilm-wordnet" --resume --quiet --json > /dev/null
+        --out "$OUT/minilm-wordnet-2" --resume --quiet --json > /dev/null
 fi
-measure minilm-wordnet-1 "$OUT/minilm-wordnet-1"
-measure minilm-wordnet "$OUT/minilm-wordnet"
+measure "$TEACHER" "$OUT/$TEACHER"
 
-# The cross-encoder reranks the fine-tuned model's top candidates.
-if "$BIN" train-cross-encoder --help > /dev/null 2>&1; then
-    if [ ! -f "$OUT/cross-encoder/manifest.json" ]; then
-        echo "== cross-encoder" >&2
-        "$BIN" train-cross-encoder --init "$OUT/minilm" --miner "$OUT/$CROSS_MINER" --negatives 7 \
-            --max-pairs "${CROSS_PAIRS:-4096}" --mine-corpus "${MINE_CORPUS:-30000}" --batch-size 16 --lr 2e-5 \
-            --val-queries 200 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
-            --out "$OUT/cross-encoder" --resume --quiet --json > /dev/null
-    fi
-    measure cross-encoder "$OUT/$CROSS_MINER" --reranker "$OUT/cross-encoder" --rerank-top "${RERANK_TOP:-50}"
+# The cross-encoder reranks the teacher's top candidates.
+if [ ! -f "$OUT/cross-encoder/manifest.json" ]; then
+    echo "== cross-encoder" >&2
+    "$BIN" train-cross-encoder --init "$OUT/minilm" --miner "$OUT/$TEACHER" --negatives 7 \
+        --max-pairs "${CROSS_PAIRS:-2048}" --mine-corpus "${MINE_CORPUS:-30000}" --batch-size 16 --lr 2e-5 \
+        --val-queries 200 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
+        --out "$OUT/cross-encoder" --resume --quiet --json > /dev/null
 fi
+measure cross-encoder "$OUT/$TEACHER" --reranker "$OUT/cross-encoder" --rerank-top "${RERANK_TOP:-50}"
 
-# Students distilled from the fine-tuned model.
-for loss in ${LOSSES:-cosine mse}; do
+# Students cut from the teacher and distilled from its vectors, then fine-tuned on the pairs.
+students=()
+for loss in ${LOSSES:-cosine}; do
     for seed in ${SEEDS:-0}; do
         run="$OUT/student-$loss-$seed"
         if [ ! -f "$run/manifest.json" ]; then
             echo "== student, $loss, seed $seed" >&2
-            "$BIN" distill-embedder --teacher "$OUT/${STUDENT_TEACHER:-minilm-wordnet}" --layers "${LAYERS:-0,5}" \
+            "$BIN" distill-embedder --teacher "$OUT/$TEACHER" --layers "${LAYERS:-0,5}" \
                 --vocab "${VOCAB:-14000}" --loss "$loss" --seed "$seed" --max-texts "${TEXTS:-60000}" \
                 --epochs "${DISTILL_EPOCHS:-1}" --half --val-queries 300 --val-corpus 5000 \
                 --test-queries 200 --test-corpus 5000 --out "$run" --resume --quiet --json > /dev/null
         fi
         measure "student-$loss-$seed" "$run"
+        tuned="$OUT/student-$loss-$seed-ft"
+        if [ ! -f "$tuned/manifest.json" ]; then
+            echo "== student, $loss, seed $seed, fine-tuned on the pairs" >&2
+            "$BIN" train-embedder --init "$run" --max-pairs "${STUDENT_PAIRS:-16384}" --seed "$seed" \
+                --batch-size 64 --lr 1e-4 --half --val-queries 300 --val-corpus 5000 \
+                --test-queries 200 --test-corpus 5000 --out "$tuned" --resume --quiet --json > /dev/null
+        fi
+        measure "student-$loss-$seed-ft" "$tuned"
+        students+=("$tuned")
     done
 done
+
+# The first fine-tuned student continued with each rank-distillation method against the
+# cross-encoder, per seed, at equal budget (the same pairs, negatives and teacher calls).
+for method in ${RANK_METHODS:-score-kl cprd}; do
+    for seed in ${RANK_SEEDS:-0 1 2}; do
+        run="$OUT/student-$method-$seed"
+        if [ ! -f "$run/manifest.json" ]; then
+            echo "== student, $method, seed $seed" >&2
+            "$BIN" distill-embedder --teacher "$OUT/$TEACHER" --init "${students[0]}" --method "$method" \
+                --cross-encoder "$OUT/cross-encoder" --negatives "${RANK_NEGATIVES:-4}" \
+                --mine-corpus "${MINE_CORPUS:-30000}" --max-pairs "${RANK_PAIRS:-2048}" --batch-size 32 \
+                --lr 5e-5 --seed "$seed" --half --val-queries 300 --val-corpus 5000 \
+                --test-queries 200 --test-corpus 5000 --out "$run" --resume --quiet --json > /dev/null
+        fi
+        measure "student-$method-$seed" "$run"
+    done
+done
+
+# Speed: the teacher and its students taking turns in one process.
+"$BIN" bench embed-speed --models "$(IFS=,; echo "$OUT/$TEACHER,${students[*]}")" --texts 3000 --rounds 3 \
+    | tee "$OUT/speed.md" >&2
 
 python3 - "$OUT" <<'PY' | tee "$OUT/table.md"
 import glob, json, os, sys
