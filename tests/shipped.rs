@@ -296,3 +296,52 @@ fn the_shipped_image_text_model_classifies_real_images_zero_shot_over_http() {
     assert!(n == 8 && named >= 6, "zero-shot named {named} of {n} test images");
     assert!(nearest >= 6, "an image's nearest caption was its class's for {nearest} of {n}");
 }
+
+/// Six WordNet 3.0 lemmas and their own synsets' definitions.
+const WORDNET_PAIRS: [(&str, &str); 6] = [
+    ("dog", "a member of the genus Canis (probably descended from the common wolf) that has been domesticated by man since prehistoric times; occurs in many breeds"),
+    ("house cat", "any domesticated member of the genus Felis"),
+    ("apple", "fruit with red or yellow or green skin and sweet to tart crisp whitish flesh"),
+    ("truck", "an automotive vehicle suitable for hauling"),
+    ("chair", "a seat for one person, with a support for the back"),
+    ("coffee", "a beverage consisting of an infusion of ground coffee beans"),
+];
+
+/// The shipped text student: an `embedder` small enough to ship, with its parameters counted
+/// embeddings apart and its recorded WordNet test figures, served without training; over HTTP
+/// each of six lemmas finds its own definition nearest among the six.
+#[test]
+fn the_shipped_text_student_embeds_and_matches_lemmas_to_their_definitions_over_http() {
+    let name = "text-student";
+    let dir = std::path::PathBuf::from(shipped(name));
+    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(size <= 20 << 20, "{name}: {size} bytes");
+    let m = manifest(&dir);
+    assert_eq!(m["family"]["kind"], "embedder");
+    let metrics = &m["metrics"];
+    let params = metrics["params"].as_f64().unwrap();
+    assert_eq!(params, metrics["params_embeddings"].as_f64().unwrap() + metrics["params_layers"].as_f64().unwrap());
+    assert!(params < 10e6 && metrics["test_n"].as_f64() == Some(2000.0), "{metrics}");
+    assert!(metrics["test_accuracy"].as_f64().unwrap() > 0.1, "nDCG@10 on the test split: {metrics}");
+
+    let server = Server::start(&["--model", dir.to_str().unwrap()]);
+    let http = Http::new();
+    let inputs: Vec<&str> = WORDNET_PAIRS.map(|p| p.0).into_iter().chain(WORDNET_PAIRS.map(|p| p.1)).collect();
+    let reply =
+        http.ok(http.client().post(server.url(&format!("/v1/models/{name}/embed"))).json(&json!({ "inputs": inputs })));
+    let vectors: Vec<Vec<f64>> = reply.json()["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .collect();
+    assert_eq!((vectors.len(), vectors[0].len()), (12, 384));
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let matched = (0..6)
+        .filter(|&q| {
+            (6..12).max_by(|&a, &b| dot(&vectors[q], &vectors[a]).total_cmp(&dot(&vectors[q], &vectors[b])))
+                == Some(q + 6)
+        })
+        .count();
+    assert!(matched >= 5, "{matched} of 6 lemmas found their own definition first");
+}
