@@ -130,13 +130,34 @@ fn the_shipped_ddpm_teacher_generates_recognisable_digits_with_every_sampler() {
     assert!(recognised >= 30, "{recognised} of 40 class-conditional samples were classified as their class");
 }
 
-/// The manifest of shipped generative bundle `name`, after checking that it fits the 20 MB budget,
-/// is of `kind`, and records a judged sample accuracy of at least `min_accuracy` on 1,000 samples.
-fn shipped_generator(name: &str, kind: &str, min_accuracy: f64) -> Value {
+/// The directory and manifest of shipped bundle `name`, after checking that it fits the 20 MB
+/// budget of a shipped model.
+fn shipped_within_budget(name: &str) -> (std::path::PathBuf, Value) {
     let dir = std::path::PathBuf::from(shipped(name));
     let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert!(size <= 20 << 20, "{name}: {size} bytes");
     let m = manifest(&dir);
+    (dir, m)
+}
+
+/// The vectors `model` on `server` answers for `inputs`.
+fn embeddings(server: &Server, http: &Http, model: &str, inputs: Value) -> Vec<Vec<f64>> {
+    let url = server.url(&format!("/v1/models/{model}/embed"));
+    let reply = http.ok(http.client().post(url).json(&json!({ "inputs": inputs }))).json();
+    let rows = reply["embeddings"].as_array().unwrap_or_else(|| panic!("no embeddings: {reply}"));
+    rows.iter().map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect()
+}
+
+/// Which of `candidates` has the largest dot product with `vectors[query]`.
+fn nearest_of(vectors: &[Vec<f64>], query: usize, candidates: std::ops::Range<usize>) -> Option<usize> {
+    let dot = |i: usize| vectors[query].iter().zip(&vectors[i]).map(|(x, y)| x * y).sum::<f64>();
+    candidates.max_by(|&a, &b| dot(a).total_cmp(&dot(b)))
+}
+
+/// The manifest of shipped generative bundle `name`, after checking that it fits the 20 MB budget,
+/// is of `kind`, and records a judged sample accuracy of at least `min_accuracy` on 1,000 samples.
+fn shipped_generator(name: &str, kind: &str, min_accuracy: f64) -> Value {
+    let (_, m) = shipped_within_budget(name);
     assert_eq!(m["family"]["kind"], kind, "{name}");
     let recorded = m["metrics"]["test_accuracy"].as_f64().unwrap();
     assert!(recorded >= min_accuracy, "{name}: recorded sample accuracy {recorded}");
@@ -199,10 +220,7 @@ const SHIPPED_TOKENIZER_TEST_PSNR: f64 = 22.42;
 fn the_shipped_tokenizer_round_trips_real_images_over_http() {
     use base64::Engine;
     let name = "fashion-dualtoken";
-    let dir = std::path::PathBuf::from(shipped(name));
-    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    assert!(size <= 20 << 20, "{name}: {size} bytes");
-    let m = manifest(&dir);
+    let (dir, m) = shipped_within_budget(name);
     assert_eq!(
         (m["family"]["kind"].as_str(), m["family"]["architecture"]["layout"].as_str()),
         (Some("image_tokenizer"), Some("dual"))
@@ -258,10 +276,7 @@ const FASHION_CLASSES: [&str; 10] =
 fn the_shipped_image_text_model_classifies_real_images_zero_shot_over_http() {
     use base64::Engine;
     let name = "fashion-image-text";
-    let dir = std::path::PathBuf::from(shipped(name));
-    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    assert!(size <= 20 << 20, "{name}: {size} bytes");
-    let m = manifest(&dir);
+    let (dir, m) = shipped_within_budget(name);
     assert_eq!(m["family"]["kind"], "image_text");
     let recorded = m["metrics"]["test_zero_shot_accuracy"].as_f64().unwrap();
     assert!(recorded >= 0.85 && m["metrics"]["test_n"].as_f64() == Some(10_000.0), "{}", m["metrics"]);
@@ -280,17 +295,8 @@ fn the_shipped_image_text_model_classifies_real_images_zero_shot_over_http() {
 
         let mut inputs = vec![json!({"image": image})];
         inputs.extend(FASHION_CLASSES.iter().map(|c| json!(format!("a photo of a {c}"))));
-        let reply = http
-            .ok(http.client().post(server.url(&format!("/v1/models/{name}/embed"))).json(&json!({ "inputs": inputs })));
-        let vectors: Vec<Vec<f64>> = reply.json()["embeddings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
-            .collect();
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        let best = (1..=10).max_by(|&a, &b| dot(&vectors[0], &vectors[a]).total_cmp(&dot(&vectors[0], &vectors[b])));
-        nearest += usize::from(best == Some(class + 1));
+        let vectors = embeddings(&server, &http, name, json!(inputs));
+        nearest += usize::from(nearest_of(&vectors, 0, 1..11) == Some(class + 1));
         n += 1;
     }
     assert!(n == 8 && named >= 6, "zero-shot named {named} of {n} test images");
@@ -313,10 +319,7 @@ const WORDNET_PAIRS: [(&str, &str); 6] = [
 #[test]
 fn the_shipped_text_student_embeds_and_matches_lemmas_to_their_definitions_over_http() {
     let name = "text-student";
-    let dir = std::path::PathBuf::from(shipped(name));
-    let size: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    assert!(size <= 20 << 20, "{name}: {size} bytes");
-    let m = manifest(&dir);
+    let (dir, m) = shipped_within_budget(name);
     assert_eq!(m["family"]["kind"], "embedder");
     let metrics = &m["metrics"];
     let params = metrics["params"].as_f64().unwrap();
@@ -327,21 +330,8 @@ fn the_shipped_text_student_embeds_and_matches_lemmas_to_their_definitions_over_
     let server = Server::start(&["--model", dir.to_str().unwrap()]);
     let http = Http::new();
     let inputs: Vec<&str> = WORDNET_PAIRS.map(|p| p.0).into_iter().chain(WORDNET_PAIRS.map(|p| p.1)).collect();
-    let reply =
-        http.ok(http.client().post(server.url(&format!("/v1/models/{name}/embed"))).json(&json!({ "inputs": inputs })));
-    let vectors: Vec<Vec<f64>> = reply.json()["embeddings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
-        .collect();
+    let vectors = embeddings(&server, &http, name, json!(inputs));
     assert_eq!((vectors.len(), vectors[0].len()), (12, 384));
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let matched = (0..6)
-        .filter(|&q| {
-            (6..12).max_by(|&a, &b| dot(&vectors[q], &vectors[a]).total_cmp(&dot(&vectors[q], &vectors[b])))
-                == Some(q + 6)
-        })
-        .count();
+    let matched = (0..6).filter(|&q| nearest_of(&vectors, q, 6..12) == Some(q + 6)).count();
     assert!(matched >= 5, "{matched} of 6 lemmas found their own definition first");
 }
