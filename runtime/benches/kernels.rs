@@ -212,6 +212,13 @@ fn main() {
             w: [32, 1, 3, 3],
             cfg: Conv2dConfig { padding: 1, groups: 32, ..Conv2dConfig::default() },
         },
+        // Small enough to stay in cache: the kernel's own speed rather than memory's.
+        ConvCase {
+            name: "depthwise 4x32x28x28 3x3 pad 1",
+            x: [4, 32, 28, 28],
+            w: [32, 1, 3, 3],
+            cfg: Conv2dConfig { padding: 1, groups: 32, ..Conv2dConfig::default() },
+        },
         ConvCase {
             name: "conv 64x32x28x28 * 64x32x3x3 stride 2",
             x: [64, 32, 28, 28],
@@ -223,8 +230,11 @@ fn main() {
         conv_case(&mut rng, c);
     }
 
-    if selected("max_pool2d") {
-        max_pool(&mut rng);
+    // The second size stays in cache: the kernel's own speed rather than memory's.
+    for n in [128, 4] {
+        if selected(&format!("max_pool2d {n}x")) {
+            max_pool(&mut rng, n);
+        }
     }
     if selected("batch_norm") {
         batch_norm(&mut rng);
@@ -276,15 +286,15 @@ fn linear(rng: &mut StdRng, name: &str, (m, k, n): (usize, usize, usize), act: A
     report(name, ours, candle, 2.0 * (m * k * n) as f64);
 }
 
-fn max_pool(rng: &mut StdRng) {
-    let x = Var::from_tensor(&random(rng, &[128, 32, 24, 24])).expect("tensor");
+fn max_pool(rng: &mut StdRng, n: usize) {
+    let x = Var::from_tensor(&random(rng, &[n, 32, 24, 24])).expect("tensor");
     let ours = best_secs(|| {
         kernels::max_pool2d(x.as_tensor(), 2).expect("pool");
     });
     let candle = baseline_secs(|| {
         x.as_tensor().max_pool2d(2).expect("pool");
     });
-    report("max_pool2d 128x32x24x24 forward", ours, candle, 0.0);
+    report(&format!("max_pool2d {n}x32x24x24 forward"), ours, candle, 0.0);
     let ours = best_secs(|| {
         let y = kernels::max_pool2d(x.as_tensor(), 2).expect("pool");
         y.sum_all().and_then(|t| t.backward()).expect("backward");
@@ -293,7 +303,7 @@ fn max_pool(rng: &mut StdRng) {
         let y = x.as_tensor().max_pool2d(2).expect("pool");
         y.sum_all().and_then(|t| t.backward()).expect("backward");
     });
-    report("max_pool2d 128x32x24x24 forward+backward", ours, candle, 0.0);
+    report(&format!("max_pool2d {n}x32x24x24 forward+backward"), ours, candle, 0.0);
 }
 
 fn batch_norm(rng: &mut StdRng) {
