@@ -1,8 +1,9 @@
 //! Assembles the router: routes, fallbacks, and the tower layers every request passes through.
 
+use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method, Response};
 use axum::{middleware, BoxError, Router};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
@@ -29,9 +30,80 @@ use crate::state::AppState;
 /// order, so that neither unauthenticated nor slow clients hold a permit. `/metrics` needs the API
 /// key unless `public_metrics` is set.
 pub fn app(state: AppState) -> Router {
-    let config = state.config.clone();
+    app_without(state, &[])
+}
 
-    let api = Router::new()
+/// A middleware layer of [`app`], by name, so that a benchmark can build the app without it and
+/// measure what the layer costs a request. CORS is not among them: it is off unless origins are
+/// configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layer {
+    /// Sets `x-request-id` when absent and echoes it on the response.
+    RequestId,
+    /// `TraceLayer` and its span per request.
+    Trace,
+    /// The error-shape guard.
+    ErrorShape,
+    /// Request counts and latencies by route.
+    Metrics,
+    /// The 414 and 431 checks.
+    RequestSize,
+    /// The `Server-Timing` header.
+    ServerTiming,
+    /// The request deadline.
+    Timeout,
+    /// The body limit the extractors read.
+    BodyLimit,
+    /// API-key auth (a check of the configuration when no key is set).
+    ApiKey,
+    /// Reading the whole body before the concurrency limit.
+    ReadBodyFirst,
+    /// The concurrency limit and its load shedding.
+    ConcurrencyLimit,
+}
+
+impl Layer {
+    /// Every layer, outermost first.
+    pub const ALL: [Layer; 11] = [
+        Layer::RequestId,
+        Layer::Trace,
+        Layer::ErrorShape,
+        Layer::Metrics,
+        Layer::RequestSize,
+        Layer::ServerTiming,
+        Layer::Timeout,
+        Layer::BodyLimit,
+        Layer::ApiKey,
+        Layer::ReadBodyFirst,
+        Layer::ConcurrencyLimit,
+    ];
+
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::RequestId => "request id",
+            Layer::Trace => "trace span",
+            Layer::ErrorShape => "error-shape guard",
+            Layer::Metrics => "HTTP metrics",
+            Layer::RequestSize => "request size limits",
+            Layer::ServerTiming => "Server-Timing",
+            Layer::Timeout => "request timeout",
+            Layer::BodyLimit => "body limit",
+            Layer::ApiKey => "API-key auth",
+            Layer::ReadBodyFirst => "read body first",
+            Layer::ConcurrencyLimit => "concurrency limit",
+        }
+    }
+}
+
+/// [`app`] without the `omitted` layers: for measuring what each layer costs, never for serving,
+/// since the layers carry the server's limits, auth and error shape.
+pub fn app_without(state: AppState, omitted: &[Layer]) -> Router {
+    let config = state.config.clone();
+    let keep = |layer: Layer| !omitted.contains(&layer);
+
+    let mut api = Router::new()
         .merge(routes::models::router())
         .merge(routes::admin::router())
         .merge(routes::classifier::router())
@@ -39,15 +111,21 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::generator::router())
         .merge(routes::image_tokenizer::router())
         .merge(routes::kserve::router())
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .route_layer(
+        .method_not_allowed_fallback(error::method_not_allowed);
+    if keep(Layer::ConcurrencyLimit) {
+        api = api.route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(shed_error))
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit.max(1))),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), read_body_first))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        );
+    }
+    if keep(Layer::ReadBodyFirst) {
+        api = api.route_layer(middleware::from_fn_with_state(state.clone(), read_body_first));
+    }
+    if keep(Layer::ApiKey) {
+        api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    }
 
     let mut metrics = routes::metrics::router();
     if !config.public_metrics {
@@ -63,26 +141,40 @@ pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let cors = cors_layer(&config.cors_origins, &request_id);
 
-    Router::new()
+    let mut app = Router::new()
         .merge(api)
         .merge(open)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .fallback(error::not_found)
-        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(middleware::from_fn(enforce_error_shape))
-                .option_layer(cors)
-                .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track_http))
-                .layer(middleware::from_fn_with_state(state.clone(), limit_request_size))
-                .layer(middleware::from_fn(server_timing))
-                .layer(HandleErrorLayer::new(timeout_error))
-                .timeout(config.request_timeout),
-        )
-        .with_state(state)
+        .fallback(error::not_found);
+    if keep(Layer::BodyLimit) {
+        app = app.layer(DefaultBodyLimit::max(config.body_limit_bytes));
+    }
+    // `TraceLayer` answers its own body type; back in axum's `Body` its presence does not change
+    // the stack's type, and the router would box the body into `Body` anyway.
+    let trace = ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(Body::new))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span));
+    let timeout = ServiceBuilder::new().layer(HandleErrorLayer::new(timeout_error)).timeout(config.request_timeout);
+    app.layer(
+        ServiceBuilder::new()
+            .option_layer(keep(Layer::RequestId).then(|| {
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                    .layer(PropagateRequestIdLayer::new(request_id))
+            }))
+            .option_layer(keep(Layer::Trace).then_some(trace))
+            .option_layer(keep(Layer::ErrorShape).then(|| middleware::from_fn(enforce_error_shape)))
+            .option_layer(cors)
+            .option_layer(
+                keep(Layer::Metrics).then(|| middleware::from_fn_with_state(state.clone(), crate::metrics::track_http)),
+            )
+            .option_layer(
+                keep(Layer::RequestSize).then(|| middleware::from_fn_with_state(state.clone(), limit_request_size)),
+            )
+            .option_layer(keep(Layer::ServerTiming).then(|| middleware::from_fn(server_timing)))
+            .option_layer(keep(Layer::Timeout).then_some(timeout)),
+    )
+    .with_state(state)
 }
 
 /// CORS for the configured origins; none configured means no CORS headers at all, so browsers

@@ -41,7 +41,7 @@ mod top_k;
 mod whole;
 pub mod wire;
 
-pub use app::app;
+pub use app::{app, app_without, Layer};
 pub use auth::{read_keys_file, ApiKeys};
 pub use config::ServerConfig;
 pub use error::{ApiError, ErrorType};

@@ -116,7 +116,7 @@ pub fn run_embed_speed(args: EmbedSpeedArgs) -> Result<()> {
 }
 
 /// The middle value (the mean of the two middle values for an even count).
-fn median(values: &[f64]) -> f64 {
+pub(super) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;

@@ -9,6 +9,7 @@ mod machine;
 mod python;
 mod serve;
 mod serve_breakdown;
+mod serve_layers;
 mod serve_load;
 mod serve_process;
 

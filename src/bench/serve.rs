@@ -19,7 +19,8 @@ use tandem_runtime::{ClassifyRequest, EmbedRequest, Runtime, RuntimeConfig};
 use tandem_training::plot::{line_chart, LineChart};
 
 use super::machine::Machine;
-use super::serve_breakdown::{self, pseudo_random};
+use super::serve_breakdown::{self, pseudo_random, Breakdown, CachedClassify};
+use super::serve_layers::{self, LayerCosts};
 use super::serve_load::{find_wrk, Load, LoadResult, Wrk};
 use super::serve_process::{self, free_port, ProcessSample};
 
@@ -48,6 +49,10 @@ pub struct ServeBenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Measure only in-process, without sockets: where a cached request's time goes and what
+    /// each middleware layer costs (no servers, no load generator).
+    #[arg(long)]
+    pub in_process: bool,
 }
 
 /// What a load is aimed at: a bundle, its model name, and the request the load script sends.
@@ -130,6 +135,25 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
         bail!("{} is not a classifier bundle: `tandem bench serve` loads classifiers", args.model.display());
     };
     let (model, side) = (bundle.manifest.name.clone(), spec.input.shape[2]);
+    if args.in_process {
+        if !args.json {
+            println!("tandem bench serve --in-process | {}", machine.describe());
+            println!("model {} ({side}x{side} inputs, one per request)", bundle.model_id());
+        }
+        let (breakdown, layers) = in_process(&args, &model, side)?;
+        if args.json {
+            let out = serde_json::json!({
+                "machine": machine,
+                "model": bundle.model_id(),
+                "in_process_breakdown_us": breakdown,
+                "per_layer_us": layers,
+            });
+            println!("{out}");
+        } else {
+            print_in_process(&breakdown, &layers);
+        }
+        return Ok(());
+    }
     let target = Target { dir: args.model.clone(), model: model.clone(), kind: "classify", side };
     let wrk = find_wrk(args.wrk.as_deref())?;
     if !args.json {
@@ -143,13 +167,9 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
         );
     }
     let ceiling = model_ceiling(&args.model, &model, side)?;
-    let breakdown = serve_breakdown::measure(&args.model, &model, side, Duration::from_secs(2))?;
+    let (breakdown, layers) = in_process(&args, &model, side)?;
     if !args.json {
-        let b = &breakdown;
-        println!(
-            "a cached request in-process, no sockets: the whole app {:.1} µs = JSON decode {:.1} + runtime (cache hit) {:.1} + JSON encode {:.1} + routing, middleware and glue {:.1}",
-            b.app_us, b.decode_us, b.runtime_us, b.encode_us, b.rest_us
-        );
+        print_in_process(&breakdown, &layers);
         println!("model alone, in-process: {}", ceiling.describe("items"));
         println!(
             "\n| configuration | clients | requests/s | items/s | p50 ms | p90 ms | p99 ms | mean batch | cache hits | server CPU (cores) | server RSS MiB | non-200 |"
@@ -203,6 +223,7 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
             "seconds": args.seconds,
             "model_alone": ceiling,
             "in_process_breakdown_us": breakdown,
+            "per_layer_us": layers,
             "rows": rows,
             "served_vs_model_alone_at_64": kept_at_64,
             "embedder": embedder.as_ref().map(|(id, c)| serde_json::json!({"model": id, "model_alone": c})),
@@ -225,6 +246,22 @@ pub fn run_serve_bench(args: ServeBenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a cached request's time goes in-process: its parts, then each layer (for `--seconds`).
+fn in_process(args: &ServeBenchArgs, model: &str, side: usize) -> Result<(Breakdown, LayerCosts)> {
+    let fixture = CachedClassify::new(&args.model, model, side)?;
+    let breakdown = serve_breakdown::measure(&fixture, Duration::from_secs(2))?;
+    let layers = serve_layers::measure(&fixture, Duration::from_secs(args.seconds))?;
+    Ok((breakdown, layers))
+}
+
+fn print_in_process(b: &Breakdown, layers: &LayerCosts) {
+    println!(
+        "a cached request in-process, no sockets: the whole app {:.1} µs = JSON decode {:.1} + runtime (cache hit) {:.1} + JSON encode {:.1} + routing, middleware and glue {:.1}",
+        b.app_us, b.decode_us, b.runtime_us, b.encode_us, b.rest_us
+    );
+    layers.print();
 }
 
 /// The warm-up before each measured window.

@@ -3,13 +3,15 @@
 //! JSON body, the runtime's call (a cache hit), and encoding the answer. What the whole costs
 //! beyond its parts is routing and middleware; what the socket path costs beyond the whole (from
 //! the load test) is hyper, the connection and the load generator's share of the machine.
+//! `serve_layers` splits routing and middleware further, layer by layer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::Request;
+use axum::Router;
 use serde::Serialize;
 use tandem_runtime::image::GrayImage;
 use tandem_runtime::{ClassifyRequest, Runtime, RuntimeConfig};
@@ -53,6 +55,49 @@ pub fn pixel_body(side: usize, seed: u64) -> String {
     format!(r#"{{"inputs":[{{"pixels":[{}]}}],"top_k":3}}"#, rows.join(","))
 }
 
+/// A loaded classifier and one cached classify request, driven through an app in-process: what
+/// both the breakdown and the per-layer costs (`serve_layers`) time.
+pub struct CachedClassify {
+    runtime: Arc<Runtime>,
+    state: tandem_server::AppState,
+    tokio: tokio::runtime::Runtime,
+    model: String,
+    body: Bytes,
+    path: String,
+}
+
+impl CachedClassify {
+    /// Loads the classifier bundle in `dir` named `model`; requests send one `side`-pixel image.
+    pub fn new(dir: &std::path::Path, model: &str, side: usize) -> Result<CachedClassify> {
+        let runtime = Arc::new(Runtime::new(RuntimeConfig::default()));
+        runtime.load(dir)?;
+        let state = tandem_server::AppState::new(runtime.clone(), &tandem_server::ServerConfig::default());
+        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let body = Bytes::from(pixel_body(side, 7));
+        let path = format!("/v1/models/{model}/classify");
+        Ok(CachedClassify { runtime, state, tokio, model: model.to_owned(), body, path })
+    }
+
+    /// The state every app built for this request shares (one runtime, one cache).
+    pub fn state(&self) -> tandem_server::AppState {
+        self.state.clone()
+    }
+
+    /// Sends the request through `app` and reads the whole answer, which must be a success.
+    pub fn call(&self, app: &Router) -> Result<()> {
+        let request = Request::post(&self.path)
+            .header("content-type", "application/json")
+            .header("x-request-id", "bench")
+            .body(Body::from(self.body.clone()))?;
+        let response = self.tokio.block_on(app.clone().oneshot(request))?;
+        if !response.status().is_success() {
+            bail!("the app answered {}", response.status());
+        }
+        self.tokio.block_on(axum::body::to_bytes(response.into_body(), usize::MAX))?;
+        Ok(())
+    }
+}
+
 /// Runs `f` for about `budget` (at least 100 times) and returns microseconds per call.
 fn per_call(budget: Duration, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..20 {
@@ -67,33 +112,16 @@ fn per_call(budget: Duration, mut f: impl FnMut() -> Result<()>) -> Result<f64> 
     Ok(started.elapsed().as_secs_f64() * 1e6 / calls as f64)
 }
 
-/// Measures the parts for the classifier bundle in `dir` named `model`, with `side`-pixel inputs.
-pub fn measure(dir: &std::path::Path, model: &str, side: usize, budget: Duration) -> Result<Breakdown> {
-    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()));
-    runtime.load(dir)?;
-    let state = tandem_server::AppState::new(runtime.clone(), &tandem_server::ServerConfig::default());
-    let app = tandem_server::app(state);
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let body = pixel_body(side, 7);
-    let path = format!("/v1/models/{model}/classify");
-    let call_app = || -> Result<()> {
-        let request = Request::post(&path)
-            .header("content-type", "application/json")
-            .header("x-request-id", "bench")
-            .body(Body::from(body.clone()))?;
-        let response = tokio.block_on(app.clone().oneshot(request))?;
-        if !response.status().is_success() {
-            bail!("the app answered {}", response.status());
-        }
-        tokio.block_on(axum::body::to_bytes(response.into_body(), usize::MAX))?;
-        Ok(())
-    };
-    let app_us = per_call(budget, call_app)?;
+/// Measures the parts of `fixture`'s request, each for about `budget`.
+pub fn measure(fixture: &CachedClassify, budget: Duration) -> Result<Breakdown> {
+    let CachedClassify { runtime, tokio, model, body, .. } = fixture;
+    let app = tandem_server::app(fixture.state());
+    let app_us = per_call(budget, || fixture.call(&app))?;
     let decode_us = per_call(budget, || {
-        std::hint::black_box(serde_json::from_slice::<wire::ClassifyRequest>(body.as_bytes())?);
+        std::hint::black_box(serde_json::from_slice::<wire::ClassifyRequest>(body)?);
         Ok(())
     })?;
-    let wire::ClassifyRequest { inputs, .. } = serde_json::from_slice(body.as_bytes())?;
+    let wire::ClassifyRequest { inputs, .. } = serde_json::from_slice(body)?;
     let Some(wire::ClassifyInput::Pixels(rows)) = inputs.into_iter().next() else {
         bail!("the body holds no pixel rows");
     };

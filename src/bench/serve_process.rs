@@ -105,10 +105,20 @@ fn ticks_per_second() -> f64 {
     })
 }
 
-/// Serves a fixed small JSON body on every path until SIGTERM: what axum on tokio answers on this
-/// machine with no model, no parsing and no middleware. It reads each request's body (the load
-/// sends real classify bodies) and echoes `x-request-id`, which the load script accounts by.
+/// Serves [`floor_app`] until SIGTERM.
 pub fn run_http_floor(port: u16) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        axum::serve(listener, floor_app()).with_graceful_shutdown(tandem_server::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// A fixed small JSON body on every path: what axum on tokio answers on this machine with no
+/// model, no parsing and no middleware. It reads each request's body (the load sends real classify
+/// bodies) and echoes `x-request-id`, which the load script accounts by.
+pub fn floor_app() -> axum::Router {
     use axum::http::{HeaderMap, HeaderValue};
     use axum::response::IntoResponse;
     async fn answer(headers: HeaderMap, _body: axum::body::Bytes) -> impl IntoResponse {
@@ -119,13 +129,7 @@ pub fn run_http_floor(port: u16) -> Result<()> {
         }
         (out, r#"{"ok":true}"#)
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let app = axum::Router::new().fallback(answer);
-        axum::serve(listener, app).with_graceful_shutdown(tandem_server::shutdown_signal()).await?;
-        Ok(())
-    })
+    axum::Router::new().fallback(answer)
 }
 
 #[cfg(test)]
