@@ -164,6 +164,13 @@ fn cnn_infer(rng: &mut StdRng) {
 }
 
 fn main() {
+    // As the `tandem` binary does at start-up, before any thread exists: without it candle's
+    // matmul counts the CPU's cores in /proc/cpuinfo on every call, a quarter of the CNN's
+    // time at batch 1, which is not what the binary pays.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     if std::env::var_os("KERNELS_BENCH_DEFAULT_MALLOC").is_none() {
         kernels::keep_freed_memory();
     }
