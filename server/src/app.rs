@@ -55,7 +55,7 @@ pub enum Layer {
     Timeout,
     /// The body limit the extractors read.
     BodyLimit,
-    /// API-key auth (a check of the configuration when no key is set).
+    /// API-key auth (absent anyway when no key is configured).
     ApiKey,
     /// Reading the whole body before the concurrency limit.
     ReadBodyFirst,
@@ -123,12 +123,15 @@ pub fn app_without(state: AppState, omitted: &[Layer]) -> Router {
     if keep(Layer::ReadBodyFirst) {
         api = api.route_layer(middleware::from_fn_with_state(state.clone(), read_body_first));
     }
-    if keep(Layer::ApiKey) {
+    // Without a configured key the check passes every request, and no key can appear later (the
+    // keys file is re-read only when one is configured), so the layer would cost and do nothing.
+    let auth = state.keys.required();
+    if keep(Layer::ApiKey) && auth {
         api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     }
 
     let mut metrics = routes::metrics::router();
-    if !config.public_metrics {
+    if auth && !config.public_metrics {
         metrics = metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     }
 

@@ -81,14 +81,14 @@ pub(crate) fn render(handle: &PrometheusHandle) -> String {
 pub(crate) async fn track_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let _guard = state.track_in_flight();
     let route = req.extensions().get::<MatchedPath>().map_or(UNMATCHED_ROUTE, MatchedPath::as_str).to_owned();
-    let method = method_label(req.method()).to_owned();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     metrics::histogram!(
         "tandem_http_request_duration_seconds",
         "route" => route.clone(),
-        "method" => method.clone()
+        "method" => method
     )
     .record(start.elapsed().as_secs_f64());
     metrics::counter!(
@@ -101,13 +101,18 @@ pub(crate) async fn track_http(State(state): State<AppState>, req: Request, next
     response
 }
 
-/// Known methods keep their name; anything else is `other`, again to bound the series count.
-fn method_label(method: &axum::http::Method) -> &str {
+/// Known methods keep their name; anything else is `other`, again to bound the series count. A
+/// static name is a label without an allocation.
+fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
-        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::HEAD | Method::OPTIONS => {
-            method.as_str()
-        }
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
 }

@@ -1,6 +1,7 @@
 //! Shared state of the handlers: the runtime, the settings, the readiness flag, and the models
 //! directory when there is one.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,9 +12,15 @@ use tandem_runtime::Runtime;
 use crate::auth::ApiKeys;
 use crate::config::ServerConfig;
 
-/// Everything a handler needs; cheap to clone (all behind `Arc`s).
+/// Everything a handler needs, behind one `Arc`: every middleware layer and the handler clone the
+/// state for each request, and one shared count is cheaper to bump from every core than one per
+/// field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`]; handlers reach them through `Deref`.
+#[derive(Clone)]
+pub struct Shared {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) metrics: PrometheusHandle,
@@ -24,12 +31,20 @@ pub struct AppState {
     pub(crate) repository: Option<Arc<Repository>>,
 }
 
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// State for `runtime` under `config`. Starts not ready: readiness is earned by warming up, so
     /// that a load balancer does not send traffic to a model that still pays its first-call cost.
     /// Installs the Prometheus recorder if this process has none yet.
     pub fn new(runtime: Arc<Runtime>, config: &ServerConfig) -> AppState {
-        AppState {
+        AppState(Arc::new(Shared {
             runtime,
             config: Arc::new(config.clone()),
             metrics: crate::metrics::install_metrics(),
@@ -37,7 +52,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             repository: None,
-        }
+        }))
     }
 
     /// Turns the admin API on over `repository`, which must serve into this state's runtime.
@@ -46,7 +61,8 @@ impl AppState {
             Arc::ptr_eq(repository.runtime(), &self.runtime),
             "the models directory serves into another runtime than the handlers read"
         );
-        self.repository = Some(repository);
+        // Clones made before share the readiness flag and the counts, as they did field by field.
+        Arc::make_mut(&mut self.0).repository = Some(repository);
         self
     }
 
