@@ -43,6 +43,9 @@ pub struct TrainCrossEncoderArgs {
     /// First-stage candidates the cross-encoder reorders at validation and test.
     #[arg(long, default_value_t = 50)]
     pub rerank_top: usize,
+    /// The score head's learning rate as a multiple of `--lr` (the head starts at zero).
+    #[arg(long, default_value_t = 100.0)]
+    pub head_lr_scale: f64,
     /// Truncate each (query, document) pair to this many tokens (at most the bundle's limit).
     #[arg(long)]
     pub max_seq_length: Option<usize>,
@@ -63,7 +66,7 @@ pub fn run(args: TrainCrossEncoderArgs) -> anyhow::Result<()> {
     eval.apply(out, run);
     (run.epochs, run.batch_size, run.seed, run.optim.lr) = (args.epochs, args.batch_size, args.seed, args.lr);
     (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
-    (cfg.max_pairs, cfg.rerank_top) = (args.max_pairs, args.rerank_top);
+    (cfg.max_pairs, cfg.rerank_top, cfg.head_lr_scale) = (args.max_pairs, args.rerank_top, args.head_lr_scale);
     cfg.mining = MiningOptions {
         per_query: args.negatives,
         depth: args.mine_depth,

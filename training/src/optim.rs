@@ -43,6 +43,8 @@ struct Slot {
     /// steps, so a variable unfrozen late starts with a correctly scaled first update.
     t: usize,
     trainable: bool,
+    /// This variable's learning rate relative to the schedule's (1 unless a family sets it).
+    lr_scale: f64,
 }
 
 /// The optimiser state over the trainable variables of a `VarMap`.
@@ -71,6 +73,7 @@ impl AdamW {
                     var,
                     t: 0,
                     trainable: true,
+                    lr_scale: 1.0,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -82,6 +85,15 @@ impl AdamW {
     pub fn set_trainable(&mut self, trainable: impl Fn(&str) -> bool) {
         for slot in &mut self.slots {
             slot.trainable = trainable(&slot.name);
+        }
+    }
+
+    /// Sets each variable's learning rate relative to the schedule's (a parameter group): a head
+    /// that starts at zero on a pretrained body needs a far larger step than the body, or it is
+    /// still near zero when the schedule ends. Weight decay scales with it, as in a PyTorch group.
+    pub fn set_lr_scale(&mut self, scale: impl Fn(&str) -> f64) {
+        for slot in &mut self.slots {
+            slot.lr_scale = scale(&slot.name);
         }
     }
 
@@ -104,6 +116,7 @@ impl AdamW {
             // 230 MB a step on the ViT). The values are the same either way.
             let g = g.detach();
             let g = &g;
+            let lr = lr * slot.lr_scale;
             slot.t += 1;
             let t = i32::try_from(slot.t).unwrap_or(i32::MAX);
             let bias1 = 1.0 - c.beta1.powi(t);
@@ -222,6 +235,20 @@ mod tests {
         }
         let left = x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(left < 0.05, "{left}");
+    }
+
+    #[test]
+    fn a_variable_with_a_larger_lr_scale_moves_that_much_further() {
+        let varmap = VarMap::new();
+        let head = varmap.get(2, "head.w", candle_nn::Init::Const(1.0), DType::F32, &Device::Cpu).unwrap();
+        let body = varmap.get(2, "body.w", candle_nn::Init::Const(1.0), DType::F32, &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(&varmap, AdamWConfig { lr: 0.01, weight_decay: 0.0, ..Default::default() }).unwrap();
+        opt.set_lr_scale(|name| if name.starts_with("head.") { 10.0 } else { 1.0 });
+        let loss = (head.sum_all().unwrap() + body.sum_all().unwrap()).unwrap();
+        opt.step(&loss.backward().unwrap(), 0.01).unwrap();
+        // Adam's first step moves every weight by the learning rate, whatever the gradient's size.
+        let moved = |v: &Tensor| 1.0 - v.to_vec1::<f32>().unwrap()[0];
+        assert!((moved(&head) - 0.1).abs() < 1e-5 && (moved(&body) - 0.01).abs() < 1e-6);
     }
 
     #[test]

@@ -37,6 +37,7 @@ use tandem_runtime::text::{EncodedPair, TextTokenizer};
 use crate::data::Split;
 use crate::families::embedder::load_benchmark;
 use crate::losses::cross_entropy;
+use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
 use crate::retrieval::{self, Benchmark, EvalOptions, FirstStage, Rerank, RetrievalReport, TrainingPair};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
@@ -252,6 +253,12 @@ impl Family for CrossEncoderRun<'_> {
 
     fn trainable(&self) -> Vec<(String, VarMap)> {
         vec![(String::new(), self.vars.clone())]
+    }
+
+    fn begin_epoch(&mut self, _epoch: usize, optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
+        let (head, scale) = (format!("{SCORE_PREFIX}."), self.cfg.head_lr_scale);
+        optimizer.set_lr_scale(|name| if name.starts_with(&head) { scale } else { 1.0 });
+        Ok(BTreeMap::new())
     }
 
     fn plan(&self) -> Plan {
