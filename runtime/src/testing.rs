@@ -221,3 +221,18 @@ pub fn write_tiny_image_text_bundle(dir: &Path, name: &str) -> Result<PathBuf> {
     write_bundle_files(&path, &generic_manifest(name, FamilySpec::ImageText(spec)), &files)?;
     Ok(path)
 }
+
+/// Asserts that a loss's `grads` reach every trained weight of `vars` with a nonzero gradient.
+/// Batch-norm running statistics are not trained, and an embedding table (`embeddings.*`, its
+/// layer norm apart) may have rows that a small batch never looks up, so those may be zero.
+pub fn assert_every_weight_gets_a_gradient(vars: &VarMap, grads: &candle_core::backprop::GradStore) {
+    for (name, var) in vars.data().lock().expect("varmap lock poisoned. This is a bug.").iter() {
+        if name.contains("running_") {
+            continue;
+        }
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} gets no gradient"));
+        let norm = g.sqr().and_then(|s| s.sum_all()).and_then(|s| s.to_scalar::<f32>()).expect("a gradient norm");
+        let looked_up_in_part = name.contains("embeddings.") && !name.contains("LayerNorm");
+        assert!(norm > 0.0 || looked_up_in_part, "{name} has a zero gradient");
+    }
+}
