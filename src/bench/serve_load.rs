@@ -170,9 +170,9 @@ fn unpacked_wrk() -> Result<(PathBuf, Option<PathBuf>)> {
         eprintln!("unpacking Debian's wrk into {}", root.display());
         let download = |update: bool| -> Result<bool> {
             if update {
-                Command::new("apt-get").args(["update", "-qq"]).status()?;
+                install_step("apt-get").args(["update", "-qq"]).status()?;
             }
-            Ok(Command::new("apt-get")
+            Ok(install_step("apt-get")
                 .args(["download", "wrk", "libluajit-5.1-2"])
                 .current_dir(&debs)
                 .status()
@@ -185,7 +185,7 @@ fn unpacked_wrk() -> Result<(PathBuf, Option<PathBuf>)> {
         for entry in std::fs::read_dir(&debs)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "deb") {
-                let ok = Command::new("dpkg").arg("-x").arg(&path).arg(&root).status()?.success();
+                let ok = install_step("dpkg").arg("-x").arg(&path).arg(&root).status()?.success();
                 if !ok {
                     bail!("dpkg -x {} failed", path.display());
                 }
@@ -193,6 +193,14 @@ fn unpacked_wrk() -> Result<(PathBuf, Option<PathBuf>)> {
         }
     }
     Ok((program, Some(lib)))
+}
+
+/// A command of the one-time wrk install, with its output on our stderr: stdout carries the
+/// report, which `--json` callers parse, and apt's progress lines would break it.
+fn install_step(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command.stdout(std::io::stderr());
+    command
 }
 
 #[cfg(test)]
