@@ -223,8 +223,9 @@ pub fn run_kernels(json: bool, no_ort: bool) -> Result<()> {
     let machine = super::machine::Machine::detect();
     if !json {
         println!(
-            "tandem bench kernels ({profile} build, {threads} threads, kernels on {}) | {}",
+            "tandem bench kernels ({profile} build, {threads} threads, kernels on {}, convolution tile {}) | {}",
             kernels::isa_name(),
+            kernels::conv_tile_name(),
             machine.describe()
         );
     }
@@ -309,6 +310,7 @@ pub fn run_kernels(json: bool, no_ort: bool) -> Result<()> {
         "gemm_fraction_of_peak": fraction(gemm),
         "conv2_fraction_of_peak": fraction(conv2),
         "isa": kernels::isa_name(),
+        "conv_tile": kernels::conv_tile_name(),
         "cpu_model": machine.cpu.clone(),
         "machine": machine,
         "conv2_gflops": round(conv2, 1),

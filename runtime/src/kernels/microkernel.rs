@@ -79,8 +79,10 @@ pub(crate) unsafe fn tile(
 /// `i * MR ..`) reads its packed left operand at `a + i * a_stride` and writes rows `c + i * MR * ldc`;
 /// every group shares the right operand `b`. `ep.bias`, when given, covers all `total_rows`.
 ///
-/// On AVX-512 two groups run at once in one 8-row kernel, which reads each right-operand row
-/// once for eight rows and keeps twice the accumulators; elsewhere groups run one at a time.
+/// On AVX-512 CPUs whose 16-lane FMAs outrun 8-lane ones ([`super::peak::wide_fma_pays`]), two
+/// groups run at once in one 8-row kernel, which reads each right-operand row once for eight
+/// rows and keeps twice the accumulators; elsewhere groups run one at a time. Both give the
+/// same bits.
 ///
 /// # Safety
 /// As for [`tile`], for every group: `a + i * a_stride` must hold `kc * MR` floats for each of
@@ -98,11 +100,34 @@ pub(crate) unsafe fn tiles(
     cols: usize,
     ep: &Epilogue,
 ) {
+    let wide = super::cpu::has_avx512f() && super::peak::wide_fma_pays();
+    // SAFETY: the caller's contract; `wide` only where the CPU runs AVX-512F.
+    unsafe { tiles_with(wide, kc, a, a_stride, b, c, ldc, total_rows, cols, ep) }
+}
+
+/// [`tiles`] with the 8-row AVX-512 kernel (`wide`) or without it, so tests can run both.
+///
+/// # Safety
+/// As for [`tiles`]; `wide` only where the CPU runs AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tiles_with(
+    wide: bool,
+    kc: usize,
+    a: *const f32,
+    a_stride: usize,
+    b: Rows,
+    c: *mut f32,
+    ldc: usize,
+    total_rows: usize,
+    cols: usize,
+    ep: &Epilogue,
+) {
     let groups = total_rows.div_ceil(MR);
     let group_ep = |i: usize| Epilogue { bias: ep.bias.map(|b| &b[i * MR..]), ..*ep };
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
-    if super::cpu::has_avx512f() {
+    if wide {
         while i + 1 < groups {
             let rows = (total_rows - i * MR).min(2 * MR);
             // SAFETY: the caller's contract for groups i and i + 1; the CPU runs AVX-512F.
@@ -583,20 +608,31 @@ mod tests {
                             )
                         };
                     }
-                    let (mut strided, mut indexed) = (start.clone(), start);
-                    // SAFETY: every group's operand and output rows are in bounds.
-                    unsafe {
-                        let rows_b = Rows::Strided { ptr: b.as_ptr(), ld: NR };
-                        tiles(kc, a.as_ptr(), stride, rows_b, strided.as_mut_ptr(), NR, total_rows, cols, &ep);
-                        let rows_b = Rows::Indexed { base: reversed.as_ptr(), offsets: offsets.as_ptr() };
-                        tiles(kc, a.as_ptr(), stride, rows_b, indexed.as_mut_ptr(), NR, total_rows, cols, &ep);
+                    // The 8-row AVX-512 kernel where this CPU has it, and the 4-row tiles: the
+                    // same bits either way.
+                    let mut outputs = Vec::new();
+                    for wide in [false, crate::kernels::cpu::has_avx512f()] {
+                        let (mut strided, mut indexed) = (start.clone(), start.clone());
+                        // SAFETY: every group's operand and output rows are in bounds; `wide`
+                        // only where the CPU runs AVX-512F.
+                        unsafe {
+                            let rows_b = Rows::Strided { ptr: b.as_ptr(), ld: NR };
+                            let out = strided.as_mut_ptr();
+                            tiles_with(wide, kc, a.as_ptr(), stride, rows_b, out, NR, total_rows, cols, &ep);
+                            let rows_b = Rows::Indexed { base: reversed.as_ptr(), offsets: offsets.as_ptr() };
+                            let out = indexed.as_mut_ptr();
+                            tiles_with(wide, kc, a.as_ptr(), stride, rows_b, out, NR, total_rows, cols, &ep);
+                        }
+                        for ((x, y), z) in strided.iter().zip(&indexed).zip(&want) {
+                            assert!(
+                                (x - z).abs() <= 1e-4 && (y - z).abs() <= 1e-4,
+                                "{x} / {y} vs {z}: {total_rows}x{cols}, wide {wide}"
+                            );
+                        }
+                        outputs.push(strided);
                     }
-                    for ((x, y), z) in strided.iter().zip(&indexed).zip(&want) {
-                        assert!(
-                            (x - z).abs() <= 1e-4 && (y - z).abs() <= 1e-4,
-                            "{x} / {y} vs {z}: {total_rows}x{cols}"
-                        );
-                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&outputs[0]), bits(&outputs[1]), "{total_rows}x{cols}");
                 }
             }
         }

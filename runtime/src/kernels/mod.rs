@@ -46,6 +46,19 @@ pub use packed_gemm::{Activation, PackedLinear};
 pub use peak::measured_peak_gflops;
 pub use vmath::layer_norm_rows;
 
+/// The convolution tile this process runs: the 8-row AVX-512 kernel where 16-lane FMAs outrun
+/// 8-lane ones on this CPU, else the 4-row AVX2 tile, else its portable version. Benchmarks
+/// print it, since the ISA alone does not say which one ran.
+pub fn conv_tile_name() -> &'static str {
+    if cpu::has_avx512f() && peak::wide_fma_pays() {
+        "avx512 8x24"
+    } else if cpu::has_avx2_fma() {
+        "avx2 4x24"
+    } else {
+        "portable 4x24"
+    }
+}
+
 /// Worker threads the kernels spread one call over (rayon's global pool).
 pub fn num_threads() -> usize {
     cpu::threads()

@@ -41,6 +41,40 @@ pub fn measured_peak_gflops(seconds: f64) -> f64 {
     (0..3).map(|_| round(seconds / 3.0)).fold(0.0, f64::max)
 }
 
+/// The least speed-up of 16-lane over 8-lane FMAs, per flop, for which [`wide_fma_pays`] holds.
+/// CPUs with two 512-bit FMA ports measure about 1.8 (Intel Xeon); those that split a 512-bit
+/// FMA into two 256-bit halves, or have one 512-bit port, about 1.0 (AMD Zen 4).
+const WIDE_FMA_MIN_SPEEDUP: f64 = 1.4;
+
+/// Whether 16-lane FMAs do more arithmetic per second than 8-lane ones on this CPU, measured
+/// once per process on the calling thread (well under a millisecond).
+///
+/// Kernels whose only gain from AVX-512 is the vector width use it to pick their 8-lane form
+/// where the wide one is no faster: the convolution's 8-row AVX-512 tile ran conv2 at 172-187
+/// GFLOP/s on Zen 4 against 195-200 for the AVX2 tile. Both tiles compute the same products in
+/// the same order, so the choice changes speed only, never a result, and a measurement
+/// disturbed by a busy neighbour costs at most that difference.
+pub(crate) fn wide_fma_pays() -> bool {
+    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAYS.get_or_init(|| active_isa() >= IsaLevel::Avx512 && wide_fma_speedup() >= WIDE_FMA_MIN_SPEEDUP)
+}
+
+/// Flops per second of 16-lane FMAs over those of 8-lane FMAs on one thread: the fastest of
+/// seven interleaved short batches of each, so a preemption in one batch does not decide it.
+fn wide_fma_speedup() -> f64 {
+    let rate = |isa: IsaLevel| {
+        let start = Instant::now();
+        let flops = fma_batch(isa, 1 << 12);
+        flops / start.elapsed().as_secs_f64().max(1e-9)
+    };
+    let (mut wide, mut narrow) = (0f64, 0f64);
+    for _ in 0..7 {
+        wide = wide.max(rate(IsaLevel::Avx512));
+        narrow = narrow.max(rate(IsaLevel::Avx2Fma));
+    }
+    wide / narrow.max(1e-9)
+}
+
 /// Runs `iterations` rounds of [`CHAINS`] FMAs with `isa` and returns the flops done.
 fn fma_batch(isa: IsaLevel, iterations: usize) -> f64 {
     let lanes = match isa {
@@ -126,6 +160,18 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The speed-up is a real ratio of two timings where AVX-512 runs, and AVX-512 tiles are
+    /// never picked where the kernels may not use it.
+    #[test]
+    fn the_wide_fma_check_measures_a_ratio_and_respects_the_isa() {
+        if active_isa() >= IsaLevel::Avx512 {
+            let speedup = wide_fma_speedup();
+            assert!(speedup.is_finite() && speedup > 0.2 && speedup < 5.0, "{speedup}");
+        } else {
+            assert!(!wide_fma_pays());
+        }
+    }
 
     /// The loop does the arithmetic it counts: the chains converge to the fixed point
     /// b / (1 - a) = 1e-4 from 1.0, so a loop that skipped iterations would return more.
