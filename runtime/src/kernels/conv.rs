@@ -21,7 +21,7 @@ use super::geometry::Geometry;
 use super::im2col::{
     im2col_rows, pack_cols, pack_rows, packed_rows_len, scatter_rows, segments, RowMap, Segment, SLACK,
 };
-use super::microkernel::{tiles, Epilogue, Rows, KC, MR, NR};
+use super::microkernel::{tiles, wide_tile, Epilogue, Rows, KC, MR, NR};
 use super::pool::{self, pool_plane, PoolGeometry};
 
 /// Copies `planes` input planes into the middle of zeroed `(h + 2 pad) x (w + 2 pad)`
@@ -129,7 +129,18 @@ unsafe fn run_unit(
             let base = unsafe { x_img.as_ptr().add(oy * plan.gp.w + ox) };
             // SAFETY: the caller's region; see above for the operand rows.
             unsafe {
-                tiles(kg, pa.as_ptr(), kg * MR, Rows::Indexed { base, offsets }, dst.add(oy * ow + ox), p, mg, NR, &ep)
+                tiles(
+                    wide_tile(),
+                    kg,
+                    pa.as_ptr(),
+                    kg * MR,
+                    Rows::Indexed { base, offsets },
+                    dst.add(oy * ow + ox),
+                    p,
+                    mg,
+                    NR,
+                    &ep,
+                )
             };
         }
     }
@@ -157,6 +168,7 @@ unsafe fn run_unit(
         // SAFETY: the packed panel holds a full tile and `t` one tile of output per group.
         unsafe {
             tiles(
+                wide_tile(),
                 kg,
                 pa.as_ptr(),
                 kg * MR,
@@ -372,7 +384,18 @@ pub(crate) fn grad_input(dy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
                     let rows = kg.div_ceil(MR) * MR;
                     // SAFETY: `tmp` holds a full tile for every row panel.
                     unsafe {
-                        tiles(kc, pa.as_ptr().add(c0 * MR), mg * MR, rows_b, tmp.as_mut_ptr(), NR, rows, NR, &ep)
+                        tiles(
+                            wide_tile(),
+                            kc,
+                            pa.as_ptr().add(c0 * MR),
+                            mg * MR,
+                            rows_b,
+                            tmp.as_mut_ptr(),
+                            NR,
+                            rows,
+                            NR,
+                            &ep,
+                        )
                     };
                 }
                 segments(&gp, p0, cols, segs);

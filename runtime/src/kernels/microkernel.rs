@@ -75,43 +75,27 @@ pub(crate) unsafe fn tile(
     unsafe { portable_tile(kc, a, b, c, ldc, rows, cols, ep) }
 }
 
+/// Whether [`tiles`] should take its 8-row AVX-512 kernel: where the kernels may use AVX-512 and
+/// this CPU's 16-lane FMAs outrun its 8-lane ones ([`super::peak::wide_fma_pays`]).
+pub(crate) fn wide_tile() -> bool {
+    super::cpu::has_avx512f() && super::peak::wide_fma_pays()
+}
+
 /// Computes the `total_rows` x `cols` output of several tiles stacked in rows: group `i` (rows
 /// `i * MR ..`) reads its packed left operand at `a + i * a_stride` and writes rows `c + i * MR * ldc`;
 /// every group shares the right operand `b`. `ep.bias`, when given, covers all `total_rows`.
 ///
-/// On AVX-512 CPUs whose 16-lane FMAs outrun 8-lane ones ([`super::peak::wide_fma_pays`]), two
-/// groups run at once in one 8-row kernel, which reads each right-operand row once for eight
-/// rows and keeps twice the accumulators; elsewhere groups run one at a time. Both give the
-/// same bits.
+/// With `wide` ([`wide_tile`] says when it pays), two groups run at once in one 8-row AVX-512
+/// kernel, which reads each right-operand row once for eight rows and keeps twice the
+/// accumulators; otherwise groups run one at a time. Both give the same bits.
 ///
 /// # Safety
 /// As for [`tile`], for every group: `a + i * a_stride` must hold `kc * MR` floats for each of
-/// the `ceil(total_rows / MR)` groups, and `c` must be valid for `total_rows` rows.
+/// the `ceil(total_rows / MR)` groups, and `c` must be valid for `total_rows` rows. `wide` only
+/// where the CPU runs AVX-512F.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(crate) unsafe fn tiles(
-    kc: usize,
-    a: *const f32,
-    a_stride: usize,
-    b: Rows,
-    c: *mut f32,
-    ldc: usize,
-    total_rows: usize,
-    cols: usize,
-    ep: &Epilogue,
-) {
-    let wide = super::cpu::has_avx512f() && super::peak::wide_fma_pays();
-    // SAFETY: the caller's contract; `wide` only where the CPU runs AVX-512F.
-    unsafe { tiles_with(wide, kc, a, a_stride, b, c, ldc, total_rows, cols, ep) }
-}
-
-/// [`tiles`] with the 8-row AVX-512 kernel (`wide`) or without it, so tests can run both.
-///
-/// # Safety
-/// As for [`tiles`]; `wide` only where the CPU runs AVX-512F.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-unsafe fn tiles_with(
     wide: bool,
     kc: usize,
     a: *const f32,
@@ -618,10 +602,10 @@ mod tests {
                         unsafe {
                             let rows_b = Rows::Strided { ptr: b.as_ptr(), ld: NR };
                             let out = strided.as_mut_ptr();
-                            tiles_with(wide, kc, a.as_ptr(), stride, rows_b, out, NR, total_rows, cols, &ep);
+                            tiles(wide, kc, a.as_ptr(), stride, rows_b, out, NR, total_rows, cols, &ep);
                             let rows_b = Rows::Indexed { base: reversed.as_ptr(), offsets: offsets.as_ptr() };
                             let out = indexed.as_mut_ptr();
-                            tiles_with(wide, kc, a.as_ptr(), stride, rows_b, out, NR, total_rows, cols, &ep);
+                            tiles(wide, kc, a.as_ptr(), stride, rows_b, out, NR, total_rows, cols, &ep);
                         }
                         for ((x, y), z) in strided.iter().zip(&indexed).zip(&want) {
                             assert!(

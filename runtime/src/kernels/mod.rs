@@ -50,7 +50,7 @@ pub use vmath::layer_norm_rows;
 /// 8-lane ones on this CPU, else the 4-row AVX2 tile, else its portable version. Benchmarks
 /// print it, since the ISA alone does not say which one ran.
 pub fn conv_tile_name() -> &'static str {
-    if cpu::has_avx512f() && peak::wide_fma_pays() {
+    if microkernel::wide_tile() {
         "avx512 8x24"
     } else if cpu::has_avx2_fma() {
         "avx2 4x24"
