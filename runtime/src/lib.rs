@@ -39,6 +39,7 @@ pub mod repository;
 mod runtime;
 pub mod telemetry;
 pub mod testing;
+pub mod testing_bits;
 pub mod testing_text;
 pub mod text;
 pub mod timing;
