@@ -85,6 +85,10 @@ pub struct DistillEmbedderArgs {
     /// training texts' most used ones [default: all].
     #[arg(long)]
     pub vocab: Option<usize>,
+    /// Keep this many feed-forward units per layer, those with the largest weights (the
+    /// teacher's intermediate size by default): fewer multiply-adds per token.
+    #[arg(long)]
+    pub intermediate: Option<usize>,
     #[arg(long, value_enum, default_value = "cosine")]
     pub loss: LossArg,
     #[arg(long, default_value_t = 1)]
@@ -115,7 +119,7 @@ pub struct DistillEmbedderArgs {
 pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
     let out = &args.bundle;
     let eval = &args.retrieval;
-    let shape = StudentShape { layers: args.layers.clone(), vocab: args.vocab };
+    let shape = StudentShape { layers: args.layers.clone(), vocab: args.vocab, intermediate: args.intermediate };
     let mut cfg = DistillConfig::new(args.teacher.clone(), eval.wordnet(out), shape, out.out.clone());
     let run = &mut cfg.run;
     eval.apply(out, run);

@@ -76,7 +76,7 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
     (ranker.run.batch_size, ranker.run.seed, ranker.run.optim.lr) = (args.ranker_batch_size, args.seed, args.ranker_lr);
     (ranker.max_pairs, ranker.mining, ranker.rerank_top) = (args.max_pairs, mining.clone(), args.rerank_top);
 
-    let shape = StudentShape { layers: Vec::new(), vocab: None };
+    let shape = StudentShape { layers: Vec::new(), vocab: None, intermediate: None };
     let mut base = DistillConfig::new(args.retriever.clone(), wordnet, shape, out.out.clone());
     eval.apply(out, &mut base.run);
     base.run.name = format!("{name}-retriever");

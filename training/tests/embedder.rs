@@ -75,13 +75,13 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
 }
 
 #[test]
-fn a_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_precision() {
+fn a_narrow_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_precision() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = tiny_embedder(dir.path(), "teacher", 2);
 
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
     let out = dir.path().join("student");
-    let shape = StudentShape { layers: vec![1], vocab: Some(40) };
+    let shape = StudentShape { layers: vec![1], vocab: Some(40), intermediate: Some(32) };
     let mut cfg = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture), shape, out.clone());
     (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress, cfg.run.half) = (15, 8, false, true);
     (cfg.run.val_queries, cfg.run.val_corpus) = (50, 100);
@@ -92,7 +92,8 @@ fn a_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_half_preci
 
     let bundle = Bundle::load(&out).unwrap();
     let FamilySpec::Embedder(spec) = &bundle.manifest.family else { panic!("an embedder bundle") };
-    assert_eq!((spec.architecture.num_hidden_layers, spec.architecture.vocab_size), (1, 40));
+    let a = &spec.architecture;
+    assert_eq!((a.num_hidden_layers, a.vocab_size, a.intermediate_size), (1, 40, 32));
     let metrics = &bundle.manifest.metrics;
     assert_eq!(metrics["params"], metrics["params_embeddings"] + metrics["params_layers"]);
     assert_eq!(metrics["params"] as usize, spec.architecture.num_params());
@@ -124,7 +125,7 @@ fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
         ("cprd-above", RankMethod::Cprd(Validity::AbovePositive)),
     ] {
         let out = dir.path().join(name);
-        let shape = StudentShape { layers: vec![0], vocab: None };
+        let shape = StudentShape { layers: vec![0], vocab: None, intermediate: None };
         let mut base = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture.clone()), shape, out.clone());
         (base.run.epochs, base.run.batch_size, base.run.progress) = (3, 4, false);
         (base.run.val_queries, base.run.val_corpus) = (50, 100);
@@ -166,7 +167,7 @@ fn an_ar2_loop_alternates_ranker_and_retriever_and_keeps_finished_rounds() {
     let mut ranker = CrossEncoderConfig::new(ranker_init, retriever.clone(), fixture.clone(), out.clone());
     (ranker.run.batch_size, ranker.run.progress, ranker.mining) = (4, false, mining.clone());
     (ranker.run.val_queries, ranker.run.val_corpus, ranker.rerank_top) = (20, 100, 5);
-    let shape = StudentShape { layers: Vec::new(), vocab: None };
+    let shape = StudentShape { layers: Vec::new(), vocab: None, intermediate: None };
     let mut base = DistillConfig::new(retriever.clone(), fixture, shape, out.clone());
     (base.run.batch_size, base.run.progress, base.run.val_queries, base.run.val_corpus) = (4, false, 20, 100);
     base.run.optim.lr = 1e-3;

@@ -95,6 +95,7 @@ impl DistillConfig {
         all.extend([
             ("layers".into(), json!(self.shape.layers)),
             ("vocab".into(), json!(self.shape.vocab)),
+            ("intermediate".into(), json!(self.shape.intermediate)),
             ("init".into(), json!(self.init.as_ref().map(|p| p.display().to_string()))),
             ("loss".into(), json!(self.loss.name())),
             ("max_texts".into(), json!(self.max_texts)),

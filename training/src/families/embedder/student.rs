@@ -1,7 +1,7 @@
-//! Students cut from a teacher embedder: some of its layers, and optionally a vocabulary cut to the
-//! tokens a corpus uses.
+//! Students cut from a teacher embedder: some of its layers, optionally a vocabulary cut to the
+//! tokens a corpus uses, and optionally narrower feed-forward blocks.
 //!
-//! Both cuts start the student from the teacher's own weights, which is what makes distillation
+//! Every cut starts the student from the teacher's own weights, which is what makes distillation
 //! on a CPU budget work: taken layers already compute something close to the teacher's, and the
 //! kept token embeddings are the teacher's rows. The vocabulary cut matters for size, not speed
 //! (a look-up costs the same in any table): all-MiniLM-L6-v2's 30,522 × 384 word embeddings are
@@ -11,6 +11,13 @@
 //! so WordPiece's greedy longest match can still spell any word it could spell before, only in
 //! more pieces when a longer piece was dropped; the rest of the budget goes to the tokens the
 //! corpus uses most.
+//!
+//! The feed-forward cut is what buys speed beyond the layer count: the two feed-forward products
+//! are two thirds of a MiniLM layer's arithmetic (2 × 384 × 1,536 of 1.77 M multiply-adds per
+//! token), and a cut vocabulary spells some words in more pieces, so two layers of six alone come
+//! out below three times the teacher's speed. Each layer keeps the units whose weights matter most
+//! by magnitude (the norm of a unit's input row times the norm of its output column): a unit with
+//! a small product can only add a small vector to the residual stream.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,6 +36,8 @@ pub struct StudentShape {
     pub layers: Vec<usize>,
     /// Keep this many vocabulary entries (specials and single characters included); `None` keeps all.
     pub vocab: Option<usize>,
+    /// Keep this many feed-forward units per layer (the intermediate size); `None` keeps all.
+    pub intermediate: Option<usize>,
 }
 
 /// Weights counted by where they sit.
@@ -101,8 +110,16 @@ pub fn cut_student(teacher: &Bundle, shape: &StudentShape, corpus: &[&str]) -> R
             cut_vocabulary(tokenizer_bytes, &counts, Some(size))?
         }
     };
+    let teacher_intermediate = teacher_spec.architecture.intermediate_size;
+    let intermediate = shape.intermediate.unwrap_or(teacher_intermediate);
+    if intermediate == 0 || intermediate > teacher_intermediate {
+        return Err(Error::InvalidArgument(format!(
+            "--intermediate must be between 1 and the teacher's {teacher_intermediate}, got {intermediate}"
+        )));
+    }
     let mut spec = teacher_spec.clone();
     spec.architecture.num_hidden_layers = shape.layers.len();
+    spec.architecture.intermediate_size = intermediate;
     spec.architecture.vocab_size = kept.len();
     let old_pad = u32::try_from(spec.architecture.pad_token_id).unwrap_or(0);
     spec.architecture.pad_token_id = kept.binary_search(&old_pad).unwrap_or(0);
@@ -111,18 +128,39 @@ pub fn cut_student(teacher: &Bundle, shape: &StudentShape, corpus: &[&str]) -> R
     let source = bert_root(teacher.var_builder(&device));
     let teacher_shapes = expected_tensor_shapes(&teacher_spec.architecture)?;
     let kept_ids = Tensor::new(kept.as_slice(), &device)?;
+    let teacher_tensor = |name: &str| -> Result<Tensor> {
+        let dims = teacher_shapes
+            .get(name)
+            .ok_or_else(|| Error::InvalidArgument(format!("the teacher has no tensor `{name}`")))?;
+        Ok(source.get(dims.as_slice(), name)?)
+    };
+    let mut units = HashMap::new();
+    if intermediate < teacher_intermediate {
+        for &layer in &shape.layers {
+            let w_in = teacher_tensor(&format!("encoder.layer.{layer}.intermediate.dense.weight"))?;
+            let w_out = teacher_tensor(&format!("encoder.layer.{layer}.output.dense.weight"))?;
+            units.insert(layer, Tensor::new(strongest_units(&w_in, &w_out, intermediate)?.as_slice(), &device)?);
+        }
+    }
     let mut tensors = HashMap::new();
     for (name, dims) in expected_tensor_shapes(&spec.architecture)? {
-        let source_name = match layer_of(&name) {
-            Some((layer, rest)) => format!("encoder.layer.{}.{rest}", shape.layers[layer]),
-            None => name.clone(),
+        let (source_name, ffn_axis) = match layer_of(&name) {
+            Some((layer, rest)) => {
+                let axis = match rest {
+                    "intermediate.dense.weight" | "intermediate.dense.bias" => Some(0),
+                    "output.dense.weight" => Some(1),
+                    _ => None,
+                };
+                (format!("encoder.layer.{}.{rest}", shape.layers[layer]), axis.map(|a| (shape.layers[layer], a)))
+            }
+            None => (name.clone(), None),
         };
-        let source_dims = teacher_shapes
-            .get(&source_name)
-            .ok_or_else(|| Error::InvalidArgument(format!("the teacher has no tensor `{source_name}`")))?;
-        let mut tensor = source.get(source_dims.as_slice(), &source_name)?;
+        let mut tensor = teacher_tensor(&source_name)?;
         if name == "embeddings.word_embeddings.weight" {
             tensor = tensor.index_select(&kept_ids, 0)?;
+        }
+        if let Some(kept_units) = ffn_axis.and_then(|(layer, axis)| Some((units.get(&layer)?, axis))) {
+            tensor = tensor.index_select(kept_units.0, kept_units.1)?.contiguous()?;
         }
         if tensor.dims() != dims.as_slice() {
             return Err(Error::InvalidArgument(format!(
@@ -134,6 +172,19 @@ pub fn cut_student(teacher: &Bundle, shape: &StudentShape, corpus: &[&str]) -> R
     }
     let params = count_params(&spec);
     Ok(Student { spec, tokenizer, tensors, params })
+}
+
+/// The `keep` feed-forward units of a layer with the largest ‖input row‖ × ‖output column‖, in
+/// ascending order; `w_in` is `[intermediate, hidden]` and `w_out` `[hidden, intermediate]`.
+fn strongest_units(w_in: &Tensor, w_out: &Tensor, keep: usize) -> Result<Vec<u32>> {
+    let rows = w_in.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+    let columns = w_out.sqr()?.sum(0)?.sqrt()?.to_vec1::<f32>()?;
+    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+    let weight = |u: u32| rows[u as usize] * columns[u as usize];
+    order.sort_by(|&a, &b| weight(b).total_cmp(&weight(a)).then(a.cmp(&b)));
+    order.truncate(keep);
+    order.sort_unstable();
+    Ok(order)
 }
 
 /// `encoder.layer.3.attention...` as `(3, "attention...")`.
@@ -263,7 +314,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let teacher = teacher(dir.path(), 2);
         let FamilySpec::Embedder(spec) = &teacher.manifest.family else { panic!() };
-        let full = cut_student(&teacher, &StudentShape { layers: vec![1], vocab: None }, &[]).unwrap();
+        let full =
+            cut_student(&teacher, &StudentShape { layers: vec![1], vocab: None, intermediate: None }, &[]).unwrap();
         assert_eq!(full.spec.architecture.num_hidden_layers, 1);
         let source = bert_root(teacher.var_builder(&Device::Cpu));
         let name = "encoder.layer.0.attention.self.query.weight";
@@ -284,7 +336,9 @@ mod tests {
             singles + json["added_tokens"].as_array().unwrap().len()
         };
         let budget = n_always + 2;
-        let cut = cut_student(&teacher, &StudentShape { layers: vec![0], vocab: Some(budget) }, &corpus).unwrap();
+        let cut =
+            cut_student(&teacher, &StudentShape { layers: vec![0], vocab: Some(budget), intermediate: None }, &corpus)
+                .unwrap();
         assert!(cut.spec.architecture.vocab_size <= budget, "{}", cut.spec.architecture.vocab_size);
         assert!(cut.params.embeddings < full.params.embeddings);
         let small = TextTokenizer::from_bytes(&cut.tokenizer, 16).unwrap();
@@ -300,8 +354,59 @@ mod tests {
         for (&old, &new) in before.iter().zip(&after) {
             assert_eq!(rows[new as usize], old_rows[old as usize], "token {old} keeps its embedding as {new}");
         }
-        let too_small = StudentShape { layers: vec![0], vocab: Some(3) };
+        let too_small = StudentShape { layers: vec![0], vocab: Some(3), intermediate: None };
         assert!(cut_student(&teacher, &too_small, &corpus).is_err());
-        assert!(cut_student(&teacher, &StudentShape { layers: vec![5], vocab: None }, &[]).is_err());
+        assert!(cut_student(&teacher, &StudentShape { layers: vec![5], vocab: None, intermediate: None }, &[]).is_err());
+    }
+
+    #[test]
+    fn a_narrower_student_keeps_each_layers_strongest_feed_forward_units_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let teacher = teacher(dir.path(), 2);
+        let source = bert_root(teacher.var_builder(&Device::Cpu));
+        let FamilySpec::Embedder(spec) = &teacher.manifest.family else { panic!() };
+        let (hidden, full) = (spec.architecture.hidden_size, spec.architecture.intermediate_size);
+        let keep = full / 4;
+        let shape = StudentShape { layers: vec![1, 0], vocab: None, intermediate: Some(keep) };
+        let cut = cut_student(&teacher, &shape, &[]).unwrap();
+        assert_eq!(cut.spec.architecture.intermediate_size, keep);
+        assert_eq!(cut.params.total(), cut.spec.architecture.num_params());
+        for (student_layer, teacher_layer) in [(0, 1), (1, 0)] {
+            let get = |name: &str, dims: (usize, usize)| {
+                source.get(dims, &format!("encoder.layer.{teacher_layer}.{name}")).unwrap().to_vec2::<f32>().unwrap()
+            };
+            let (w_in, w_out) =
+                (get("intermediate.dense.weight", (full, hidden)), get("output.dense.weight", (hidden, full)));
+            let bias = source
+                .get(full, &format!("encoder.layer.{teacher_layer}.intermediate.dense.bias"))
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let strength = |u: usize| {
+                let row: f32 = w_in[u].iter().map(|v| v * v).sum::<f32>().sqrt();
+                let column: f32 = w_out.iter().map(|r| r[u] * r[u]).sum::<f32>().sqrt();
+                row * column
+            };
+            let student = |rest: &str| &cut.tensors[&format!("encoder.layer.{student_layer}.{rest}")];
+            let s_in = student("intermediate.dense.weight").to_vec2::<f32>().unwrap();
+            let s_bias = student("intermediate.dense.bias").to_vec1::<f32>().unwrap();
+            let s_out = student("output.dense.weight").to_vec2::<f32>().unwrap();
+            // Every kept unit is one teacher unit, whole and in order: its input row, bias and
+            // output column together.
+            let kept: Vec<usize> = s_in.iter().map(|row| w_in.iter().position(|r| r == row).unwrap()).collect();
+            assert!(kept.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+            for (i, &u) in kept.iter().enumerate() {
+                assert_eq!(s_bias[i], bias[u]);
+                assert!(s_out.iter().zip(&w_out).all(|(s, t)| s[i] == t[u]));
+            }
+            let weakest_kept = kept.iter().map(|&u| strength(u)).fold(f32::INFINITY, f32::min);
+            let strongest_dropped =
+                (0..full).filter(|u| !kept.contains(u)).map(strength).fold(f32::NEG_INFINITY, f32::max);
+            assert!(weakest_kept >= strongest_dropped, "{weakest_kept} < {strongest_dropped}");
+        }
+        for bad in [Some(0), Some(full + 1)] {
+            let shape = StudentShape { layers: vec![0], vocab: None, intermediate: bad };
+            assert!(cut_student(&teacher, &shape, &[]).is_err(), "{bad:?}");
+        }
     }
 }
