@@ -12,16 +12,17 @@
 #
 # BIN is a built `tandem` (nothing is built here); OUT_DIR (default retrieval-table) receives the
 # runs (resumed when the script is run again; a run whose bundle exists is only measured, and a
-# measurement newer than its bundle is kept), one JSON report per row and table.md. Settings:
-# PAIRS (training pairs per fine-tuning stage, default 16384), TEACHER_STAGES (1 or 2, default 1),
-# HARD_NEGATIVES (stage 2's, 1), MINE_CORPUS (glosses searched when mining, default 30000),
-# LAYERS (the students' teacher layers, default "0,5"), VOCAB (the students' vocabulary, default
-# 14000), LOSSES ("cosine"), SEEDS ("0"), TEXTS (texts per distillation, default 60000),
-# DISTILL_EPOCHS (1), STUDENT_PAIRS (pairs the distilled student is then fine-tuned on, 16384),
-# RERANK_TOP (50), CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS
-# ("score-kl cprd"), RANK_SEEDS ("0 1 2"), RANK_PAIRS (pairs per rank-distillation run, 2048),
-# RANK_NEGATIVES (the student's mined negatives the cross-encoder orders, 4). WordNet and MiniLM
-# need `tandem data fetch wordnet minilm` first.
+# measurement newer than its bundle is kept), one JSON report per row and table.md. Settings: PAIRS
+# (training pairs per fine-tuning stage, default 16384), TEACHER_STAGES (1 or 2, default 1),
+# HARD_NEGATIVES (stage 2's, 1), MINE_CORPUS (glosses searched when mining, default 30000), LAYERS
+# (the students' teacher layers, default "0,5"), VOCAB (the students' vocabulary, default 14000),
+# INTERMEDIATE (the students' feed-forward units per layer, default all), LOSSES ("cosine"), SEEDS
+# ("0"), TEXTS (texts per distillation, default 60000), DISTILL_EPOCHS (1), DISTILL_LR (1e-4),
+# STUDENT_PAIRS (pairs the distilled student is then fine-tuned on, 16384), RERANK_TOP (50),
+# CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS ("score-kl cprd"),
+# RANK_SEEDS ("0 1 2"), RANK_PAIRS (pairs per rank-distillation run, 2048), RANK_NEGATIVES (the
+# student's mined negatives the cross-encoder orders, 4). WordNet and MiniLM need `tandem data fetch
+# wordnet minilm` first.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: benches/retrieval-table.sh BIN [OUT_DIR]" >&2; exit 2; }
 BIN=$(realpath "$1")
@@ -30,6 +31,8 @@ DATA=${TANDEM_DATA_DIR:-$HOME/.cache/tandem/data}
 PAIRS=${PAIRS:-16384}
 TEACHER_STAGES=${TEACHER_STAGES:-1}
 TEACHER=minilm-wordnet-$TEACHER_STAGES
+intermediate=()
+[ -n "${INTERMEDIATE:-}" ] && intermediate=(--intermediate "$INTERMEDIATE")
 mkdir -p "$OUT"
 "$BIN" --version >&2
 
@@ -83,8 +86,8 @@ for loss in ${LOSSES:-cosine}; do
         if [ ! -f "$run/manifest.json" ]; then
             echo "== student, $loss, seed $seed" >&2
             "$BIN" distill-embedder --teacher "$OUT/$TEACHER" --layers "${LAYERS:-0,5}" \
-                --vocab "${VOCAB:-14000}" --loss "$loss" --seed "$seed" --max-texts "${TEXTS:-60000}" \
-                --epochs "${DISTILL_EPOCHS:-1}" --half --val-queries 300 --val-corpus 5000 \
+                --vocab "${VOCAB:-14000}" "${intermediate[@]}" --loss "$loss" --seed "$seed" \
+                --max-texts "${TEXTS:-60000}" --epochs "${DISTILL_EPOCHS:-1}" --lr "${DISTILL_LR:-1e-4}" --half --val-queries 300 --val-corpus 5000 \
                 --test-queries 200 --test-corpus 5000 --out "$run" --resume --quiet --json > /dev/null
         fi
         measure "student-$loss-$seed" "$run"
