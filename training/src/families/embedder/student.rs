@@ -144,14 +144,17 @@ pub fn cut_student(teacher: &Bundle, shape: &StudentShape, corpus: &[&str]) -> R
     }
     let mut tensors = HashMap::new();
     for (name, dims) in expected_tensor_shapes(&spec.architecture)? {
-        let (source_name, ffn_axis) = match layer_of(&name) {
+        // A feed-forward tensor of a narrowed layer is cut along its units' axis.
+        let (source_name, unit_cut) = match layer_of(&name) {
             Some((layer, rest)) => {
+                let teacher_layer = shape.layers[layer];
                 let axis = match rest {
                     "intermediate.dense.weight" | "intermediate.dense.bias" => Some(0),
                     "output.dense.weight" => Some(1),
                     _ => None,
                 };
-                (format!("encoder.layer.{}.{rest}", shape.layers[layer]), axis.map(|a| (shape.layers[layer], a)))
+                let cut = axis.and_then(|axis| Some((units.get(&teacher_layer)?, axis)));
+                (format!("encoder.layer.{teacher_layer}.{rest}"), cut)
             }
             None => (name.clone(), None),
         };
@@ -159,8 +162,8 @@ pub fn cut_student(teacher: &Bundle, shape: &StudentShape, corpus: &[&str]) -> R
         if name == "embeddings.word_embeddings.weight" {
             tensor = tensor.index_select(&kept_ids, 0)?;
         }
-        if let Some(kept_units) = ffn_axis.and_then(|(layer, axis)| Some((units.get(&layer)?, axis))) {
-            tensor = tensor.index_select(kept_units.0, kept_units.1)?.contiguous()?;
+        if let Some((kept_units, axis)) = unit_cut {
+            tensor = tensor.index_select(kept_units, axis)?.contiguous()?;
         }
         if tensor.dims() != dims.as_slice() {
             return Err(Error::InvalidArgument(format!(
