@@ -87,8 +87,9 @@ for loss in ${LOSSES:-cosine}; do
             echo "== student, $loss, seed $seed" >&2
             "$BIN" distill-embedder --teacher "$OUT/$TEACHER" --layers "${LAYERS:-0,5}" \
                 --vocab "${VOCAB:-14000}" "${intermediate[@]}" --loss "$loss" --seed "$seed" \
-                --max-texts "${TEXTS:-60000}" --epochs "${DISTILL_EPOCHS:-1}" --lr "${DISTILL_LR:-1e-4}" --half --val-queries 300 --val-corpus 5000 \
-                --test-queries 200 --test-corpus 5000 --out "$run" --resume --quiet --json > /dev/null
+                --max-texts "${TEXTS:-60000}" --epochs "${DISTILL_EPOCHS:-1}" --lr "${DISTILL_LR:-1e-4}" --half \
+                --val-queries 300 --val-corpus 5000 --test-queries 200 --test-corpus 5000 --out "$run" \
+                --resume --quiet --json > /dev/null
         fi
         measure "student-$loss-$seed" "$run"
         tuned="$OUT/student-$loss-$seed-ft"
