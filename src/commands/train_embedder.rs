@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tandem_training::families::embedder::{self, EmbedderConfig};
+use tandem_training::families::embedder::{self, EmbedderConfig, ScoreTeacher};
 use tandem_training::retrieval::MiningOptions;
 
 /// Arguments of `tandem train-embedder`.
@@ -44,6 +44,17 @@ pub struct TrainEmbedderArgs {
     /// Mine among this many training glosses (the pairs' own included) [default: all].
     #[arg(long)]
     pub mine_corpus: Option<usize>,
+    /// Distil this embedder bundle's in-batch scores next to the labels: KL from its softmax
+    /// over each query's row of the batch's cosines to the model's (e.g. a student fine-tuned with
+    /// the bi-encoder it was cut from as its teacher).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Weight of the teacher's term next to the contrastive loss.
+    #[arg(long, default_value_t = 1.0, requires = "teacher")]
+    pub teacher_weight: f64,
+    /// Temperature of both softmaxes in the teacher's term (its gradient is scaled by T²).
+    #[arg(long, default_value_t = 1.0, requires = "teacher")]
+    pub teacher_temperature: f64,
     /// Store the exported weights as F16 (half the bytes; served in F32).
     #[arg(long)]
     pub half: bool,
@@ -68,6 +79,11 @@ pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
         skip_top: args.mine_skip_top,
         corpus_limit: args.mine_corpus,
     };
+    cfg.teacher = args.teacher.map(|bundle| ScoreTeacher {
+        bundle,
+        weight: args.teacher_weight,
+        temperature: args.teacher_temperature,
+    });
     let summary = embedder::train(&cfg)?;
     super::train::print_summary(&summary, out.json);
     Ok(())

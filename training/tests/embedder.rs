@@ -12,7 +12,7 @@ use tandem_training::families::embedder::ar2::{self, Ar2Config};
 use tandem_training::families::embedder::distill::{self, DistillConfig};
 use tandem_training::families::embedder::rank_distill::{self, RankDistillConfig, RankMethod, Validity};
 use tandem_training::families::embedder::student::StudentShape;
-use tandem_training::families::embedder::{self, EmbedderConfig, WordNetSource};
+use tandem_training::families::embedder::{self, EmbedderConfig, ScoreTeacher, WordNetSource};
 use tandem_training::retrieval::MiningOptions;
 
 /// A tiny random BERT of `layers` layers imported as the embedder bundle `<dir>/<name>`.
@@ -72,6 +72,36 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
         std::fs::read(init.join("model.safetensors")).unwrap(),
         "the weights moved"
     );
+}
+
+#[test]
+fn a_score_teachers_in_batch_kl_joins_the_loss_and_vanishes_when_the_teacher_is_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_embedder(dir.path(), "tiny", 1);
+    let other = tiny_embedder(dir.path(), "other", 2);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
+    // One epoch at a rate too small to move the weights far: the term is the teachers' disagreement.
+    let first_loss = |name: &str, teacher: Option<&Path>| {
+        let out = dir.path().join(name);
+        let mut cfg = EmbedderConfig::new(init.clone(), WordNetSource::Dir(fixture.clone()), out.clone());
+        (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress) = (1, 4, false);
+        (cfg.run.val_queries, cfg.run.val_corpus) = (20, 50);
+        cfg.run.optim.lr = 1e-6;
+        cfg.teacher = teacher.map(|bundle| ScoreTeacher { bundle: bundle.into(), weight: 1.0, temperature: 1.0 });
+        let loss = embedder::train(&cfg).unwrap().history[0].train_loss;
+        (loss, Bundle::load(&out).unwrap().manifest.provenance)
+    };
+    let (plain, _) = first_loss("plain", None);
+    let (itself, _) = first_loss("itself", Some(&init));
+    let (taught, provenance) = first_loss("taught", Some(&other));
+    assert!(taught - plain > 0.01, "another model's scores disagree: {plain} {taught}");
+    assert!(
+        (itself - plain).abs() < 0.05 * (taught - plain),
+        "the model's own scores add nothing: {plain} {itself} {taught}"
+    );
+    assert_eq!(provenance.recipe, "finetune-in-batch-negatives-score-distill");
+    assert_eq!(provenance.teacher.as_deref(), Some(Bundle::load(&other).unwrap().id.as_str()));
+    assert_eq!(provenance.hyperparameters["teacher_weight"], 1.0);
 }
 
 #[test]

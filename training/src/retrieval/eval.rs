@@ -338,7 +338,9 @@ impl Encoder {
                 EmbedRequest { texts: chunk.to_vec(), truncate: true, normalize: Some(normalize), dimensions: None };
             let response = self.tokio.block_on(self.runtime.embed(&self.id, request))?;
             vectors.extend(response.embeddings);
-            if vectors.len() - logged >= 10 * EMBED_CHUNK || vectors.len() == texts.len() {
+            // Progress of long jobs only: a training step's few texts would flood the log.
+            let long = texts.len() > EMBED_CHUNK;
+            if long && (vectors.len() - logged >= 10 * EMBED_CHUNK || vectors.len() == texts.len()) {
                 logged = vectors.len();
                 let per_s = rate(vectors.len(), started.elapsed().as_secs_f64());
                 tracing::info!(model = %self.id, what, done = vectors.len(), of = texts.len(), per_s = per_s.round(), "embedding");

@@ -26,6 +26,23 @@ pub struct EmbedderConfig {
     /// (`per_query` 0: in-batch negatives only). Every query of a batch is scored against every
     /// gloss of the batch, positives and mined negatives alike.
     pub mining: MiningOptions,
+    /// A bi-encoder whose in-batch scores are distilled next to the contrastive loss.
+    pub teacher: Option<ScoreTeacher>,
+}
+
+/// In-batch score distillation from a bi-encoder: the student's softmax over each query's row of
+/// the batch's score matrix is pulled towards the teacher's over the same row
+/// (`weight · T² · KL(teacher ‖ student)` at temperature `T`). The teacher's cosines are cheap
+/// (the serving path, no gradients), and each row carries its order of every gloss in the batch,
+/// which a label alone does not: what a student with fewer layers cannot learn from the pairs.
+#[derive(Debug, Clone)]
+pub struct ScoreTeacher {
+    /// The teacher's embedder bundle.
+    pub bundle: PathBuf,
+    /// Weight of the distillation term next to the contrastive loss.
+    pub weight: f64,
+    /// Temperature of both softmaxes (over the scaled cosines).
+    pub temperature: f64,
 }
 
 impl EmbedderConfig {
@@ -38,6 +55,7 @@ impl EmbedderConfig {
             max_pairs: None,
             scale: 20.0,
             mining: MiningOptions { per_query: 0, ..MiningOptions::default() },
+            teacher: None,
         }
     }
 
@@ -46,6 +64,14 @@ impl EmbedderConfig {
         self.run.validate(2)?;
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return Err(Error::InvalidArgument(format!("--scale must be finite and positive, got {}", self.scale)));
+        }
+        if let Some(t) = &self.teacher {
+            if !(t.weight.is_finite() && t.weight >= 0.0 && t.temperature.is_finite() && t.temperature > 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "--teacher-weight must be finite and ≥ 0 and --teacher-temperature finite and positive, got {} and {}",
+                    t.weight, t.temperature
+                )));
+            }
         }
         Ok(())
     }
@@ -61,11 +87,21 @@ impl EmbedderConfig {
             ("mine_skip_top".into(), json!(self.mining.skip_top)),
             ("mine_corpus".into(), json!(self.mining.corpus_limit)),
         ]);
+        if let Some(t) = &self.teacher {
+            all.extend([
+                ("teacher_weight".into(), json!(t.weight)),
+                ("teacher_temperature".into(), json!(t.temperature)),
+            ]);
+        }
         all
     }
 
     /// What the shared loop needs.
     pub fn loop_settings(&self) -> LoopSettings {
-        self.run.loop_settings(self.run.fingerprint("embedder", &self.hyperparameters(), &[&self.init]))
+        let mut inputs: Vec<&dyn std::fmt::Debug> = vec![&self.init];
+        if let Some(t) = &self.teacher {
+            inputs.push(&t.bundle);
+        }
+        self.run.loop_settings(self.run.fingerprint("embedder", &self.hyperparameters(), &inputs))
     }
 }

@@ -13,6 +13,9 @@
 //! negatives. With mining on, the model mines hard negatives for every pair at the start of each
 //! epoch ([`retrieval::mine_hard_negatives`], on its current weights through the serving path),
 //! and a batch's mined glosses join its positives as columns of the score matrix.
+//!
+//! With a [`ScoreTeacher`], a bi-encoder's cosines over the same score matrix are distilled
+//! next to the labels (in-batch score distillation).
 
 pub mod ar2;
 mod config;
@@ -33,16 +36,16 @@ use rand::SeedableRng;
 use tandem_runtime::bundle::{Bundle, Manifest, Provenance};
 
 use crate::data::wordnet::WordNet;
-use crate::losses::{correct, cross_entropy};
+use crate::losses::{correct, cross_entropy, kd_kl};
 use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
-use crate::retrieval::{Benchmark, TrainingPair};
+use crate::retrieval::{Benchmark, Encoder, TrainingPair};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
 use crate::{Error, Result};
 use encoder::TrainingEncoder;
 
 pub use crate::families::text_run::WordNetSource;
-pub use config::EmbedderConfig;
+pub use config::{EmbedderConfig, ScoreTeacher};
 
 /// Fine-tunes an embedder: checkpoints every epoch, exports the bundle and measures it.
 pub fn train(cfg: &EmbedderConfig) -> Result<TrainSummary> {
@@ -53,12 +56,15 @@ pub fn train(cfg: &EmbedderConfig) -> Result<TrainSummary> {
 /// One run of the family.
 pub struct EmbedderRun<'a> {
     cfg: &'a EmbedderConfig,
-    init_id: String,
+    /// The bundle id the provenance names as the teacher: the score teacher's, or the start's.
+    teacher_id: String,
     encoder: TrainingEncoder,
     benchmark: Benchmark,
     pairs: Vec<TrainingPair>,
     /// Per pair, the hard negatives mined at the start of the current epoch (empty without mining).
     negatives: Vec<Vec<usize>>,
+    /// The score teacher, loaded for serving.
+    teacher: Option<Encoder>,
 }
 
 impl<'a> EmbedderRun<'a> {
@@ -76,7 +82,13 @@ impl<'a> EmbedderRun<'a> {
         if pairs.is_empty() {
             return Err(Error::InvalidArgument("the benchmark has no training pairs".into()));
         }
-        Ok(EmbedderRun { cfg, init_id: init.id, encoder, benchmark, pairs, negatives: Vec::new() })
+        // Glosses recur across batches and epochs, so the teacher's cache saves re-embedding them.
+        let teacher = cfg.teacher.as_ref().map(|t| Encoder::load(&t.bundle, 100_000)).transpose()?;
+        let teacher_id = match &cfg.teacher {
+            Some(t) => Bundle::load(&t.bundle)?.id,
+            None => init.id,
+        };
+        Ok(EmbedderRun { cfg, teacher_id, encoder, benchmark, pairs, negatives: Vec::new(), teacher })
     }
 
     /// The bundle of the current weights.
@@ -84,11 +96,29 @@ impl<'a> EmbedderRun<'a> {
         let provenance = Provenance {
             dataset: "wordnet".into(),
             dataset_sha256: String::new(),
-            recipe: "finetune-in-batch-negatives".into(),
+            recipe: match self.teacher {
+                Some(_) => "finetune-in-batch-negatives-score-distill".into(),
+                None => "finetune-in-batch-negatives".into(),
+            },
             hyperparameters: self.cfg.hyperparameters(),
-            teacher: Some(self.init_id.clone()),
+            teacher: Some(self.teacher_id.clone()),
         };
         self.encoder.manifest(&self.cfg.run.name, &self.cfg.run.version, provenance, metrics)
+    }
+}
+
+impl EmbedderRun<'_> {
+    /// The teacher's scaled cosines of every (query, gloss) of a batch, the student's score matrix.
+    fn teacher_scores(&self, teacher: &Encoder, queries: &[&str], glosses: &[&str]) -> Result<Tensor> {
+        let embed = |texts: &[&str], what: &str| -> Result<Tensor> {
+            let owned: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+            let vectors = teacher.embed(&owned, what)?;
+            let dim = vectors.first().map_or(0, Vec::len);
+            let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+            Ok(Tensor::from_vec(flat, (texts.len(), dim), &self.encoder.device)?)
+        };
+        let (q, d) = (embed(queries, "teacher queries")?, embed(glosses, "teacher glosses")?);
+        Ok((q.matmul(&d.t()?.contiguous()?)? * self.cfg.scale)?)
     }
 }
 
@@ -147,7 +177,12 @@ impl Family for EmbedderRun<'_> {
         let n = batch.len();
         let own = Tensor::arange(0u32, n as u32, &self.encoder.device)?;
         let items = n + glosses.len();
-        Ok(StepOutput { loss: cross_entropy(&scores, &own)?, hits: correct(&scores, &own)?, n, items })
+        let mut loss = cross_entropy(&scores, &own)?;
+        if let (Some(teacher), Some(t)) = (&self.teacher, &self.cfg.teacher) {
+            let target = self.teacher_scores(teacher, &queries, &glosses)?;
+            loss = (loss + (kd_kl(&scores, &target, t.temperature)? * t.weight)?)?;
+        }
+        Ok(StepOutput { loss, hits: correct(&scores, &own)?, n, items })
     }
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
