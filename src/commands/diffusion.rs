@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tandem_runtime::diffusion::{BetaSchedule, Solver};
 use tandem_training::data::DatasetName;
+use tandem_training::families::common_run::CommonRun;
 use tandem_training::families::diffusion::{self, unet_preset, DiffusionConfig};
 use tandem_training::families::image_generation::GenerationRun;
 use tandem_training::optim::AdamWConfig;
@@ -71,32 +72,32 @@ impl GenerationRunArgs {
 
     /// The shared run settings, with the command's own default learning rate.
     pub fn to_run(&self, default_lr: f64) -> anyhow::Result<GenerationRun> {
+        let optim =
+            AdamWConfig { lr: self.lr.unwrap_or(default_lr), weight_decay: self.weight_decay, ..Default::default() };
         Ok(GenerationRun {
-            name: self.bundle.bundle_name(),
-            version: self.bundle.version.clone(),
+            common: CommonRun {
+                name: self.bundle.bundle_name(),
+                version: self.bundle.version.clone(),
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                optim,
+                warmup_fraction: self.warmup,
+                clip_grad_norm: Some(self.clip_grad_norm),
+                seed: self.seed,
+                out: self.bundle.out.clone(),
+                resume: self.bundle.resume,
+                progress: !self.bundle.quiet,
+            },
             dataset: self.dataset,
             data_dir: self.bundle.data_dir(),
             arch_name: self.arch.clone(),
             arch: unet_preset(&self.arch, self.side(), 10)?,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            optim: AdamWConfig {
-                lr: self.lr.unwrap_or(default_lr),
-                weight_decay: self.weight_decay,
-                ..Default::default()
-            },
-            warmup_fraction: self.warmup,
-            clip_grad_norm: Some(self.clip_grad_norm),
-            seed: self.seed,
             train_limit: self.train_limit,
             ema_decay: self.ema_decay,
             class_dropout: self.class_dropout,
             judge: self.judge.clone(),
             val_samples_per_class: self.val_samples,
             test_samples_per_class: self.test_samples,
-            out: self.bundle.out.clone(),
-            resume: self.bundle.resume,
-            progress: !self.bundle.quiet,
         })
     }
 
@@ -105,7 +106,7 @@ impl GenerationRunArgs {
         if !self.bundle.json {
             let params = tandem_runtime::models::unet::parameter_count(&run.arch)?;
             let side = self.side();
-            eprintln!("{}: {method}, {} on {side}x{side}, {params} parameters", run.name, run.arch_name);
+            eprintln!("{}: {method}, {} on {side}x{side}, {params} parameters", run.common.name, run.arch_name);
         }
         Ok(())
     }

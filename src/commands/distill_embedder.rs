@@ -123,7 +123,8 @@ pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
     let mut cfg = DistillConfig::new(args.teacher.clone(), eval.wordnet(out), shape, out.out.clone());
     let run = &mut cfg.run;
     eval.apply(out, run);
-    (run.epochs, run.batch_size, run.seed, run.optim.lr) = (args.epochs, args.batch_size, args.seed, args.lr);
+    (run.common.epochs, run.common.batch_size, run.common.seed, run.common.optim.lr) =
+        (args.epochs, args.batch_size, args.seed, args.lr);
     (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
     cfg.loss = match args.loss {
         LossArg::Cosine => DistillLoss::Cosine,

@@ -72,15 +72,17 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
     let mut ranker =
         CrossEncoderConfig::new(args.ranker_init.clone(), args.retriever.clone(), wordnet.clone(), out.out.clone());
     eval.apply(out, &mut ranker.run);
-    ranker.run.name = format!("{name}-ranker");
-    (ranker.run.batch_size, ranker.run.seed, ranker.run.optim.lr) = (args.ranker_batch_size, args.seed, args.ranker_lr);
+    ranker.run.common.name = format!("{name}-ranker");
+    (ranker.run.common.batch_size, ranker.run.common.seed, ranker.run.common.optim.lr) =
+        (args.ranker_batch_size, args.seed, args.ranker_lr);
     (ranker.max_pairs, ranker.mining, ranker.rerank_top) = (args.max_pairs, mining.clone(), args.rerank_top);
 
     let shape = StudentShape { layers: Vec::new(), vocab: None, intermediate: None };
     let mut base = DistillConfig::new(args.retriever.clone(), wordnet, shape, out.out.clone());
     eval.apply(out, &mut base.run);
-    base.run.name = format!("{name}-retriever");
-    (base.run.batch_size, base.run.seed, base.run.optim.lr) = (args.retriever_batch_size, args.seed, args.retriever_lr);
+    base.run.common.name = format!("{name}-retriever");
+    (base.run.common.batch_size, base.run.common.seed, base.run.common.optim.lr) =
+        (args.retriever_batch_size, args.seed, args.retriever_lr);
     base.init = Some(args.retriever.clone());
     let retriever_run = RankDistillConfig {
         base,

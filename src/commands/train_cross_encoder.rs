@@ -64,7 +64,8 @@ pub fn run(args: TrainCrossEncoderArgs) -> anyhow::Result<()> {
     let mut cfg = CrossEncoderConfig::new(args.init.clone(), args.miner.clone(), eval.wordnet(out), out.out.clone());
     let run = &mut cfg.run;
     eval.apply(out, run);
-    (run.epochs, run.batch_size, run.seed, run.optim.lr) = (args.epochs, args.batch_size, args.seed, args.lr);
+    (run.common.epochs, run.common.batch_size, run.common.seed, run.common.optim.lr) =
+        (args.epochs, args.batch_size, args.seed, args.lr);
     (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
     (cfg.max_pairs, cfg.rerank_top, cfg.head_lr_scale) = (args.max_pairs, args.rerank_top, args.head_lr_scale);
     cfg.mining = MiningOptions {

@@ -70,7 +70,8 @@ pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
     let mut cfg = EmbedderConfig::new(args.init.clone(), eval.wordnet(out), out.out.clone());
     let run = &mut cfg.run;
     eval.apply(out, run);
-    (run.epochs, run.batch_size, run.seed, run.optim.lr) = (args.epochs, args.batch_size, args.seed, args.lr);
+    (run.common.epochs, run.common.batch_size, run.common.seed, run.common.optim.lr) =
+        (args.epochs, args.batch_size, args.seed, args.lr);
     (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
     (cfg.max_pairs, cfg.scale) = (args.max_pairs, args.scale);
     cfg.mining = MiningOptions {

@@ -98,14 +98,15 @@ pub fn run(args: TrainImageTextArgs) -> anyhow::Result<()> {
     let side = if args.dataset == DatasetName::Digits { 8 } else { 28 };
     let image_arch = arch::resolve(&args.image_arch, side, args.embed_dim)?;
     let mut cfg = ImageTextTrainConfig::new(args.dataset, data_dir, tokenizer, image_arch, out.out.clone());
-    (cfg.name, cfg.version, cfg.wordnet_dir) = (out.bundle_name(), out.version.clone(), args.wordnet_dir.clone());
+    (cfg.common.name, cfg.common.version, cfg.wordnet_dir) =
+        (out.bundle_name(), out.version.clone(), args.wordnet_dir.clone());
     cfg.text = TextTower {
         hidden: args.text_hidden,
         layers: args.text_layers,
         heads: args.text_heads,
         intermediate: 4 * args.text_hidden,
     };
-    (cfg.max_seq_length, cfg.epochs, cfg.batch_size, cfg.seed) =
+    (cfg.max_seq_length, cfg.common.epochs, cfg.common.batch_size, cfg.common.seed) =
         (args.max_seq_length, args.epochs, args.batch_size, args.seed);
     (cfg.train_limit, cfg.val_images, cfg.test_images) = (args.train_limit, args.val_images, args.test_images);
     cfg.augment.max_shift = args.augment_shift;
@@ -119,12 +120,12 @@ pub fn run(args: TrainImageTextArgs) -> anyhow::Result<()> {
             beta: args.cprd_beta,
         });
     }
-    cfg.optim.lr = args.lr;
-    (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
+    cfg.common.optim.lr = args.lr;
+    (cfg.common.resume, cfg.common.progress) = (out.resume, !out.quiet);
     if !out.json {
         eprintln!(
             "{}: image-text dual encoder on {}, image tower {} into {} dimensions, text tower {}x{}",
-            cfg.name, args.dataset, args.image_arch, args.embed_dim, args.text_layers, args.text_hidden
+            cfg.common.name, args.dataset, args.image_arch, args.embed_dim, args.text_layers, args.text_hidden
         );
     }
     let summary = image_text::train(&cfg)?;

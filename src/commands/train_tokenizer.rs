@@ -84,21 +84,21 @@ pub fn run(args: TrainTokenizerArgs) -> anyhow::Result<()> {
     (arch.codebook_size, arch.code_dim) = (args.codebook_size, args.code_dim);
     let out = &args.bundle;
     let mut cfg = TokenizerConfig::new(arch, args.dataset, out.data_dir(), out.out.clone());
-    (cfg.name, cfg.version) = (out.bundle_name(), out.version.clone());
-    (cfg.teacher_epochs, cfg.teacher, cfg.epochs) = (args.teacher_epochs, args.teacher.clone(), args.epochs);
-    (cfg.batch_size, cfg.seed, cfg.train_limit) = (args.batch_size, args.seed, args.train_limit);
+    (cfg.common.name, cfg.common.version) = (out.bundle_name(), out.version.clone());
+    (cfg.teacher_epochs, cfg.teacher, cfg.common.epochs) = (args.teacher_epochs, args.teacher.clone(), args.epochs);
+    (cfg.common.batch_size, cfg.common.seed, cfg.train_limit) = (args.batch_size, args.seed, args.train_limit);
     (cfg.val_images, cfg.test_images) = (args.val_images, args.test_images);
-    cfg.optim.lr = args.lr;
+    cfg.common.optim.lr = args.lr;
     cfg.losses = LossWeights {
         reconstruction: args.reconstruction_weight,
         perceptual: args.perceptual_weight,
         commitment: args.commitment_weight,
         semantic: args.semantic_weight,
     };
-    (cfg.resume, cfg.progress) = (out.resume, !out.quiet);
+    (cfg.common.resume, cfg.common.progress) = (out.resume, !out.quiet);
     if !out.json {
         let params = tandem_runtime::models::image_tokenizer::parameter_count(&cfg.arch)?;
-        eprintln!("{}: {} tokenizer on {side}x{side}, {params} parameters", cfg.name, layout.name());
+        eprintln!("{}: {} tokenizer on {side}x{side}, {params} parameters", cfg.common.name, layout.name());
     }
     let summary = tokenizer::train(&cfg)?;
     super::train::print_summary(&summary, out.json);

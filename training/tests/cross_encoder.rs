@@ -22,10 +22,10 @@ fn a_tiny_cross_encoder_trains_on_mined_negatives_and_exports_a_served_reranker(
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
     let out = dir.path().join("pairs");
     let mut cfg = CrossEncoderConfig::new(init.clone(), init.clone(), WordNetSource::Dir(fixture), out.clone());
-    (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress) = (12, 4, false);
+    (cfg.run.common.epochs, cfg.run.common.batch_size, cfg.run.common.progress) = (12, 4, false);
     (cfg.mining.per_query, cfg.mining.depth) = (3, 10);
     (cfg.run.val_queries, cfg.run.val_corpus, cfg.rerank_top) = (50, 100, 5);
-    cfg.run.optim.lr = 3e-3;
+    cfg.run.common.optim.lr = 3e-3;
     let summary = cross_encoder::train(&cfg).unwrap();
     let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "the listwise loss falls: {losses:?}");
@@ -49,7 +49,7 @@ fn a_tiny_cross_encoder_trains_on_mined_negatives_and_exports_a_served_reranker(
     // A cross-encoder may start another (AR2 continues its ranker); an image model may not.
     let classifier = tandem_runtime::testing::write_tiny_classifier_bundle(dir.path(), "digits", "1").unwrap();
     let mut not_text = CrossEncoderConfig { init: classifier, ..cfg };
-    not_text.run.out = dir.path().join("again");
+    not_text.run.common.out = dir.path().join("again");
     let err = cross_encoder::train(&not_text).unwrap_err().to_string();
     assert!(err.contains("is a classifier bundle, not an embedder or a cross_encoder"), "{err}");
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use tandem_runtime::diffusion::{BetaSchedule, Solver};
 use tandem_runtime::{GenerateRequest, Runtime, RuntimeConfig};
 use tandem_training::data::DatasetName;
+use tandem_training::families::common_run::CommonRun;
 use tandem_training::families::consistency::{self, ConsistencyConfig, ConsistencyMethod, StudentParametrization};
 use tandem_training::families::diffusion::{train, unet_preset, DiffusionConfig};
 use tandem_training::families::image_generation::GenerationRun;
@@ -18,28 +19,25 @@ fn judge() -> PathBuf {
 
 /// The shared run settings of the tests' tiny models on the digits.
 fn run(name: &str, out: &Path, epochs: usize, lr: f64, seed: u64) -> GenerationRun {
+    let optim = AdamWConfig { lr, weight_decay: 0.0, ..Default::default() };
     GenerationRun {
-        name: name.into(),
-        version: "1".into(),
+        common: CommonRun {
+            name: name.into(),
+            warmup_fraction: 0.05,
+            seed,
+            progress: false,
+            ..CommonRun::new(out.to_path_buf(), name, epochs, 32, optim)
+        },
         dataset: DatasetName::Digits,
         data_dir: out.with_file_name("data"),
         arch_name: "unet-tiny".into(),
         arch: unet_preset("unet-tiny", 8, 10).unwrap(),
-        epochs,
-        batch_size: 32,
-        optim: AdamWConfig { lr, weight_decay: 0.0, ..Default::default() },
-        warmup_fraction: 0.05,
-        clip_grad_norm: Some(1.0),
-        seed,
         train_limit: None,
         ema_decay: 0.99,
         class_dropout: 0.1,
         judge: judge(),
         val_samples_per_class: 2,
         test_samples_per_class: 3,
-        out: out.to_path_buf(),
-        resume: false,
-        progress: false,
     }
 }
 
@@ -73,7 +71,7 @@ fn a_tiny_ddpm_trains_resumes_exports_and_serves() {
     let weights = || std::fs::read(out.join("model.safetensors")).unwrap();
     let exported = weights();
     let mut again = config(&out, 2);
-    again.run.resume = true;
+    again.run.common.resume = true;
     let resumed = train(&again).unwrap();
     assert_eq!(resumed.history, first.history);
     assert!(weights() == exported, "the resumed export differs");
@@ -96,11 +94,12 @@ fn a_tiny_ddpm_trains_resumes_exports_and_serves() {
 }
 
 fn consistency_config(out: &Path, method: ConsistencyMethod) -> ConsistencyConfig {
+    let base = run("digits-cm", out, 1, 1e-3, 5);
     let run = GenerationRun {
-        batch_size: 64,
+        common: CommonRun { batch_size: 64, ..base.common.clone() },
         train_limit: Some(256),
         test_samples_per_class: 2,
-        ..run("digits-cm", out, 1, 1e-3, 5)
+        ..base
     };
     let cd = matches!(method, ConsistencyMethod::Cd { .. });
     ConsistencyConfig {

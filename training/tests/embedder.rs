@@ -33,9 +33,9 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
     let out = dir.path().join("tuned");
     let mut cfg = EmbedderConfig::new(init.clone(), WordNetSource::Dir(fixture), out.clone());
-    (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress) = (20, 4, false);
+    (cfg.run.common.epochs, cfg.run.common.batch_size, cfg.run.common.progress) = (20, 4, false);
     (cfg.run.val_queries, cfg.run.val_corpus) = (50, 100);
-    cfg.run.optim.lr = 1e-2;
+    cfg.run.common.optim.lr = 1e-2;
     let summary = embedder::train(&cfg).unwrap();
     let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "in-batch loss falls: {losses:?}");
@@ -46,7 +46,7 @@ fn a_tiny_embedder_fine_tunes_on_wordnet_pairs_and_exports_a_served_bundle() {
     // batch's columns.
     let mined_out = dir.path().join("mined");
     let mut mined = EmbedderConfig::new(init.clone(), cfg.run.wordnet.clone(), mined_out.clone());
-    (mined.run.epochs, mined.run.batch_size, mined.run.progress) = (2, 4, false);
+    (mined.run.common.epochs, mined.run.common.batch_size, mined.run.common.progress) = (2, 4, false);
     (mined.run.val_queries, mined.run.val_corpus) = (50, 100);
     mined.mining = MiningOptions { per_query: 2, depth: 6, skip_top: 0, corpus_limit: None };
     mined.run.half = true;
@@ -84,9 +84,9 @@ fn a_score_teachers_in_batch_kl_joins_the_loss_and_vanishes_when_the_teacher_is_
     let first_loss = |name: &str, teacher: Option<&Path>| {
         let out = dir.path().join(name);
         let mut cfg = EmbedderConfig::new(init.clone(), WordNetSource::Dir(fixture.clone()), out.clone());
-        (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress) = (1, 4, false);
+        (cfg.run.common.epochs, cfg.run.common.batch_size, cfg.run.common.progress) = (1, 4, false);
         (cfg.run.val_queries, cfg.run.val_corpus) = (20, 50);
-        cfg.run.optim.lr = 1e-6;
+        cfg.run.common.optim.lr = 1e-6;
         cfg.teacher = teacher.map(|bundle| ScoreTeacher { bundle: bundle.into(), weight: 1.0, temperature: 1.0 });
         let loss = embedder::train(&cfg).unwrap().history[0].train_loss;
         (loss, Bundle::load(&out).unwrap().manifest.provenance)
@@ -113,9 +113,9 @@ fn a_narrow_student_cut_from_a_tiny_teacher_distils_its_vectors_and_ships_in_hal
     let out = dir.path().join("student");
     let shape = StudentShape { layers: vec![1], vocab: Some(40), intermediate: Some(32) };
     let mut cfg = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture), shape, out.clone());
-    (cfg.run.epochs, cfg.run.batch_size, cfg.run.progress, cfg.run.half) = (15, 8, false, true);
+    (cfg.run.common.epochs, cfg.run.common.batch_size, cfg.run.common.progress, cfg.run.half) = (15, 8, false, true);
     (cfg.run.val_queries, cfg.run.val_corpus) = (50, 100);
-    cfg.run.optim.lr = 1e-2;
+    cfg.run.common.optim.lr = 1e-2;
     let summary = distill::distill(&cfg).unwrap();
     let losses: Vec<f64> = summary.history.iter().map(|r| r.train_loss).collect();
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "the distillation loss falls: {losses:?}");
@@ -157,9 +157,9 @@ fn score_kl_and_cprd_distil_a_tiny_cross_encoder_into_a_student() {
         let out = dir.path().join(name);
         let shape = StudentShape { layers: vec![0], vocab: None, intermediate: None };
         let mut base = DistillConfig::new(teacher.clone(), WordNetSource::Dir(fixture.clone()), shape, out.clone());
-        (base.run.epochs, base.run.batch_size, base.run.progress) = (3, 4, false);
+        (base.run.common.epochs, base.run.common.batch_size, base.run.common.progress) = (3, 4, false);
         (base.run.val_queries, base.run.val_corpus) = (50, 100);
-        base.run.optim.lr = 1e-2;
+        base.run.common.optim.lr = 1e-2;
         let cfg = RankDistillConfig {
             base,
             cross_encoder: cross.clone(),
@@ -195,12 +195,13 @@ fn an_ar2_loop_alternates_ranker_and_retriever_and_keeps_finished_rounds() {
     let mining = MiningOptions { per_query: 3, depth: 8, skip_top: 0, corpus_limit: None };
 
     let mut ranker = CrossEncoderConfig::new(ranker_init, retriever.clone(), fixture.clone(), out.clone());
-    (ranker.run.batch_size, ranker.run.progress, ranker.mining) = (4, false, mining.clone());
+    (ranker.run.common.batch_size, ranker.run.common.progress, ranker.mining) = (4, false, mining.clone());
     (ranker.run.val_queries, ranker.run.val_corpus, ranker.rerank_top) = (20, 100, 5);
     let shape = StudentShape { layers: Vec::new(), vocab: None, intermediate: None };
     let mut base = DistillConfig::new(retriever.clone(), fixture, shape, out.clone());
-    (base.run.batch_size, base.run.progress, base.run.val_queries, base.run.val_corpus) = (4, false, 20, 100);
-    base.run.optim.lr = 1e-3;
+    (base.run.common.batch_size, base.run.common.progress, base.run.val_queries, base.run.val_corpus) =
+        (4, false, 20, 100);
+    base.run.common.optim.lr = 1e-3;
     base.init = Some(retriever.clone());
     let retriever_run = RankDistillConfig {
         base,

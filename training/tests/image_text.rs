@@ -19,9 +19,10 @@ fn config(dir: &Path) -> ImageTextTrainConfig {
     let out = dir.join("clip");
     let mut cfg = ImageTextTrainConfig::new(DatasetName::Digits, dir.join("data"), tokenizer, image_arch, out);
     cfg.text = TextTower { hidden: 32, layers: 1, heads: 2, intermediate: 64 };
-    (cfg.max_seq_length, cfg.epochs, cfg.batch_size, cfg.val_images, cfg.progress) = (16, 4, 64, 180, false);
+    (cfg.max_seq_length, cfg.common.epochs, cfg.common.batch_size, cfg.val_images, cfg.common.progress) =
+        (16, 4, 64, 180, false);
     cfg.augment = Augment::default();
-    cfg.optim.lr = 3e-3;
+    cfg.common.optim.lr = 3e-3;
     cfg
 }
 
@@ -36,7 +37,7 @@ fn a_tiny_dual_encoder_trains_on_digit_captions_and_exports_a_served_bundle() {
     assert!(last.val_accuracy > 0.5, "zero-shot accuracy on validation, chance 0.1: {last:?}");
     assert!(last.extra["i2t_r@1"] > 0.5 && last.extra["t2i_r@5"] > 0.5, "{last:?}");
 
-    let bundle = Bundle::load(&cfg.out).unwrap();
+    let bundle = Bundle::load(&cfg.common.out).unwrap();
     let spec = bundle.manifest.image_text().unwrap();
     assert_eq!(spec.labels, DatasetName::Digits.classes());
     assert!(bundle.file(&spec.tokenizer).is_ok(), "the cut tokenizer ships in the bundle");
@@ -50,7 +51,7 @@ fn a_tiny_dual_encoder_trains_on_digit_captions_and_exports_a_served_bundle() {
     // Served: a digit's image is nearer its own digit's caption than another's, most of the time,
     // and the zero-shot answer takes free-text labels.
     let rt = Runtime::new(RuntimeConfig::default());
-    let id = rt.load(&cfg.out).unwrap().id;
+    let id = rt.load(&cfg.common.out).unwrap().id;
     let test = data::load(DatasetName::Digits, Split::Test, Path::new("")).unwrap();
     let executor = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let image = |i: usize| GrayImage::from_pixels(8, 8, test.image(i).iter().map(|&p| f32::from(p)).collect()).unwrap();
@@ -92,12 +93,12 @@ fn cprd_trains_a_matcher_first_then_distils_its_rankings_and_a_saved_matcher_is_
     assert!(cfg.teacher_path().exists(), "the matcher is saved for other runs");
     assert_eq!(summary.method, "clip-multi-positive-cprd");
     assert!(summary.history[7].val_accuracy > 0.5, "{:?}", summary.history[7]);
-    assert!(Bundle::load(&cfg.out).unwrap().manifest.metrics.contains_key("test_zero_shot_accuracy"));
+    assert!(Bundle::load(&cfg.common.out).unwrap().manifest.metrics.contains_key("test_zero_shot_accuracy"));
 
     // Another run distils the saved matcher without training one.
     let mut again = config(dir.path());
-    again.epochs = 1;
-    again.out = dir.path().join("clip-again");
+    again.common.epochs = 1;
+    again.common.out = dir.path().join("clip-again");
     again.cprd = cfg.cprd.clone().map(|c| CprdSettings { teacher: Some(cfg.teacher_path()), ..c });
     let summary = image_text::train(&again).unwrap();
     let stages: Vec<_> = summary.history.iter().map(|r| r.stage.clone().unwrap()).collect();
@@ -105,7 +106,7 @@ fn cprd_trains_a_matcher_first_then_distils_its_rankings_and_a_saved_matcher_is_
 
     // A matcher of another architecture is refused with what to fix.
     let mut wrong = config(dir.path());
-    wrong.out = dir.path().join("clip-wrong");
+    wrong.common.out = dir.path().join("clip-wrong");
     wrong.cprd = again.cprd.clone().map(|c| CprdSettings { teacher_hidden: 8, ..c });
     let err = image_text::train(&wrong).err().unwrap().to_string();
     assert!(err.contains("another architecture"), "{err}");

@@ -29,8 +29,9 @@ fn arch(layout: TokenizerLayout) -> ImageTokenizerConfig {
 fn config(out: &Path, layout: TokenizerLayout) -> TokenizerConfig {
     let mut cfg =
         TokenizerConfig::new(arch(layout), DatasetName::Digits, out.with_file_name("data"), out.to_path_buf());
-    (cfg.teacher_epochs, cfg.epochs, cfg.batch_size, cfg.val_images, cfg.progress) = (4, 2, 32, 200, false);
-    cfg.optim.lr = 2e-3;
+    (cfg.teacher_epochs, cfg.common.epochs, cfg.common.batch_size, cfg.val_images, cfg.common.progress) =
+        (4, 2, 32, 200, false);
+    cfg.common.optim.lr = 2e-3;
     cfg
 }
 
@@ -92,7 +93,7 @@ fn a_tiny_dual_tokenizer_trains_exports_serves_and_lends_its_teacher() {
     let base_out = dir.path().join("pixel");
     let mut base = config(&base_out, TokenizerLayout::PixelOnly);
     base.teacher = Some(cfg.teacher_path());
-    base.epochs = 1;
+    base.common.epochs = 1;
     let summary = tokenizer::train(&base).unwrap();
     assert_eq!(summary.history.len(), 1);
     assert_eq!(summary.history[0].stage.as_deref(), Some("tokenizer"));

@@ -4,6 +4,7 @@
 //! batch, and the shared loop does the rest.
 
 pub mod classifier;
+pub mod common_run;
 pub mod consistency;
 pub mod cross_encoder;
 pub mod diffusion;

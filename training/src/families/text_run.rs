@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use candle_core::DType;
 use serde_json::json;
 
+use super::common_run::CommonRun;
 use crate::optim::AdamWConfig;
 use crate::trainer::LoopSettings;
 use crate::{Error, Result};
@@ -27,24 +28,11 @@ pub enum WordNetSource {
 /// The settings shared by the retrieval families.
 #[derive(Debug, Clone)]
 pub struct TextRun {
-    /// Bundle name.
-    pub name: String,
-    /// Bundle version.
-    pub version: String,
+    /// What every family's run shares; `batch_size` counts pairs, texts or queries, as the
+    /// family defines them.
+    pub common: CommonRun,
     /// The benchmark's WordNet.
     pub wordnet: WordNetSource,
-    /// Epochs over the family's training items.
-    pub epochs: usize,
-    /// Items per step (pairs, texts or queries, as the family defines them).
-    pub batch_size: usize,
-    /// AdamW settings; `lr` is the peak.
-    pub optim: AdamWConfig,
-    /// Warm-up as a fraction of all steps.
-    pub warmup_fraction: f64,
-    /// Gradient clipping by global norm.
-    pub clip_grad_norm: Option<f64>,
-    /// Seeds the items' order and any sample of them.
-    pub seed: u64,
     /// Truncate texts to this many tokens (at most the starting bundle's limit).
     pub max_seq_length: Option<usize>,
     /// Validation queries asked after each epoch.
@@ -58,12 +46,6 @@ pub struct TextRun {
     /// Store the exported weights as F16 (half the bytes; served in F32), so that a student
     /// stays within its size budget through every stage it is trained in.
     pub half: bool,
-    /// Bundle directory to write.
-    pub out: PathBuf,
-    /// Continue from the checkpoint.
-    pub resume: bool,
-    /// Progress output.
-    pub progress: bool,
 }
 
 impl TextRun {
@@ -72,41 +54,25 @@ impl TextRun {
     /// 1, one epoch of `batch_size`; validation asks 500 queries over 10,000 glosses and the test
     /// the whole benchmark.
     pub fn new(wordnet: WordNetSource, out: PathBuf, fallback_name: &str, batch_size: usize, lr: f64) -> TextRun {
-        let name = out.file_name().map_or_else(|| fallback_name.into(), |n| n.to_string_lossy().into_owned());
+        let optim = AdamWConfig { lr, weight_decay: 0.01, ..AdamWConfig::default() };
         TextRun {
-            name,
-            version: "1".into(),
+            common: CommonRun { warmup_fraction: 0.1, ..CommonRun::new(out, fallback_name, 1, batch_size, optim) },
             wordnet,
-            epochs: 1,
-            batch_size,
-            optim: AdamWConfig { lr, weight_decay: 0.01, ..AdamWConfig::default() },
-            warmup_fraction: 0.1,
-            clip_grad_norm: Some(1.0),
-            seed: 0,
             max_seq_length: None,
             val_queries: 500,
             val_corpus: 10_000,
             test_queries: None,
             test_corpus: None,
             half: false,
-            out,
-            resume: false,
-            progress: true,
         }
     }
 
     /// Refuses shared settings that cannot train or measure; a family whose loss needs several
     /// items per batch (in-batch negatives) asks for `min_batch` of them.
     pub fn validate(&self, min_batch: usize) -> Result<()> {
-        if self.epochs == 0 || self.val_queries == 0 || self.val_corpus == 0 {
-            return Err(Error::InvalidArgument("epochs and validation sizes must be positive".into()));
-        }
-        if self.batch_size < min_batch.max(1) {
-            return Err(Error::InvalidArgument(format!(
-                "--batch-size must be at least {}, got {}",
-                min_batch.max(1),
-                self.batch_size
-            )));
+        self.common.validate(min_batch)?;
+        if self.val_queries == 0 || self.val_corpus == 0 {
+            return Err(Error::InvalidArgument("validation sizes must be positive".into()));
         }
         if self.max_seq_length == Some(0) {
             return Err(Error::InvalidArgument("--max-seq-length must be positive".into()));
@@ -117,17 +83,9 @@ impl TextRun {
     /// The shared hyperparameters recorded in the bundle's provenance (and fingerprinted); a
     /// family adds its own to these.
     pub fn hyperparameters(&self) -> BTreeMap<String, serde_json::Value> {
-        BTreeMap::from([
-            ("epochs".into(), json!(self.epochs)),
-            ("batch_size".into(), json!(self.batch_size)),
-            ("lr".into(), json!(self.optim.lr)),
-            ("weight_decay".into(), json!(self.optim.weight_decay)),
-            ("warmup_fraction".into(), json!(self.warmup_fraction)),
-            ("clip_grad_norm".into(), json!(self.clip_grad_norm)),
-            ("seed".into(), json!(self.seed)),
-            ("max_seq_length".into(), json!(self.max_seq_length)),
-            ("half".into(), json!(self.half)),
-        ])
+        let mut all = self.common.hyperparameters();
+        all.extend([("max_seq_length".into(), json!(self.max_seq_length)), ("half".into(), json!(self.half))]);
+        all
     }
 
     /// What identifies a run of `family` across a resume: its hyperparameters, WordNet's source
@@ -145,13 +103,8 @@ impl TextRun {
     /// What the shared loop needs; `fingerprint` is the family's (it knows its own settings).
     pub fn loop_settings(&self, fingerprint: String) -> LoopSettings {
         LoopSettings {
-            seed: self.seed,
-            warmup_fraction: self.warmup_fraction,
-            clip_grad_norm: self.clip_grad_norm,
-            resume: self.resume,
-            progress: self.progress,
             weights_dtype: if self.half { DType::F16 } else { DType::F32 },
-            ..LoopSettings::beside(&self.out, &self.name, self.optim, fingerprint)
+            ..self.common.loop_settings(fingerprint)
         }
     }
 }
@@ -166,12 +119,12 @@ mod tests {
 
     #[test]
     fn a_run_is_named_after_its_directory_and_refuses_settings_that_cannot_train() {
-        assert_eq!(run().name, "x");
-        assert_eq!(TextRun::new(WordNetSource::Dir("wn".into()), "/".into(), "fallback", 4, 1e-3).name, "fallback");
+        assert_eq!(run().common.name, "x");
+        assert_eq!(run().common.warmup_fraction, 0.1);
         run().validate(2).unwrap();
         assert!(run().validate(8).is_err(), "a loss that needs 8 items per batch refuses 4");
         for broken in [
-            TextRun { epochs: 0, ..run() },
+            TextRun { common: CommonRun { epochs: 0, ..run().common }, ..run() },
             TextRun { val_queries: 0, ..run() },
             TextRun { max_seq_length: Some(0), ..run() },
         ] {

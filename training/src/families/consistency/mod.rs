@@ -141,7 +141,7 @@ impl<'a> ConsistencyStudent<'a> {
             }
         };
         let (vars, net) = build(cfg, &parametrization, &device)?;
-        seeded_init(&vars, cfg.run.seed)?;
+        seeded_init(&vars, cfg.run.common.seed)?;
         zero_output(&vars)?;
         if cfg.init_from_teacher {
             let ConsistencyMethod::Cd { teacher, .. } = &cfg.method else {
@@ -154,7 +154,7 @@ impl<'a> ConsistencyStudent<'a> {
         }
         let (ema_vars, ema_net) = build(cfg, &parametrization, &device)?;
         let ema = Ema::new(&vars, ema_vars, cfg.run.ema_decay)?;
-        let steps_per_epoch = train_set.len().div_ceil(cfg.run.batch_size);
+        let steps_per_epoch = train_set.len().div_ceil(cfg.run.common.batch_size);
         Ok(ConsistencyStudent {
             cfg,
             train_set,
@@ -313,19 +313,19 @@ impl Family for ConsistencyStudent<'_> {
 
     fn plan(&self) -> Plan {
         Plan {
-            epochs: self.cfg.run.epochs,
+            epochs: self.cfg.run.common.epochs,
             steps_per_epoch: self.steps_per_epoch,
-            cosine_epochs: self.cfg.run.epochs,
+            cosine_epochs: self.cfg.run.common.epochs,
             cosine_from: 0,
         }
     }
 
     fn batches(&self, epoch: usize) -> Vec<(usize, Vec<usize>)> {
         let mut order: Vec<usize> = (0..self.train_set.len()).collect();
-        let seed = self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
+        let seed = self.cfg.run.common.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
         order.shuffle(&mut StdRng::seed_from_u64(seed));
         let first = epoch * self.steps_per_epoch;
-        order.chunks(self.cfg.run.batch_size).enumerate().map(|(j, c)| (first + j, c.to_vec())).collect()
+        order.chunks(self.cfg.run.common.batch_size).enumerate().map(|(j, c)| (first + j, c.to_vec())).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &(usize, Vec<usize>), rng: &mut StdRng) -> Result<StepOutput> {
@@ -336,7 +336,7 @@ impl Family for ConsistencyStudent<'_> {
             (n, self.cfg.run.arch.image_shape[0], self.cfg.run.arch.image_shape[1], self.cfg.run.arch.image_shape[2]);
         let (lo, hi, weights) = match (&self.cfg.method, &self.teacher) {
             (ConsistencyMethod::Ict { s0, s1 }, _) => {
-                let total = self.steps_per_epoch * self.cfg.run.epochs;
+                let total = self.steps_per_epoch * self.cfg.run.common.epochs;
                 let grid_n = loss::discretization_steps(*k, total, *s0, *s1);
                 let grid = karras_sigmas(grid_n, self.cfg.sigma_min, self.cfg.sigma_max, RHO);
                 let p = loss::interval_weights(&grid, self.cfg.p_mean, self.cfg.p_std);
@@ -435,8 +435,8 @@ impl Family for ConsistencyStudent<'_> {
         }
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
-            name: cfg.run.name.clone(),
-            version: cfg.run.version.clone(),
+            name: cfg.run.common.name.clone(),
+            version: cfg.run.common.version.clone(),
             family: FamilySpec::Consistency(self.spec(sigmas)),
             files: Vec::new(),
             provenance: Provenance {

@@ -120,7 +120,7 @@ impl<'a> CrossEncoderRun<'a> {
         let mut pairs = benchmark.training_pairs();
         if let Some(n) = cfg.max_pairs {
             // A seeded sample, so that a limited run still covers the whole vocabulary.
-            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.run.seed ^ 0x5eed));
+            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.run.common.seed ^ 0x5eed));
             pairs.truncate(n);
         }
         let started = std::time::Instant::now();
@@ -168,8 +168,8 @@ impl<'a> CrossEncoderRun<'a> {
         hyperparameters.insert("miner".into(), self.miner_id.clone().into());
         let mut manifest = self.init.manifest.clone();
         manifest.family = FamilySpec::CrossEncoder(self.spec.clone());
-        manifest.name = self.cfg.run.name.clone();
-        manifest.version = self.cfg.run.version.clone();
+        manifest.name = self.cfg.run.common.name.clone();
+        manifest.version = self.cfg.run.common.version.clone();
         manifest.provenance = Provenance {
             dataset: "wordnet".into(),
             dataset_sha256: String::new(),
@@ -262,16 +262,21 @@ impl Family for CrossEncoderRun<'_> {
     }
 
     fn plan(&self) -> Plan {
-        let steps_per_epoch = self.pairs.len().div_ceil(self.cfg.run.batch_size);
-        Plan { epochs: self.cfg.run.epochs, steps_per_epoch, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
+        let steps_per_epoch = self.pairs.len().div_ceil(self.cfg.run.common.batch_size);
+        Plan {
+            epochs: self.cfg.run.common.epochs,
+            steps_per_epoch,
+            cosine_epochs: self.cfg.run.common.epochs,
+            cosine_from: 0,
+        }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.pairs.len()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(
-            self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64),
+            self.cfg.run.common.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64),
         ));
-        order.chunks(self.cfg.run.batch_size).map(<[usize]>::to_vec).collect()
+        order.chunks(self.cfg.run.common.batch_size).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
@@ -290,7 +295,7 @@ impl Family for CrossEncoderRun<'_> {
     }
 
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
-        let dir = trainer::sibling(&self.cfg.run.out, "val-bundle");
+        let dir = trainer::sibling(&self.cfg.run.common.out, "val-bundle");
         let weights = tandem_runtime::bundle::serialize_varmap(&self.vars)?;
         let mut files: Vec<(&str, &[u8])> = vec![(tandem_runtime::bundle::WEIGHTS_FILE, &weights)];
         let tokenizer = self.tokenizer_files();

@@ -100,7 +100,7 @@ impl<'a> DdpmTeacher<'a> {
         }
         let val_set = data::load(cfg.run.dataset, Split::Val, &cfg.run.data_dir)?;
         let (vars, net) = build(cfg, &device)?;
-        seeded_init(&vars, cfg.run.seed)?;
+        seeded_init(&vars, cfg.run.common.seed)?;
         zero_output(&vars)?;
         let (ema_vars, ema_net) = build(cfg, &device)?;
         let ema = Ema::new(&vars, ema_vars, cfg.run.ema_decay)?;
@@ -252,15 +252,20 @@ impl Family for DdpmTeacher<'_> {
     }
 
     fn plan(&self) -> Plan {
-        let steps = self.train_set.len().div_ceil(self.cfg.run.batch_size);
-        Plan { epochs: self.cfg.run.epochs, steps_per_epoch: steps, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
+        let steps = self.train_set.len().div_ceil(self.cfg.run.common.batch_size);
+        Plan {
+            epochs: self.cfg.run.common.epochs,
+            steps_per_epoch: steps,
+            cosine_epochs: self.cfg.run.common.epochs,
+            cosine_from: 0,
+        }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.train_set.len()).collect();
-        let seed = self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
+        let seed = self.cfg.run.common.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
         order.shuffle(&mut StdRng::seed_from_u64(seed));
-        order.chunks(self.cfg.run.batch_size).map(<[usize]>::to_vec).collect()
+        order.chunks(self.cfg.run.common.batch_size).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, rng: &mut StdRng) -> Result<StepOutput> {
@@ -302,8 +307,8 @@ impl Family for DdpmTeacher<'_> {
         let judge = Bundle::load(&cfg.run.judge)?;
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
-            name: cfg.run.name.clone(),
-            version: cfg.run.version.clone(),
+            name: cfg.run.common.name.clone(),
+            version: cfg.run.common.version.clone(),
             family: FamilySpec::Diffusion(self.spec()),
             files: Vec::new(),
             provenance: Provenance {

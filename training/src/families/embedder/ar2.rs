@@ -62,28 +62,28 @@ pub fn ar2(cfg: &Ar2Config) -> Result<Vec<Ar2Round>> {
         let mut ranker = cfg.ranker.clone();
         ranker.init = ranker_start.clone();
         ranker.miner = retriever.clone();
-        ranker.run.out = cfg.out.join(format!("round-{round}-ranker"));
-        ranker.run.name = format!("{}-r{round}", cfg.ranker.run.name);
-        ranker.run.seed = cfg.ranker.run.seed + round as u64;
-        let ranker_summary = finished(&ranker.run.out).map_or_else(|| cross_encoder::train(&ranker), Ok)?;
+        ranker.run.common.out = cfg.out.join(format!("round-{round}-ranker"));
+        ranker.run.common.name = format!("{}-r{round}", cfg.ranker.run.common.name);
+        ranker.run.common.seed = cfg.ranker.run.common.seed + round as u64;
+        let ranker_summary = finished(&ranker.run.common.out).map_or_else(|| cross_encoder::train(&ranker), Ok)?;
 
         let mut student = cfg.retriever_run.clone();
         student.base.init = Some(retriever.clone());
-        student.cross_encoder = ranker.run.out.clone();
+        student.cross_encoder = ranker.run.common.out.clone();
         let run = &mut student.base.run;
-        run.out = cfg.out.join(format!("round-{round}-retriever"));
-        run.name = format!("{}-r{round}", cfg.retriever_run.base.run.name);
-        run.seed = cfg.retriever_run.base.run.seed + round as u64;
+        run.common.out = cfg.out.join(format!("round-{round}-retriever"));
+        run.common.name = format!("{}-r{round}", cfg.retriever_run.base.run.common.name);
+        run.common.seed = cfg.retriever_run.base.run.common.seed + round as u64;
         let retriever_summary =
-            finished(&student.base.run.out).map_or_else(|| rank_distill::rank_distill(&student), Ok)?;
+            finished(&student.base.run.common.out).map_or_else(|| rank_distill::rank_distill(&student), Ok)?;
         tracing::info!(
             round,
             ranker_val = ranker_summary.val_accuracy,
             retriever_val = retriever_summary.val_accuracy,
             "AR2 round done"
         );
-        retriever = student.base.run.out.clone();
-        ranker_start = ranker.run.out.clone();
+        retriever = student.base.run.common.out.clone();
+        ranker_start = ranker.run.common.out.clone();
         rounds.push(Ar2Round { round, ranker: ranker_summary, retriever: retriever_summary });
     }
     Ok(rounds)

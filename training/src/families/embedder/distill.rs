@@ -150,7 +150,7 @@ impl<'a> DistillRun<'a> {
     pub fn new(cfg: &'a DistillConfig) -> Result<DistillRun<'a>> {
         let teacher = Bundle::load(&cfg.teacher)?;
         let benchmark = load_benchmark(&cfg.run.wordnet)?;
-        let texts = training_texts(&benchmark, cfg.run.seed, cfg.max_texts);
+        let texts = training_texts(&benchmark, cfg.run.common.seed, cfg.max_texts);
         if texts.is_empty() {
             return Err(Error::InvalidArgument("the benchmark has no training texts".into()));
         }
@@ -168,7 +168,7 @@ impl<'a> DistillRun<'a> {
             hyperparameters: self.cfg.hyperparameters(),
             teacher: Some(self.teacher_id.clone()),
         };
-        self.student.manifest(&self.cfg.run.name, &self.cfg.run.version, provenance, metrics)
+        self.student.manifest(&self.cfg.run.common.name, &self.cfg.run.common.version, provenance, metrics)
     }
 }
 
@@ -196,7 +196,7 @@ fn training_texts(benchmark: &Benchmark, seed: u64, limit: Option<usize>) -> Vec
 fn teacher_targets(cfg: &DistillConfig, teacher: &Bundle, texts: &[String]) -> Result<Tensor> {
     let key = format!("{}|{}|{:?}|{}", teacher.id, cfg.loss.name(), cfg.run.max_seq_length, texts.join("\n"));
     let digest = tandem_runtime::bundle::sha256_hex(key.as_bytes());
-    let path = trainer::sibling(&cfg.run.out, &format!("teacher-{}.safetensors", &digest[..12]));
+    let path = trainer::sibling(&cfg.run.common.out, &format!("teacher-{}.safetensors", &digest[..12]));
     if let Ok(saved) = candle_core::safetensors::load(&path, &Device::Cpu) {
         if let Some(targets) = saved.get("targets").filter(|t| t.dim(0).ok() == Some(texts.len())) {
             return Ok(targets.clone());
@@ -223,16 +223,21 @@ impl Family for DistillRun<'_> {
     }
 
     fn plan(&self) -> Plan {
-        let steps_per_epoch = self.texts.len().div_ceil(self.cfg.run.batch_size);
-        Plan { epochs: self.cfg.run.epochs, steps_per_epoch, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
+        let steps_per_epoch = self.texts.len().div_ceil(self.cfg.run.common.batch_size);
+        Plan {
+            epochs: self.cfg.run.common.epochs,
+            steps_per_epoch,
+            cosine_epochs: self.cfg.run.common.epochs,
+            cosine_from: 0,
+        }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.texts.len()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(
-            self.cfg.run.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64),
+            self.cfg.run.common.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64),
         ));
-        order.chunks(self.cfg.run.batch_size).map(<[usize]>::to_vec).collect()
+        order.chunks(self.cfg.run.common.batch_size).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, _epoch: usize, batch: &Vec<usize>, _rng: &mut StdRng) -> Result<StepOutput> {
@@ -254,7 +259,7 @@ impl Family for DistillRun<'_> {
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let manifest = self.manifest(BTreeMap::new());
         let run = &self.cfg.run;
-        self.student.validate(&manifest, &run.out, &self.benchmark, run.val_queries, run.val_corpus)
+        self.student.validate(&manifest, &run.common.out, &self.benchmark, run.val_queries, run.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {

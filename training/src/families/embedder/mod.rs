@@ -76,7 +76,7 @@ impl<'a> EmbedderRun<'a> {
         let mut pairs = benchmark.training_pairs();
         if let Some(n) = cfg.max_pairs {
             // A seeded sample, so that a limited run still covers the whole vocabulary.
-            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.run.seed ^ 0x5eed));
+            pairs.shuffle(&mut StdRng::seed_from_u64(cfg.run.common.seed ^ 0x5eed));
             pairs.truncate(n);
         }
         if pairs.is_empty() {
@@ -103,7 +103,7 @@ impl<'a> EmbedderRun<'a> {
             hyperparameters: self.cfg.hyperparameters(),
             teacher: Some(self.teacher_id.clone()),
         };
-        self.encoder.manifest(&self.cfg.run.name, &self.cfg.run.version, provenance, metrics)
+        self.encoder.manifest(&self.cfg.run.common.name, &self.cfg.run.common.version, provenance, metrics)
     }
 }
 
@@ -142,11 +142,16 @@ impl Family for EmbedderRun<'_> {
 
     fn plan(&self) -> Plan {
         let steps_per_epoch = self.batches(0).len();
-        Plan { epochs: self.cfg.run.epochs, steps_per_epoch, cosine_epochs: self.cfg.run.epochs, cosine_from: 0 }
+        Plan {
+            epochs: self.cfg.run.common.epochs,
+            steps_per_epoch,
+            cosine_epochs: self.cfg.run.common.epochs,
+            cosine_from: 0,
+        }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
-        pairs::batches(&self.pairs, self.cfg.run.batch_size, self.cfg.run.seed, epoch)
+        pairs::batches(&self.pairs, self.cfg.run.common.batch_size, self.cfg.run.common.seed, epoch)
     }
 
     fn begin_epoch(&mut self, epoch: usize, _optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
@@ -157,7 +162,7 @@ impl Family for EmbedderRun<'_> {
         let (negatives, measured) = pairs::mine_own(
             &self.encoder,
             &manifest,
-            &self.cfg.run.out,
+            &self.cfg.run.common.out,
             &self.benchmark,
             &self.pairs,
             &self.cfg.mining,
@@ -188,7 +193,7 @@ impl Family for EmbedderRun<'_> {
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let manifest = self.manifest(BTreeMap::new());
         let run = &self.cfg.run;
-        self.encoder.validate(&manifest, &run.out, &self.benchmark, run.val_queries, run.val_corpus)
+        self.encoder.validate(&manifest, &run.common.out, &self.benchmark, run.val_queries, run.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {

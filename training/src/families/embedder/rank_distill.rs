@@ -167,7 +167,7 @@ impl<'a> RankDistillRun<'a> {
         let base = &cfg.base;
         let benchmark = load_benchmark(&base.run.wordnet)?;
         let mut pairs = benchmark.training_pairs();
-        pairs.shuffle(&mut StdRng::seed_from_u64(base.run.seed ^ 0x5eed));
+        pairs.shuffle(&mut StdRng::seed_from_u64(base.run.common.seed ^ 0x5eed));
         if let Some(n) = cfg.max_pairs {
             pairs.truncate(n);
         }
@@ -205,7 +205,7 @@ impl<'a> RankDistillRun<'a> {
             hyperparameters: self.cfg.hyperparameters(),
             teacher: Some(self.teacher_id.clone()),
         };
-        self.student.manifest(&self.cfg.base.run.name, &self.cfg.base.run.version, provenance, metrics)
+        self.student.manifest(&self.cfg.base.run.common.name, &self.cfg.base.run.common.version, provenance, metrics)
     }
 }
 
@@ -258,12 +258,12 @@ impl Family for RankDistillRun<'_> {
 
     fn plan(&self) -> Plan {
         let steps_per_epoch = self.batches(0).len();
-        let epochs = self.cfg.base.run.epochs;
+        let epochs = self.cfg.base.run.common.epochs;
         Plan { epochs, steps_per_epoch, cosine_epochs: epochs, cosine_from: 0 }
     }
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
-        pairs::batches(&self.pairs, self.cfg.base.run.batch_size, self.cfg.base.run.seed, epoch)
+        pairs::batches(&self.pairs, self.cfg.base.run.common.batch_size, self.cfg.base.run.common.seed, epoch)
     }
 
     fn begin_epoch(&mut self, epoch: usize, _optimizer: &mut AdamW) -> Result<BTreeMap<String, f64>> {
@@ -271,7 +271,7 @@ impl Family for RankDistillRun<'_> {
         let (negatives, mut measured) = pairs::mine_own(
             &self.student,
             &manifest,
-            &self.cfg.base.run.out,
+            &self.cfg.base.run.common.out,
             &self.benchmark,
             &self.pairs,
             &self.cfg.mining,
@@ -339,7 +339,7 @@ impl Family for RankDistillRun<'_> {
     fn validate(&mut self, _epoch: usize) -> Result<Validation> {
         let manifest = self.manifest(BTreeMap::new());
         let run = &self.cfg.base.run;
-        self.student.validate(&manifest, &run.out, &self.benchmark, run.val_queries, run.val_corpus)
+        self.student.validate(&manifest, &run.common.out, &self.benchmark, run.val_queries, run.val_corpus)
     }
 
     fn export(&self, history: &[EpochRecord]) -> Result<Export> {

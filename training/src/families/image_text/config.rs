@@ -8,6 +8,7 @@ use serde_json::json;
 use tandem_runtime::models::cnn::CnnConfig;
 
 use crate::data::{Augment, DatasetName};
+use crate::families::common_run::CommonRun;
 use crate::optim::AdamWConfig;
 use crate::trainer::LoopSettings;
 use crate::{Error, Result};
@@ -56,10 +57,9 @@ pub struct CprdSettings {
 /// Everything an image–text run is made of.
 #[derive(Debug, Clone)]
 pub struct ImageTextTrainConfig {
-    /// Bundle name.
-    pub name: String,
-    /// Bundle version.
-    pub version: String,
+    /// What every family's run shares: epochs over the training images, each step's images with
+    /// a random caption of its class; the seed also draws the augmentation and the captions.
+    pub common: CommonRun,
     /// The images (Fashion-MNIST; the digits for tests).
     pub dataset: DatasetName,
     /// Dataset cache directory, where WordNet is fetched too.
@@ -75,18 +75,6 @@ pub struct ImageTextTrainConfig {
     pub text: TextTower,
     /// Longest caption or label in tokens, special tokens included (the text tower's positions).
     pub max_seq_length: usize,
-    /// Epochs over the training images.
-    pub epochs: usize,
-    /// Images per step, each with a random caption of its class.
-    pub batch_size: usize,
-    /// AdamW settings; `lr` is the peak.
-    pub optim: AdamWConfig,
-    /// Warm-up as a fraction of all steps.
-    pub warmup_fraction: f64,
-    /// Gradient clipping by global norm.
-    pub clip_grad_norm: Option<f64>,
-    /// Seeds initialisation, order, augmentation and the captions drawn.
-    pub seed: u64,
     /// Only the first N training images.
     pub train_limit: Option<usize>,
     /// Validation images measured after each epoch.
@@ -97,12 +85,6 @@ pub struct ImageTextTrainConfig {
     pub augment: Augment,
     /// Distil a matcher's rankings (CPRD) on top of the contrastive loss.
     pub cprd: Option<CprdSettings>,
-    /// Bundle directory to write.
-    pub out: PathBuf,
-    /// Continue from the checkpoint.
-    pub resume: bool,
-    /// Progress output.
-    pub progress: bool,
 }
 
 impl ImageTextTrainConfig {
@@ -117,11 +99,10 @@ impl ImageTextTrainConfig {
         image_arch: CnnConfig,
         out: PathBuf,
     ) -> ImageTextTrainConfig {
-        let name = out.file_name().map_or_else(|| "image-text".into(), |n| n.to_string_lossy().into_owned());
         let augment = Augment { max_shift: 2, max_rotation_deg: 0.0, flip: dataset.mirror_invariant() };
+        let optim = AdamWConfig { lr: 2e-3, weight_decay: 1e-4, ..AdamWConfig::default() };
         ImageTextTrainConfig {
-            name,
-            version: "1".into(),
+            common: CommonRun { warmup_fraction: 0.05, ..CommonRun::new(out, "image-text", 6, 256, optim) },
             dataset,
             data_dir,
             wordnet_dir: None,
@@ -129,20 +110,11 @@ impl ImageTextTrainConfig {
             image_arch,
             text: TextTower::default(),
             max_seq_length: 64,
-            epochs: 6,
-            batch_size: 256,
-            optim: AdamWConfig { lr: 2e-3, weight_decay: 1e-4, ..AdamWConfig::default() },
-            warmup_fraction: 0.05,
-            clip_grad_norm: Some(1.0),
-            seed: 0,
             train_limit: None,
             val_images: 1000,
             test_images: None,
             augment,
             cprd: None,
-            out,
-            resume: false,
-            progress: true,
         }
     }
 
@@ -174,10 +146,10 @@ impl ImageTextTrainConfig {
                 ));
             }
         }
-        if self.epochs == 0 || self.batch_size < 2 || self.val_images == 0 || self.max_seq_length < 3 {
+        self.common.validate(2)?;
+        if self.val_images == 0 || self.max_seq_length < 3 {
             return Err(Error::InvalidArgument(
-                "epochs and validation images must be positive, the batch at least 2 and max_seq_length at least 3"
-                    .into(),
+                "validation images must be positive and max_seq_length at least 3".into(),
             ));
         }
         Ok(())
@@ -185,14 +157,7 @@ impl ImageTextTrainConfig {
 
     /// The hyperparameters recorded in the bundle's provenance (and fingerprinted).
     pub fn hyperparameters(&self) -> BTreeMap<String, serde_json::Value> {
-        BTreeMap::from([
-            ("epochs".into(), json!(self.epochs)),
-            ("batch_size".into(), json!(self.batch_size)),
-            ("lr".into(), json!(self.optim.lr)),
-            ("weight_decay".into(), json!(self.optim.weight_decay)),
-            ("warmup_fraction".into(), json!(self.warmup_fraction)),
-            ("clip_grad_norm".into(), json!(self.clip_grad_norm)),
-            ("seed".into(), json!(self.seed)),
+        let own = BTreeMap::from([
             ("train_limit".into(), json!(self.train_limit)),
             ("text_hidden".into(), json!(self.text.hidden)),
             ("text_layers".into(), json!(self.text.layers)),
@@ -201,23 +166,26 @@ impl ImageTextTrainConfig {
             ("max_seq_length".into(), json!(self.max_seq_length)),
             ("augment".into(), json!(self.augment)),
             ("loss".into(), json!("symmetric InfoNCE, every same-class pair of the batch a positive")),
-        ])
-        .into_iter()
-        .chain(self.cprd.iter().flat_map(|c| {
-            [
-                ("cprd_beta".to_owned(), json!(c.beta)),
-                ("cprd_negatives".to_owned(), json!(c.negatives)),
-                (
-                    "cprd_validity".to_owned(),
-                    json!("a negative the teacher scores at or above the positive ends the list"),
-                ),
-                ("teacher_arch".to_owned(), json!(c.teacher_arch)),
-                ("teacher_hidden".to_owned(), json!(c.teacher_hidden)),
-                ("teacher_epochs".to_owned(), json!(self.teacher_stage_epochs())),
-                ("teacher_file".to_owned(), json!(c.teacher)),
-            ]
-        }))
-        .collect()
+        ]);
+        self.common
+            .hyperparameters()
+            .into_iter()
+            .chain(own)
+            .chain(self.cprd.iter().flat_map(|c| {
+                [
+                    ("cprd_beta".to_owned(), json!(c.beta)),
+                    ("cprd_negatives".to_owned(), json!(c.negatives)),
+                    (
+                        "cprd_validity".to_owned(),
+                        json!("a negative the teacher scores at or above the positive ends the list"),
+                    ),
+                    ("teacher_arch".to_owned(), json!(c.teacher_arch)),
+                    ("teacher_hidden".to_owned(), json!(c.teacher_hidden)),
+                    ("teacher_epochs".to_owned(), json!(self.teacher_stage_epochs())),
+                    ("teacher_file".to_owned(), json!(c.teacher)),
+                ]
+            }))
+            .collect()
     }
 
     /// Epochs of the matcher stage this run trains: none without CPRD or with a loaded teacher.
@@ -230,19 +198,12 @@ impl ImageTextTrainConfig {
 
     /// Where the matcher stage saves the matcher, for other runs' `--teacher`.
     pub fn teacher_path(&self) -> PathBuf {
-        crate::trainer::sibling(&self.out, "teacher.safetensors")
+        crate::trainer::sibling(&self.common.out, "teacher.safetensors")
     }
 
     /// What the shared loop needs.
     pub fn loop_settings(&self, tokenizer_sha256: &str) -> LoopSettings {
-        LoopSettings {
-            seed: self.seed,
-            warmup_fraction: self.warmup_fraction,
-            clip_grad_norm: self.clip_grad_norm,
-            resume: self.resume,
-            progress: self.progress,
-            ..LoopSettings::beside(&self.out, &self.name, self.optim, self.fingerprint(tokenizer_sha256))
-        }
+        self.common.loop_settings(self.fingerprint(tokenizer_sha256))
     }
 
     fn fingerprint(&self, tokenizer_sha256: &str) -> String {

@@ -153,12 +153,13 @@ impl<'a> ImageTextRun<'a> {
         let architecture = ImageTextConfig { image: cfg.image_arch.clone(), text, pooling: Pooling::Mean };
         let vars = VarMap::new();
         let model = TrainableImageText::new(&architecture, VarBuilder::from_varmap(&vars, DType::F32, &device))?;
-        seeded_init(&vars, cfg.seed)?;
+        seeded_init(&vars, cfg.common.seed)?;
         // The scale is a temperature, not a weight: it starts where CLIP's does.
         vars.data().lock().expect("varmap lock poisoned. This is a bug.")[LOGIT_SCALE]
             .set(&Tensor::new(&[INITIAL_LOGIT_SCALE.ln() as f32], &device)?)?;
         let by_class = (0..captions.classes.len()).map(|c| captions.of_class(c)).collect();
-        let teacher = cfg.cprd.as_ref().map(|c| Teacher::new(c, &architecture.text, cfg.seed, &device)).transpose()?;
+        let teacher =
+            cfg.cprd.as_ref().map(|c| Teacher::new(c, &architecture.text, cfg.common.seed, &device)).transpose()?;
         Ok(ImageTextRun {
             cfg,
             train,
@@ -195,8 +196,8 @@ impl<'a> ImageTextRun<'a> {
         };
         Manifest {
             schema_version: SCHEMA_VERSION,
-            name: self.cfg.name.clone(),
-            version: self.cfg.version.clone(),
+            name: self.cfg.common.name.clone(),
+            version: self.cfg.common.version.clone(),
             family: FamilySpec::ImageText(spec),
             files: Vec::new(),
             provenance: Provenance {
@@ -285,12 +286,17 @@ impl Family for ImageTextRun<'_> {
     fn plan(&self) -> Plan {
         let steps_per_epoch = self.batches(0).len();
         let stage = self.cfg.teacher_stage_epochs();
-        Plan { epochs: stage + self.cfg.epochs, steps_per_epoch, cosine_epochs: self.cfg.epochs, cosine_from: stage }
+        Plan {
+            epochs: stage + self.cfg.common.epochs,
+            steps_per_epoch,
+            cosine_epochs: self.cfg.common.epochs,
+            cosine_from: stage,
+        }
     }
 
     fn epoch_plan(&self, epoch: usize) -> EpochPlan {
         match (&self.teacher, epoch < self.cfg.teacher_stage_epochs()) {
-            (Some(_), true) => EpochPlan { stage: Some("teacher".into()), constant_lr: Some(self.cfg.optim.lr) },
+            (Some(_), true) => EpochPlan { stage: Some("teacher".into()), constant_lr: Some(self.cfg.common.optim.lr) },
             (Some(_), false) => EpochPlan { stage: Some("student".into()), constant_lr: None },
             (None, _) => EpochPlan::default(),
         }
@@ -314,8 +320,8 @@ impl Family for ImageTextRun<'_> {
     /// The epoch's seeded order in batches; a last batch of one image, which has nothing to
     /// contrast, is dropped.
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
-        let order = epoch_order(self.train.len(), self.cfg.seed, epoch);
-        order.chunks(self.cfg.batch_size).filter(|b| b.len() > 1).map(<[usize]>::to_vec).collect()
+        let order = epoch_order(self.train.len(), self.cfg.common.seed, epoch);
+        order.chunks(self.cfg.common.batch_size).filter(|b| b.len() > 1).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, epoch: usize, batch: &Vec<usize>, rng: &mut StdRng) -> Result<StepOutput> {
@@ -355,7 +361,7 @@ impl Family for ImageTextRun<'_> {
             let extra = BTreeMap::from([("teacher_zero_shot_accuracy".into(), accuracy)]);
             return Ok(Validation { loss: 1.0 - accuracy, accuracy, extra });
         }
-        let dir = trainer::sibling(&self.cfg.out, "val-bundle");
+        let dir = trainer::sibling(&self.cfg.common.out, "val-bundle");
         self.write_bundle(&dir)?;
         let report = evaluate_bundle(&dir, &self.val, &self.captions)?;
         let mut extra = report.figures();

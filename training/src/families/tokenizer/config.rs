@@ -8,6 +8,7 @@ use serde_json::json;
 use tandem_runtime::models::image_tokenizer::ImageTokenizerConfig;
 
 use crate::data::DatasetName;
+use crate::families::common_run::CommonRun;
 use crate::optim::AdamWConfig;
 use crate::trainer::{self, LoopSettings};
 use crate::{Error, Result};
@@ -36,10 +37,9 @@ impl Default for LossWeights {
 /// Everything a tokenizer run is made of.
 #[derive(Debug, Clone)]
 pub struct TokenizerConfig {
-    /// Bundle name.
-    pub name: String,
-    /// Bundle version.
-    pub version: String,
+    /// What every family's run shares; the epochs are the tokenizer's (after the teacher's) and
+    /// the batch counts images.
+    pub common: CommonRun,
     /// Dataset to tokenize.
     pub dataset: DatasetName,
     /// Dataset cache directory.
@@ -50,18 +50,6 @@ pub struct TokenizerConfig {
     pub teacher_epochs: usize,
     /// A teacher saved by an earlier run (`<out>.teacher.safetensors`) to use instead.
     pub teacher: Option<PathBuf>,
-    /// Epochs of tokenizer training.
-    pub epochs: usize,
-    /// Images per step.
-    pub batch_size: usize,
-    /// AdamW settings; `lr` is the peak.
-    pub optim: AdamWConfig,
-    /// Warm-up as a fraction of the schedule's steps.
-    pub warmup_fraction: f64,
-    /// Gradient clipping by global norm.
-    pub clip_grad_norm: Option<f64>,
-    /// Seed of initialisation and order.
-    pub seed: u64,
     /// Only the first N training images.
     pub train_limit: Option<usize>,
     /// Validation images measured after each epoch.
@@ -74,50 +62,35 @@ pub struct TokenizerConfig {
     pub codebook_decay: f64,
     /// A code whose moving-average count falls below this is restarted on a vector of the batch.
     pub dead_code_threshold: f64,
-    /// Bundle directory to write.
-    pub out: PathBuf,
-    /// Continue from the checkpoint.
-    pub resume: bool,
-    /// Progress output.
-    pub progress: bool,
 }
 
 impl TokenizerConfig {
     /// A run of `arch` on `dataset` with the defaults of the reproduction notes: batch 128, AdamW
     /// at 1e-3 with 2% warm-up, clipping at 1, 3 teacher epochs and 5 tokenizer epochs.
     pub fn new(arch: ImageTokenizerConfig, dataset: DatasetName, data_dir: PathBuf, out: PathBuf) -> TokenizerConfig {
-        let name = out.file_name().map_or_else(|| "tokenizer".into(), |n| n.to_string_lossy().into_owned());
+        let optim = AdamWConfig { lr: 1e-3, weight_decay: 1e-4, ..AdamWConfig::default() };
         TokenizerConfig {
-            name,
-            version: "1".into(),
+            common: CommonRun { warmup_fraction: 0.02, ..CommonRun::new(out, "tokenizer", 5, 128, optim) },
             dataset,
             data_dir,
             arch,
             teacher_epochs: 3,
             teacher: None,
-            epochs: 5,
-            batch_size: 128,
-            optim: AdamWConfig { lr: 1e-3, weight_decay: 1e-4, ..AdamWConfig::default() },
-            warmup_fraction: 0.02,
-            clip_grad_norm: Some(1.0),
-            seed: 0,
             train_limit: None,
             val_images: 1000,
             test_images: None,
             losses: LossWeights::default(),
             codebook_decay: 0.99,
             dead_code_threshold: 0.5,
-            out,
-            resume: false,
-            progress: true,
         }
     }
 
     /// Refuses settings that cannot train.
     pub fn validate(&self) -> Result<()> {
         self.arch.validate().map_err(Error::InvalidArgument)?;
-        if self.epochs == 0 || self.batch_size == 0 || self.val_images == 0 {
-            return Err(Error::InvalidArgument("epochs, batch size and validation images must be positive".into()));
+        self.common.validate(1)?;
+        if self.val_images == 0 {
+            return Err(Error::InvalidArgument("validation images must be positive".into()));
         }
         if self.teacher.is_none() && self.teacher_epochs == 0 && self.arch.layout.has_semantic_stream() {
             return Err(Error::InvalidArgument(
@@ -149,16 +122,10 @@ impl TokenizerConfig {
     /// The hyperparameters recorded in the bundle's provenance (and fingerprinted).
     pub fn hyperparameters(&self) -> BTreeMap<String, serde_json::Value> {
         let w = self.losses;
-        BTreeMap::from([
+        let mut all = self.common.hyperparameters();
+        all.extend([
             ("layout".into(), json!(self.arch.layout.name())),
             ("teacher_epochs".into(), json!(self.teacher_stage_epochs())),
-            ("epochs".into(), json!(self.epochs)),
-            ("batch_size".into(), json!(self.batch_size)),
-            ("lr".into(), json!(self.optim.lr)),
-            ("weight_decay".into(), json!(self.optim.weight_decay)),
-            ("warmup_fraction".into(), json!(self.warmup_fraction)),
-            ("clip_grad_norm".into(), json!(self.clip_grad_norm)),
-            ("seed".into(), json!(self.seed)),
             ("train_limit".into(), json!(self.train_limit)),
             ("loss_reconstruction".into(), json!(w.reconstruction)),
             ("loss_perceptual".into(), json!(w.perceptual)),
@@ -166,29 +133,23 @@ impl TokenizerConfig {
             ("loss_semantic".into(), json!(w.semantic)),
             ("codebook_decay".into(), json!(self.codebook_decay)),
             ("dead_code_threshold".into(), json!(self.dead_code_threshold)),
-        ])
+        ]);
+        all
     }
 
     /// What the shared loop needs.
     pub fn loop_settings(&self) -> LoopSettings {
-        LoopSettings {
-            seed: self.seed,
-            warmup_fraction: self.warmup_fraction,
-            clip_grad_norm: self.clip_grad_norm,
-            resume: self.resume,
-            progress: self.progress,
-            ..LoopSettings::beside(&self.out, &self.name, self.optim, self.fingerprint())
-        }
+        self.common.loop_settings(self.fingerprint())
     }
 
     /// Where the teacher stage saves the frozen teacher, for other runs' `--teacher`.
     pub fn teacher_path(&self) -> PathBuf {
-        trainer::sibling(&self.out, "teacher.safetensors")
+        trainer::sibling(&self.common.out, "teacher.safetensors")
     }
 
     /// The reconstruction grid written after each epoch (1-based).
     pub fn grid_path(&self, epoch: usize) -> PathBuf {
-        trainer::sibling(&self.out, &format!("reconstructions-epoch-{epoch:03}.png"))
+        trainer::sibling(&self.common.out, &format!("reconstructions-epoch-{epoch:03}.png"))
     }
 
     fn fingerprint(&self) -> String {

@@ -105,7 +105,7 @@ impl<'a> TokenizerRun<'a> {
         }
         let vars = VarMap::new();
         let net = ImageTokenizer::new(&cfg.arch, VarBuilder::from_varmap(&vars, DType::F32, &device))?;
-        seeded_init(&vars, cfg.seed)?;
+        seeded_init(&vars, cfg.common.seed)?;
         let mut teacher_vars = VarMap::new();
         let teacher = Vit::new(&cfg.arch.encoder, VarBuilder::from_varmap(&teacher_vars, DType::F32, &device))?;
         if let Some(path) = &cfg.teacher {
@@ -126,7 +126,7 @@ impl<'a> TokenizerRun<'a> {
                 var.map(|v| CodebookEma::new(v, cfg.codebook_decay, cfg.dead_code_threshold).map(|e| (stream, e)))
             })
             .collect::<Result<Vec<_>>>()?;
-        let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+        let steps_per_epoch = train_set.len().div_ceil(cfg.common.batch_size);
         Ok(TokenizerRun {
             cfg,
             train_set,
@@ -287,16 +287,19 @@ impl Family for TokenizerRun<'_> {
 
     fn plan(&self) -> Plan {
         Plan {
-            epochs: self.teacher_epochs() + self.cfg.epochs,
+            epochs: self.teacher_epochs() + self.cfg.common.epochs,
             steps_per_epoch: self.steps_per_epoch,
-            cosine_epochs: self.cfg.epochs,
+            cosine_epochs: self.cfg.common.epochs,
             cosine_from: self.teacher_epochs(),
         }
     }
 
     fn epoch_plan(&self, epoch: usize) -> EpochPlan {
         if epoch < self.teacher_epochs() {
-            EpochPlan { stage: Some("teacher".into()), constant_lr: Some(self.cfg.optim.lr * TEACHER_LR_FRACTION) }
+            EpochPlan {
+                stage: Some("teacher".into()),
+                constant_lr: Some(self.cfg.common.optim.lr * TEACHER_LR_FRACTION),
+            }
         } else {
             EpochPlan { stage: Some("tokenizer".into()), constant_lr: None }
         }
@@ -318,9 +321,9 @@ impl Family for TokenizerRun<'_> {
 
     fn batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.train_set.len()).collect();
-        let seed = self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
+        let seed = self.cfg.common.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64);
         order.shuffle(&mut StdRng::seed_from_u64(seed));
-        order.chunks(self.cfg.batch_size).map(<[usize]>::to_vec).collect()
+        order.chunks(self.cfg.common.batch_size).map(<[usize]>::to_vec).collect()
     }
 
     fn step(&mut self, epoch: usize, idx: &Vec<usize>, rng: &mut StdRng) -> Result<StepOutput> {
@@ -361,8 +364,8 @@ impl Family for TokenizerRun<'_> {
         }
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
-            name: cfg.name.clone(),
-            version: cfg.version.clone(),
+            name: cfg.common.name.clone(),
+            version: cfg.common.version.clone(),
             family: FamilySpec::ImageTokenizer(ImageTokenizerSpec {
                 architecture: cfg.arch.clone(),
                 labels: self.train_set.classes.clone(),
