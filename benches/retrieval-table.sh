@@ -18,7 +18,9 @@
 # (the students' teacher layers, default "0,5"), VOCAB (the students' vocabulary, default 14000),
 # INTERMEDIATE (the students' feed-forward units per layer, default all), LOSSES ("cosine"), SEEDS
 # ("0"), TEXTS (texts per distillation, default 60000), DISTILL_EPOCHS (1), DISTILL_LR (1e-4),
-# STUDENT_PAIRS (pairs the distilled student is then fine-tuned on, 16384), RERANK_TOP (50),
+# STUDENT_PAIRS (pairs the distilled student is then fine-tuned on, 16384), STUDENT_NEGATIVES (hard
+# negatives the student mines itself for that fine-tuning, default none), STUDENT_TEACHER_WEIGHT
+# (the weight of the teacher's scores over the same batch in it, default none), RERANK_TOP (50),
 # CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS ("score-kl cprd"),
 # RANK_SEEDS ("0 1 2"), RANK_PAIRS (pairs per rank-distillation run, 2048), RANK_NEGATIVES (the
 # student's mined negatives the cross-encoder orders, 4). WordNet and MiniLM need `tandem data fetch
@@ -33,6 +35,10 @@ TEACHER_STAGES=${TEACHER_STAGES:-1}
 TEACHER=minilm-wordnet-$TEACHER_STAGES
 intermediate=()
 [ -n "${INTERMEDIATE:-}" ] && intermediate=(--intermediate "$INTERMEDIATE")
+student_tuning=()
+[ -n "${STUDENT_NEGATIVES:-}" ] && student_tuning+=(--hard-negatives "$STUDENT_NEGATIVES")
+[ -n "${STUDENT_TEACHER_WEIGHT:-}" ] &&
+    student_tuning+=(--teacher "$OUT/$TEACHER" --teacher-weight "$STUDENT_TEACHER_WEIGHT")
 mkdir -p "$OUT"
 "$BIN" --version >&2
 
@@ -96,7 +102,7 @@ for loss in ${LOSSES:-cosine}; do
         if [ ! -f "$tuned/manifest.json" ]; then
             echo "== student, $loss, seed $seed, fine-tuned on the pairs" >&2
             "$BIN" train-embedder --init "$run" --max-pairs "${STUDENT_PAIRS:-16384}" --seed "$seed" \
-                --batch-size 64 --lr 1e-4 --half --val-queries 300 --val-corpus 5000 \
+                "${student_tuning[@]}" --batch-size 64 --lr 1e-4 --half --val-queries 300 --val-corpus 5000 \
                 --test-queries 200 --test-corpus 5000 --out "$tuned" --resume --quiet --json > /dev/null
         fi
         measure "student-$loss-$seed-ft" "$tuned"
