@@ -105,9 +105,7 @@ impl<'a> EmbedderRun<'a> {
         };
         self.encoder.manifest(&self.cfg.run.common.name, &self.cfg.run.common.version, provenance, metrics)
     }
-}
 
-impl EmbedderRun<'_> {
     /// The teacher's scaled cosines of every (query, gloss) of a batch, the student's score matrix.
     fn teacher_scores(&self, teacher: &Encoder, queries: &[&str], glosses: &[&str]) -> Result<Tensor> {
         let embed = |texts: &[&str], what: &str| -> Result<Tensor> {
