@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::{Device, Tensor};
 use serde::Serialize;
 use tandem_runtime::{BatchConfig, EmbedRequest, RerankRequest, Runtime, RuntimeConfig};
 
@@ -289,6 +290,8 @@ pub(crate) struct Encoder {
     runtime: Runtime,
     /// `name@version` of the loaded bundle.
     pub(crate) id: String,
+    /// `sha256:<hex>` over the bundle's files, for provenance.
+    pub(crate) bundle_id: String,
     params: usize,
 }
 
@@ -320,7 +323,7 @@ impl Encoder {
         let tokio = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| {
             Error::Runtime(tandem_runtime::Error::Internal(format!("cannot start an async runtime: {e}")))
         })?;
-        Ok((Encoder { tokio, runtime, id: info.id, params: info.params }, info.kind))
+        Ok((Encoder { tokio, runtime, id: info.id, bundle_id: info.bundle_id, params: info.params }, info.kind))
     }
 
     /// Unit-length embeddings of `texts`, in order; long texts are truncated to the model's limit.
@@ -347,6 +350,19 @@ impl Encoder {
             }
         }
         Ok(vectors)
+    }
+
+    /// [`Encoder::embed_as`] as one `(texts, dim)` tensor on `device`, for losses that use the vectors.
+    pub(crate) fn embed_tensor(
+        &self,
+        texts: &[String],
+        what: &str,
+        normalize: bool,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let vectors = self.embed_as(texts, what, normalize)?;
+        let dim = vectors.first().map_or(0, Vec::len);
+        Ok(Tensor::from_vec(vectors.into_iter().flatten().collect::<Vec<f32>>(), (texts.len(), dim), device)?)
     }
 }
 

@@ -203,10 +203,7 @@ fn teacher_targets(cfg: &DistillConfig, teacher: &Bundle, texts: &[String]) -> R
         }
     }
     let encoder = Encoder::load(&cfg.teacher, 0)?;
-    let vectors = encoder.embed_as(texts, "teacher targets", cfg.loss == DistillLoss::Cosine)?;
-    let dim = vectors.first().map_or(0, Vec::len);
-    let targets =
-        Tensor::from_vec(vectors.into_iter().flatten().collect::<Vec<f32>>(), (texts.len(), dim), &Device::Cpu)?;
+    let targets = encoder.embed_tensor(texts, "teacher targets", cfg.loss == DistillLoss::Cosine, &Device::Cpu)?;
     let bytes = safetensors::serialize([("targets", &targets)], None)
         .map_err(|e| Error::InvalidData { file: path.display().to_string(), reason: e.to_string() })?;
     tandem_runtime::fs::atomic_write(&path, &bytes).map_err(|e| Error::io(&path, e))?;

@@ -84,10 +84,7 @@ impl<'a> EmbedderRun<'a> {
         }
         // Glosses recur across batches and epochs, so the teacher's cache saves re-embedding them.
         let teacher = cfg.teacher.as_ref().map(|t| Encoder::load(&t.bundle, 100_000)).transpose()?;
-        let teacher_id = match &cfg.teacher {
-            Some(t) => Bundle::load(&t.bundle)?.id,
-            None => init.id,
-        };
+        let teacher_id = teacher.as_ref().map_or_else(|| init.id.clone(), |t| t.bundle_id.clone());
         Ok(EmbedderRun { cfg, teacher_id, encoder, benchmark, pairs, negatives: Vec::new(), teacher })
     }
 
@@ -110,10 +107,7 @@ impl<'a> EmbedderRun<'a> {
     fn teacher_scores(&self, teacher: &Encoder, queries: &[&str], glosses: &[&str]) -> Result<Tensor> {
         let embed = |texts: &[&str], what: &str| -> Result<Tensor> {
             let owned: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-            let vectors = teacher.embed(&owned, what)?;
-            let dim = vectors.first().map_or(0, Vec::len);
-            let flat: Vec<f32> = vectors.into_iter().flatten().collect();
-            Ok(Tensor::from_vec(flat, (texts.len(), dim), &self.encoder.device)?)
+            teacher.embed_tensor(&owned, what, true, &self.encoder.device)
         };
         let (q, d) = (embed(queries, "teacher queries")?, embed(glosses, "teacher glosses")?);
         Ok((q.matmul(&d.t()?.contiguous()?)? * self.cfg.scale)?)
