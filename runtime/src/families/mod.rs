@@ -3,6 +3,7 @@
 pub mod classifier;
 pub mod cross_encoder;
 pub mod embedder;
+pub mod generated_image;
 pub mod generator;
 pub mod image_text;
 pub mod image_tokenizer;
