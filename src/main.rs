@@ -70,6 +70,8 @@ enum Command {
     /// Train an image-text dual encoder (an `image_text` bundle) on a dataset's images and the
     /// captions of its classes.
     TrainImageText(commands::train_image_text::TrainImageTextArgs),
+    /// Average the weights of bundles fine-tuned from one start into one bundle ("model soup").
+    Average(commands::average::AverageArgs),
     /// Import a model from another format as a bundle.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
@@ -112,6 +114,7 @@ fn main() -> anyhow::Result<()> {
         Command::DistillEmbedder(args) => commands::distill_embedder::run(args),
         Command::TrainAr2(args) => commands::train_ar2::run(args),
         Command::TrainCrossEncoder(args) => commands::train_cross_encoder::run(args),
+        Command::Average(args) => commands::average::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Sample(args) => commands::sample::run(args),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod average;
 pub mod bench;
 pub mod bundle_args;
 pub mod consistency;

@@ -7,6 +7,7 @@
 
 pub mod arch;
 pub mod augment;
+pub mod average;
 pub mod checkpoint;
 pub mod data;
 mod error;

@@ -1,5 +1,6 @@
 //! The training crate's integration tests, linked as one binary.
 
+mod average;
 mod cross_encoder;
 mod diffusion;
 mod embedder;
