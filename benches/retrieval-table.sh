@@ -18,9 +18,13 @@
 # (the students' teacher layers, default "0,5"), VOCAB (the students' vocabulary, default 14000),
 # INTERMEDIATE (the students' feed-forward units per layer, default all), LOSSES ("cosine"), SEEDS
 # ("0"), TEXTS (texts per distillation, default 60000), DISTILL_EPOCHS (1), DISTILL_LR (1e-4),
-# STUDENT_PAIRS (pairs the distilled student is then fine-tuned on, 16384), STUDENT_NEGATIVES (hard
+# DISTILL_PASSES (1; each further pass distils the last one again on the texts of the next seed, at
+# CONTINUE_LR, default 1e-4), STUDENT_PAIRS (pairs the distilled student is then fine-tuned on, 16384), STUDENT_NEGATIVES (hard
 # negatives the student mines itself for that fine-tuning, default none), STUDENT_TEACHER_WEIGHT
-# (the weight of the teacher's scores over the same batch in it, default none), RERANK_TOP (50),
+# (the weight of the teacher's scores over the same batch in it, default none), STUDENT_ROUNDS
+# (further rounds of that fine-tuning, space-separated, each a comma-separated list of pair seeds:
+# every seed of a round fine-tunes the round's start on its own pairs, and a round of several
+# seeds averages them with `tandem average` into the next start; default none), RERANK_TOP (50),
 # CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS ("score-kl cprd"),
 # RANK_SEEDS ("0 1 2"), RANK_PAIRS (pairs per rank-distillation run, 2048), RANK_NEGATIVES (the
 # student's mined negatives the cross-encoder orders, 4). WordNet and MiniLM need `tandem data fetch
@@ -98,6 +102,18 @@ for loss in ${LOSSES:-cosine}; do
                 --resume --quiet --json > /dev/null
         fi
         measure "student-$loss-$seed" "$run"
+        for pass in $(seq 2 "${DISTILL_PASSES:-1}"); do
+            next="$OUT/student-$loss-$seed-p$pass"
+            if [ ! -f "$next/manifest.json" ]; then
+                echo "== student, $loss, seed $seed, distillation pass $pass" >&2
+                "$BIN" distill-embedder --teacher "$OUT/$TEACHER" --init "$run" --loss "$loss" \
+                    --seed "$((seed + pass - 1))" --max-texts "${TEXTS:-60000}" --epochs "${DISTILL_EPOCHS:-1}" \
+                    --lr "${CONTINUE_LR:-1e-4}" --half --val-queries 300 --val-corpus 5000 --test-queries 200 \
+                    --test-corpus 5000 --out "$next" --resume --quiet --json > /dev/null
+            fi
+            measure "student-$loss-$seed-p$pass" "$next"
+            run=$next
+        done
         tuned="$OUT/student-$loss-$seed-ft"
         if [ ! -f "$tuned/manifest.json" ]; then
             echo "== student, $loss, seed $seed, fine-tuned on the pairs" >&2
@@ -106,6 +122,33 @@ for loss in ${LOSSES:-cosine}; do
                 --test-queries 200 --test-corpus 5000 --out "$tuned" --resume --quiet --json > /dev/null
         fi
         measure "student-$loss-$seed-ft" "$tuned"
+        round=0
+        base=$tuned
+        for seeds in ${STUDENT_ROUNDS:-}; do
+            round=$((round + 1))
+            branches=()
+            for pair_seed in ${seeds//,/ }; do
+                branch="$base-r$round-s$pair_seed"
+                if [ ! -f "$branch/manifest.json" ]; then
+                    echo "== student, $loss, seed $seed, round $round on the pairs of seed $pair_seed" >&2
+                    "$BIN" train-embedder --init "$tuned" --max-pairs "${STUDENT_PAIRS:-16384}" --seed "$pair_seed" \
+                        "${student_tuning[@]}" --batch-size 64 --lr 1e-4 --half --val-queries 300 \
+                        --val-corpus 5000 --test-queries 200 --test-corpus 5000 --out "$branch" --resume --quiet \
+                        --json > /dev/null
+                fi
+                measure "$(basename "$branch")" "$branch"
+                branches+=("$branch")
+            done
+            if [ ${#branches[@]} -gt 1 ]; then
+                soup="$base-r$round-avg"
+                [ -f "$soup/manifest.json" ] ||
+                    "$BIN" average --models "$(IFS=,; echo "${branches[*]}")" --out "$soup" >&2
+                measure "$(basename "$soup")" "$soup"
+                tuned=$soup
+            else
+                tuned=${branches[0]}
+            fi
+        done
         students+=("$tuned")
     done
 done
