@@ -24,7 +24,9 @@
 # (the weight of the teacher's scores over the same batch in it, default none), STUDENT_ROUNDS
 # (further rounds of that fine-tuning, space-separated, each a comma-separated list of pair seeds:
 # every seed of a round fine-tunes the round's start on its own pairs, and a round of several
-# seeds averages them with `tandem average` into the next start; default none), RERANK_TOP (50),
+# seeds averages them with `tandem average` into the next start; default none),
+# STUDENT_FINAL_AVERAGE (a round number k: the student that goes on is then the average of every
+# branch of round k and later, in order; default none), RERANK_TOP (50),
 # CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS ("score-kl cprd"),
 # RANK_SEEDS ("0 1 2"), RANK_PAIRS (pairs per rank-distillation run, 2048), RANK_NEGATIVES (the
 # student's mined negatives the cross-encoder orders, 4). WordNet and MiniLM need `tandem data fetch
@@ -124,6 +126,7 @@ for loss in ${LOSSES:-cosine}; do
         measure "student-$loss-$seed-ft" "$tuned"
         round=0
         base=$tuned
+        late_branches=()
         for seeds in ${STUDENT_ROUNDS:-}; do
             round=$((round + 1))
             branches=()
@@ -138,6 +141,7 @@ for loss in ${LOSSES:-cosine}; do
                 fi
                 measure "$(basename "$branch")" "$branch"
                 branches+=("$branch")
+                [ "$round" -ge "${STUDENT_FINAL_AVERAGE:-999999}" ] && late_branches+=("$branch")
             done
             if [ ${#branches[@]} -gt 1 ]; then
                 soup="$base-r$round-avg"
@@ -149,6 +153,13 @@ for loss in ${LOSSES:-cosine}; do
                 tuned=${branches[0]}
             fi
         done
+        if [ ${#late_branches[@]} -gt 1 ]; then
+            soup="$base-avg-from-r$STUDENT_FINAL_AVERAGE"
+            [ -f "$soup/manifest.json" ] ||
+                "$BIN" average --models "$(IFS=,; echo "${late_branches[*]}")" --out "$soup" >&2
+            measure "$(basename "$soup")" "$soup"
+            tuned=$soup
+        fi
         students+=("$tuned")
     done
 done
