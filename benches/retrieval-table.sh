@@ -59,6 +59,14 @@ measure() {
     fi
 }
 
+# average_into OUT BUNDLE...: the bundles' mean weights as the bundle OUT (kept once written), measured.
+average_into() {
+    local soup=$1
+    shift
+    [ -f "$soup/manifest.json" ] || "$BIN" average --models "$(IFS=,; echo "$*")" --out "$soup" >&2
+    measure "$(basename "$soup")" "$soup"
+}
+
 [ -f "$OUT/minilm/manifest.json" ] ||
     "$BIN" import hf "$DATA/minilm" --out "$OUT/minilm" --name all-minilm-l6-v2 >&2
 measure bm25 bm25
@@ -144,21 +152,15 @@ for loss in ${LOSSES:-cosine}; do
                 [ "$round" -ge "${STUDENT_FINAL_AVERAGE:-999999}" ] && late_branches+=("$branch")
             done
             if [ ${#branches[@]} -gt 1 ]; then
-                soup="$base-r$round-avg"
-                [ -f "$soup/manifest.json" ] ||
-                    "$BIN" average --models "$(IFS=,; echo "${branches[*]}")" --out "$soup" >&2
-                measure "$(basename "$soup")" "$soup"
-                tuned=$soup
+                average_into "$base-r$round-avg" "${branches[@]}"
+                tuned="$base-r$round-avg"
             else
                 tuned=${branches[0]}
             fi
         done
         if [ ${#late_branches[@]} -gt 1 ]; then
-            soup="$base-avg-from-r$STUDENT_FINAL_AVERAGE"
-            [ -f "$soup/manifest.json" ] ||
-                "$BIN" average --models "$(IFS=,; echo "${late_branches[*]}")" --out "$soup" >&2
-            measure "$(basename "$soup")" "$soup"
-            tuned=$soup
+            average_into "$base-avg-from-r$STUDENT_FINAL_AVERAGE" "${late_branches[@]}"
+            tuned="$base-avg-from-r$STUDENT_FINAL_AVERAGE"
         fi
         students+=("$tuned")
     done
