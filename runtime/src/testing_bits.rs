@@ -7,7 +7,8 @@
 //! from sysfs), so an AVX-512 AMD EPYC and an AVX-512 Intel Xeon sum in different orders and
 //! write different, equally deterministic, bits. Tests that compare weights with recorded
 //! hashes keep one hash per machine of [`RECORDED_MACHINES`]; elsewhere they check that two
-//! runs agree and print the hashes to record.
+//! runs agree and print the hashes to record. The hashes are CPU results: in a `cuda` build on a
+//! GPU no machine matches, and the same two-runs check applies.
 
 /// The machines hashes are recorded for, as [`machine_signature`] names them. Tests keep their
 /// hashes in arrays in this order. The L3 cache is left out: the recorded models' products are
@@ -21,7 +22,7 @@ pub const RECORDED_MACHINES: [&str; 2] = [
 
 /// This machine's ISA and L1 data and L2 caches, e.g. `avx512 L1d 32K/8 L2 1024K/8`, or just the
 /// ISA where the caches cannot be read.
-pub fn machine_signature() -> String {
+fn cpu_signature() -> String {
     let isa = crate::kernels::isa_name();
     let caches: Vec<String> = [(1, "Data", "L1d"), (2, "Unified", "L2")]
         .iter()
@@ -31,6 +32,18 @@ pub fn machine_signature() -> String {
         format!("{isa} {}", caches.join(" "))
     } else {
         isa.to_owned()
+    }
+}
+
+/// [`cpu_signature`], followed by ` on <device>` where models run on a GPU: there the GPU's
+/// kernels sum in their own order, so no CPU hash can match, and the tests fall back to checking
+/// that two runs agree.
+pub fn machine_signature() -> String {
+    let device = crate::device::default_device();
+    if device.is_cpu() {
+        cpu_signature()
+    } else {
+        format!("{} on {:?}", cpu_signature(), device.location())
     }
 }
 
@@ -83,7 +96,8 @@ mod tests {
             assert!(well_formed(record), "{record:?}");
         }
         assert_ne!(RECORDED_MACHINES[0], RECORDED_MACHINES[1]);
-        let own = machine_signature();
+        let own = cpu_signature();
+        assert!(machine_signature().starts_with(&own));
         assert!(own.starts_with(crate::kernels::isa_name()), "{own}");
         if cache(1, "Data").is_some() && cache(2, "Unified").is_some() {
             assert!(well_formed(&own), "{own:?}");
