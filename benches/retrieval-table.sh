@@ -24,7 +24,8 @@
 # (the weight of the teacher's scores over the same batch in it, default none), STUDENT_ROUNDS
 # (further rounds of that fine-tuning, space-separated, each a comma-separated list of pair seeds:
 # every seed of a round fine-tunes the round's start on its own pairs, and a round of several
-# seeds averages them with `tandem average` into the next start; default none),
+# seeds averages them with `tandem average` into the next start; a round written SEEDS:k starts
+# instead from the average of every branch of round k and later; default none),
 # STUDENT_FINAL_AVERAGE (a round number k: the student that goes on is then the average of every
 # branch of round k and later, in order; default none), RERANK_TOP (50),
 # CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS ("score-kl cprd"),
@@ -65,6 +66,23 @@ average_into() {
     shift
     [ -f "$soup/manifest.json" ] || "$BIN" average --models "$(IFS=,; echo "$*")" --out "$soup" >&2
     measure "$(basename "$soup")" "$soup"
+}
+
+# average_since OUT K: sets `averaged` to the average (as OUT) of every branch in `all_branches`
+# (entries ROUND:BUNDLE) of round K and later, or to the one such branch.
+average_since() {
+    local out=$1 from=$2 entry
+    local since=()
+    for entry in "${all_branches[@]}"; do
+        [ "${entry%%:*}" -ge "$from" ] && since+=("${entry#*:}")
+    done
+    [ ${#since[@]} -gt 0 ] || { echo "no branch from round $from on to average" >&2; exit 1; }
+    if [ ${#since[@]} -gt 1 ]; then
+        average_into "$out" "${since[@]}"
+        averaged=$out
+    else
+        averaged=${since[0]}
+    fi
 }
 
 [ -f "$OUT/minilm/manifest.json" ] ||
@@ -134,9 +152,14 @@ for loss in ${LOSSES:-cosine}; do
         measure "student-$loss-$seed-ft" "$tuned"
         round=0
         base=$tuned
-        late_branches=()
-        for seeds in ${STUDENT_ROUNDS:-}; do
+        all_branches=()
+        for spec in ${STUDENT_ROUNDS:-}; do
             round=$((round + 1))
+            seeds=${spec%%:*}
+            if [ "$seeds" != "$spec" ]; then
+                average_since "$base-r$((round - 1))-avg-from-r${spec#*:}" "${spec#*:}"
+                tuned=$averaged
+            fi
             branches=()
             for pair_seed in ${seeds//,/ }; do
                 branch="$base-r$round-s$pair_seed"
@@ -149,7 +172,7 @@ for loss in ${LOSSES:-cosine}; do
                 fi
                 measure "$(basename "$branch")" "$branch"
                 branches+=("$branch")
-                [ "$round" -ge "${STUDENT_FINAL_AVERAGE:-999999}" ] && late_branches+=("$branch")
+                all_branches+=("$round:$branch")
             done
             if [ ${#branches[@]} -gt 1 ]; then
                 average_into "$base-r$round-avg" "${branches[@]}"
@@ -158,9 +181,9 @@ for loss in ${LOSSES:-cosine}; do
                 tuned=${branches[0]}
             fi
         done
-        if [ ${#late_branches[@]} -gt 1 ]; then
-            average_into "$base-avg-from-r$STUDENT_FINAL_AVERAGE" "${late_branches[@]}"
-            tuned="$base-avg-from-r$STUDENT_FINAL_AVERAGE"
+        if [ -n "${STUDENT_FINAL_AVERAGE:-}" ]; then
+            average_since "$base-avg-from-r$STUDENT_FINAL_AVERAGE" "$STUDENT_FINAL_AVERAGE"
+            tuned=$averaged
         fi
         students+=("$tuned")
     done
