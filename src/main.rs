@@ -101,6 +101,9 @@ fn main() -> anyhow::Result<()> {
     let version: &'static str = Box::leak(long_version().into_boxed_str());
     let cli = Cli::from_arg_matches(&Cli::command().long_version(version).get_matches())?;
     init_logging(cli.log_format);
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_) | Command::Quickstart(_)) {
+        end_quietly_when_stdout_closes();
+    }
     match cli.command {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Data(cmd) => commands::data::run(cmd),
@@ -126,6 +129,20 @@ fn main() -> anyhow::Result<()> {
             println!("{}", tandem_server::openapi_json());
             Ok(())
         }
+    }
+}
+
+/// Lets a command whose output goes into a pipe that closes early (`tandem openapi | head`) end
+/// as other Unix tools do, by SIGPIPE, instead of panicking in `println!`.
+///
+/// Rust starts programs with SIGPIPE ignored so that a socket its peer closed is an error rather
+/// than the end of the process; the commands that serve or talk HTTP (`serve`, `bench`,
+/// `quickstart`) keep that, since a client that hangs up must not stop a server.
+fn end_quietly_when_stdout_closes() {
+    #[cfg(unix)]
+    // SAFETY: `signal` with SIG_DFL installs no handler code; it runs before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -147,6 +147,23 @@ fn openapi_output_equals_the_committed_document() {
 }
 
 #[test]
+fn output_into_a_pipe_closed_early_ends_by_sigpipe_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    // The spec (over 200 KB) is more than a pipe buffers, so printing it meets the closed pipe.
+    let mut child = tandem()
+        .arg("openapi")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tandem starts");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("tandem ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
+
+#[test]
 fn bench_distill_tabulates_seeds_and_reuses_finished_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bench = || {
