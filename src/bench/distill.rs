@@ -16,6 +16,7 @@ use tandem_training::data::DatasetName;
 use tandem_training::report::TrainSummary;
 use tandem_training::{train, Method, TrainConfig};
 
+use crate::commands::bundle_args::BundleTarget;
 use crate::commands::train::{config, config_with_labels, method, MethodArgs, RunArgs};
 
 /// Arguments of `tandem bench distill`.
@@ -172,9 +173,7 @@ fn run_args(
     RunArgs {
         dataset,
         arch: arch.to_owned(),
-        name: None,
-        out,
-        version: "1".into(),
+        target: BundleTarget { out, name: None, version: "1".into() },
         epochs,
         batch_size: 64,
         lr: 3e-3,

@@ -12,24 +12,17 @@ pub struct AverageArgs {
     /// are kept, and the weights are stored in its types).
     #[arg(long, value_delimiter = ',', required = true)]
     pub models: Vec<PathBuf>,
-    /// Bundle directory to write.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Bundle name (default: the output directory's name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Bundle version.
-    #[arg(long, default_value = "1")]
-    pub version: String,
+    #[command(flatten)]
+    pub target: super::bundle_args::BundleTarget,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: AverageArgs) -> anyhow::Result<()> {
-    let name = super::train::bundle_name(args.name.as_deref(), &args.out);
-    let summary = average_bundles(&args.models, &args.out, &name, &args.version)
-        .with_context(|| format!("cannot write the average in {}", args.out.display()))?;
+    let target = &args.target;
+    let summary = average_bundles(&args.models, &target.out, &target.bundle_name(), &target.version)
+        .with_context(|| format!("cannot write the average in {}", target.out.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

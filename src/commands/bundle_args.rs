@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use tandem_training::data::default_data_dir;
 
-/// Output, identity and reporting of a training run.
-#[derive(clap::Args)]
-pub struct BundleArgs {
+/// Where a written bundle goes and what it is called: `--out`, `--name`, `--version`, the same
+/// flags for every command that writes a bundle.
+#[derive(clap::Args, Clone)]
+pub struct BundleTarget {
     /// Bundle directory to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -17,6 +18,20 @@ pub struct BundleArgs {
     /// Bundle version.
     #[arg(long, default_value = "1")]
     pub version: String,
+}
+
+impl BundleTarget {
+    /// The bundle's name: `--name`, else the output directory's.
+    pub fn bundle_name(&self) -> String {
+        super::train::bundle_name(self.name.as_deref(), &self.out)
+    }
+}
+
+/// Output, identity and reporting of a training run.
+#[derive(clap::Args)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    pub target: BundleTarget,
     /// Continue from the checkpoint next to the output directory.
     #[arg(long)]
     pub resume: bool,
@@ -34,7 +49,7 @@ pub struct BundleArgs {
 impl BundleArgs {
     /// The bundle's name: `--name`, else the output directory's.
     pub fn bundle_name(&self) -> String {
-        super::train::bundle_name(self.name.as_deref(), &self.out)
+        self.target.bundle_name()
     }
 
     /// `--data-dir`, else the default cache.

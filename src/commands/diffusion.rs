@@ -77,14 +77,14 @@ impl GenerationRunArgs {
         Ok(GenerationRun {
             common: CommonRun {
                 name: self.bundle.bundle_name(),
-                version: self.bundle.version.clone(),
+                version: self.bundle.target.version.clone(),
                 epochs: self.epochs,
                 batch_size: self.batch_size,
                 optim,
                 warmup_fraction: self.warmup,
                 clip_grad_norm: Some(self.clip_grad_norm),
                 seed: self.seed,
-                out: self.bundle.out.clone(),
+                out: self.bundle.target.out.clone(),
                 resume: self.bundle.resume,
                 progress: !self.bundle.quiet,
             },

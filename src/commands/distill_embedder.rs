@@ -120,7 +120,7 @@ pub fn run(args: DistillEmbedderArgs) -> anyhow::Result<()> {
     let out = &args.bundle;
     let eval = &args.retrieval;
     let shape = StudentShape { layers: args.layers.clone(), vocab: args.vocab, intermediate: args.intermediate };
-    let mut cfg = DistillConfig::new(args.teacher.clone(), eval.wordnet(out), shape, out.out.clone());
+    let mut cfg = DistillConfig::new(args.teacher.clone(), eval.wordnet(out), shape, out.target.out.clone());
     let run = &mut cfg.run;
     eval.apply(out, run);
     (run.common.epochs, run.common.batch_size, run.common.seed, run.common.optim.lr) =

@@ -39,7 +39,7 @@ impl RetrievalRunArgs {
     /// Sets what these flags and the bundle's flags decide of a run: its name and version,
     /// validation and test sizes, resuming and progress output.
     pub fn apply(&self, bundle: &BundleArgs, run: &mut TextRun) {
-        (run.common.name, run.common.version) = (bundle.bundle_name(), bundle.version.clone());
+        (run.common.name, run.common.version) = (bundle.bundle_name(), bundle.target.version.clone());
         (run.val_queries, run.val_corpus) = (self.val_queries, self.val_corpus);
         (run.test_queries, run.test_corpus) = (self.test_queries, self.test_corpus);
         (run.common.resume, run.common.progress) = (bundle.resume, !bundle.quiet);

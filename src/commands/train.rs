@@ -19,15 +19,8 @@ pub struct RunArgs {
     /// student-wide, tiny) or a JSON file with a full CNN config.
     #[arg(long, default_value = "student")]
     pub arch: String,
-    /// Bundle directory to write.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Bundle name (default: the output directory's name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Bundle version.
-    #[arg(long, default_value = "1")]
-    pub version: String,
+    #[command(flatten)]
+    pub target: super::bundle_args::BundleTarget,
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -250,8 +243,8 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
         _ => (28, 10),
     };
     Ok(TrainConfig {
-        name: bundle_name(run.name.as_deref(), &run.out),
-        version: run.version.clone(),
+        name: run.target.bundle_name(),
+        version: run.target.version.clone(),
         dataset: run.dataset,
         data_dir: run.data_dir.clone().unwrap_or_else(default_data_dir),
         arch: arch::resolve(&run.arch, side, classes)?,
@@ -264,7 +257,7 @@ pub fn config(run: &RunArgs, method: Method, teacher: Option<PathBuf>) -> anyhow
         seed: run.seed,
         augment: Augment { max_shift: run.augment_shift, max_rotation_deg: run.augment_rotate, flip: run.augment_flip },
         train_limit: run.train_limit,
-        out: run.out.clone(),
+        out: run.target.out.clone(),
         resume: run.resume,
         progress: !run.quiet,
         subset_fraction: run.subset_fraction,

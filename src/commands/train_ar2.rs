@@ -69,8 +69,12 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
     };
     let name = out.bundle_name();
 
-    let mut ranker =
-        CrossEncoderConfig::new(args.ranker_init.clone(), args.retriever.clone(), wordnet.clone(), out.out.clone());
+    let mut ranker = CrossEncoderConfig::new(
+        args.ranker_init.clone(),
+        args.retriever.clone(),
+        wordnet.clone(),
+        out.target.out.clone(),
+    );
     eval.apply(out, &mut ranker.run);
     ranker.run.common.name = format!("{name}-ranker");
     (ranker.run.common.batch_size, ranker.run.common.seed, ranker.run.common.optim.lr) =
@@ -78,7 +82,7 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
     (ranker.max_pairs, ranker.mining, ranker.rerank_top) = (args.max_pairs, mining.clone(), args.rerank_top);
 
     let shape = StudentShape { layers: Vec::new(), vocab: None, intermediate: None };
-    let mut base = DistillConfig::new(args.retriever.clone(), wordnet, shape, out.out.clone());
+    let mut base = DistillConfig::new(args.retriever.clone(), wordnet, shape, out.target.out.clone());
     eval.apply(out, &mut base.run);
     base.run.common.name = format!("{name}-retriever");
     (base.run.common.batch_size, base.run.common.seed, base.run.common.optim.lr) =
@@ -99,7 +103,7 @@ pub fn run(args: TrainAr2Args) -> anyhow::Result<()> {
         ranker,
         retriever_run,
         rounds: args.rounds,
-        out: out.out.clone(),
+        out: out.target.out.clone(),
     };
     let rounds = ar2::ar2(&cfg)?;
     let report: Vec<serde_json::Value> = rounds

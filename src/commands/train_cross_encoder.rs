@@ -61,7 +61,8 @@ pub struct TrainCrossEncoderArgs {
 pub fn run(args: TrainCrossEncoderArgs) -> anyhow::Result<()> {
     let out = &args.bundle;
     let eval = &args.retrieval;
-    let mut cfg = CrossEncoderConfig::new(args.init.clone(), args.miner.clone(), eval.wordnet(out), out.out.clone());
+    let mut cfg =
+        CrossEncoderConfig::new(args.init.clone(), args.miner.clone(), eval.wordnet(out), out.target.out.clone());
     let run = &mut cfg.run;
     eval.apply(out, run);
     (run.common.epochs, run.common.batch_size, run.common.seed, run.common.optim.lr) =

@@ -67,7 +67,7 @@ pub struct TrainEmbedderArgs {
 pub fn run(args: TrainEmbedderArgs) -> anyhow::Result<()> {
     let out = &args.bundle;
     let eval = &args.retrieval;
-    let mut cfg = EmbedderConfig::new(args.init.clone(), eval.wordnet(out), out.out.clone());
+    let mut cfg = EmbedderConfig::new(args.init.clone(), eval.wordnet(out), out.target.out.clone());
     let run = &mut cfg.run;
     eval.apply(out, run);
     (run.common.epochs, run.common.batch_size, run.common.seed, run.common.optim.lr) =

@@ -97,9 +97,9 @@ pub fn run(args: TrainImageTextArgs) -> anyhow::Result<()> {
     };
     let side = if args.dataset == DatasetName::Digits { 8 } else { 28 };
     let image_arch = arch::resolve(&args.image_arch, side, args.embed_dim)?;
-    let mut cfg = ImageTextTrainConfig::new(args.dataset, data_dir, tokenizer, image_arch, out.out.clone());
+    let mut cfg = ImageTextTrainConfig::new(args.dataset, data_dir, tokenizer, image_arch, out.target.out.clone());
     (cfg.common.name, cfg.common.version, cfg.wordnet_dir) =
-        (out.bundle_name(), out.version.clone(), args.wordnet_dir.clone());
+        (out.bundle_name(), out.target.version.clone(), args.wordnet_dir.clone());
     cfg.text = TextTower {
         hidden: args.text_hidden,
         layers: args.text_layers,

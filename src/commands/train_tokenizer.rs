@@ -83,8 +83,8 @@ pub fn run(args: TrainTokenizerArgs) -> anyhow::Result<()> {
     arch.depth = args.depth.unwrap_or(if layout == TokenizerLayout::Dual { 2 } else { 4 });
     (arch.codebook_size, arch.code_dim) = (args.codebook_size, args.code_dim);
     let out = &args.bundle;
-    let mut cfg = TokenizerConfig::new(arch, args.dataset, out.data_dir(), out.out.clone());
-    (cfg.common.name, cfg.common.version) = (out.bundle_name(), out.version.clone());
+    let mut cfg = TokenizerConfig::new(arch, args.dataset, out.data_dir(), out.target.out.clone());
+    (cfg.common.name, cfg.common.version) = (out.bundle_name(), out.target.version.clone());
     (cfg.teacher_epochs, cfg.teacher, cfg.common.epochs) = (args.teacher_epochs, args.teacher.clone(), args.epochs);
     (cfg.common.batch_size, cfg.common.seed, cfg.train_limit) = (args.batch_size, args.seed, args.train_limit);
     (cfg.val_images, cfg.test_images) = (args.val_images, args.test_images);
