@@ -21,6 +21,10 @@ pub struct TrainCrossEncoderArgs {
     /// Hard negatives per query: the loss ranks the positive against them.
     #[arg(long, default_value_t = 7)]
     pub negatives: usize,
+    /// Negatives per query drawn at random from the training glosses, besides the hard ones: with
+    /// hard negatives alone the model can learn to prefer the gloss least like the query.
+    #[arg(long, default_value_t = 0)]
+    pub random_negatives: usize,
     /// Candidates the miner searches per query for its negatives.
     #[arg(long, default_value_t = 30)]
     pub mine_depth: usize,
@@ -69,6 +73,7 @@ pub fn run(args: TrainCrossEncoderArgs) -> anyhow::Result<()> {
         (args.epochs, args.batch_size, args.seed, args.lr);
     (run.max_seq_length, run.half) = (args.max_seq_length, args.half);
     (cfg.max_pairs, cfg.rerank_top, cfg.head_lr_scale) = (args.max_pairs, args.rerank_top, args.head_lr_scale);
+    cfg.random_negatives = args.random_negatives;
     cfg.mining = MiningOptions {
         per_query: args.negatives,
         depth: args.mine_depth,

@@ -31,6 +31,11 @@ pub struct CrossEncoderConfig {
     /// listwise loss stayed at its uniform value, ln 8, through 128 steps; the head, a linear
     /// probe, takes a linear probe's rate.
     pub head_lr_scale: f64,
+    /// Negatives per query drawn at random from the training glosses, after the hard ones. With
+    /// hard negatives alone, every negative is a gloss the miner finds more like the query than
+    /// most others, often more than the positive, so "the least similar gloss is the answer" fits
+    /// the training lists; random ones rule that shortcut out.
+    pub random_negatives: usize,
 }
 
 impl CrossEncoderConfig {
@@ -47,6 +52,7 @@ impl CrossEncoderConfig {
             mining: MiningOptions { per_query: 7, depth: 30, ..MiningOptions::default() },
             rerank_top: 50,
             head_lr_scale: 100.0,
+            random_negatives: 0,
         }
     }
 
@@ -81,6 +87,7 @@ impl CrossEncoderConfig {
             ("mine_corpus".into(), json!(self.mining.corpus_limit)),
             ("rerank_top".into(), json!(self.rerank_top)),
             ("head_lr_scale".into(), json!(self.head_lr_scale)),
+            ("random_negatives".into(), json!(self.random_negatives)),
         ]);
         all
     }

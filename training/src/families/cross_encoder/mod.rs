@@ -10,8 +10,13 @@
 //! the positive's text, never held-out text), because the documents a cross-encoder must learn
 //! to push down are the ones the first stage confuses with the answer.
 //!
+//! `--random-negatives` adds glosses drawn at random after the hard ones: with hard negatives
+//! alone, each list holds the positive and glosses the miner finds closer to the query than most,
+//! often closer than the positive, and a model can fit that by preferring the least similar gloss,
+//! which reranks the miner's candidates worse than chance.
+//!
 //! The loss is listwise, per query: softmax cross-entropy over the logits of its positive and its
-//! hard negatives, the positive as the target (a pair whose miner found fewer negatives has fewer
+//! negatives, the positive as the target (a pair whose miner found fewer negatives has fewer
 //! columns, the rest masked out). Validation and the test are the benchmark's own evaluation with
 //! the miner as the first stage and the current weights, written as a bundle beside the run
 //! (`<out>.val-bundle`), reranking its best candidates, exactly as `tandem eval --task retrieval
@@ -26,7 +31,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
 use tandem_runtime::bundle::{now_rfc3339, Bundle, CrossEncoderSpec, FamilySpec, Manifest, Provenance};
 use tandem_runtime::models::cross_encoder::{TrainableCrossEncoder, SCORE_PREFIX};
@@ -64,7 +69,8 @@ pub struct CrossEncoderRun<'a> {
     benchmark: Benchmark,
     /// The training pairs that have at least one hard negative.
     pairs: Vec<TrainingPair>,
-    /// Per pair, its hard negatives as indices into `benchmark.docs`, best first.
+    /// Per pair, its hard negatives as indices into `benchmark.docs`, best first, then its random
+    /// ones.
     negatives: Vec<Vec<usize>>,
     vars: VarMap,
     model: TrainableCrossEncoder,
@@ -127,8 +133,9 @@ impl<'a> CrossEncoderRun<'a> {
         let mined = retrieval::mine_hard_negatives(&benchmark, &cfg.miner, &pairs, &cfg.mining)?;
         tracing::info!(pairs = pairs.len(), seconds = started.elapsed().as_secs_f64(), "hard negatives mined");
         // A pair without a negative has nothing to be ranked against.
-        let (pairs, negatives): (Vec<TrainingPair>, Vec<Vec<usize>>) =
+        let (pairs, mut negatives): (Vec<TrainingPair>, Vec<Vec<usize>>) =
             pairs.into_iter().zip(mined).filter(|(_, negatives)| !negatives.is_empty()).unzip();
+        add_random_negatives(&benchmark, &pairs, &mut negatives, cfg.random_negatives, cfg.run.common.seed);
         if pairs.is_empty() {
             return Err(Error::InvalidArgument("no training pair has a hard negative to be ranked against".into()));
         }
@@ -214,6 +221,41 @@ impl<'a> CrossEncoderRun<'a> {
             groups.push(start..encoded.len());
         }
         Ok((encoded, groups))
+    }
+}
+
+/// Appends `count` seeded random training glosses to each pair's negatives: never an answer to
+/// the query (judged relevant, or the positive's text), never held-out text, never a negative
+/// the pair already has.
+fn add_random_negatives(
+    benchmark: &Benchmark,
+    pairs: &[TrainingPair],
+    negatives: &mut [Vec<usize>],
+    count: usize,
+    seed: u64,
+) {
+    if count == 0 {
+        return;
+    }
+    let pool = benchmark.training_docs(&[], None);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x7a4d_0b5e);
+    for (pair, negatives) in pairs.iter().zip(negatives.iter_mut()) {
+        let relevant: Vec<usize> = benchmark.judgments(pair.synset).iter().map(|&(doc, _)| doc).collect();
+        let mut added = 0;
+        // A bounded number of draws: the pool is about 110,000 glosses and a query's answers a few.
+        for _ in 0..count * 20 {
+            if added == count {
+                break;
+            }
+            let Some(&doc) = pool.choose(&mut rng) else { return };
+            let unusable = relevant.contains(&doc)
+                || negatives.contains(&doc)
+                || benchmark.docs[doc].eq_ignore_ascii_case(&pair.positive);
+            if !unusable {
+                negatives.push(doc);
+                added += 1;
+            }
+        }
     }
 }
 
@@ -351,6 +393,36 @@ mod tests {
             .sum::<f32>()
             / groups.len() as f32;
         assert!((loss.to_scalar::<f32>().unwrap() - expected).abs() < 1e-5);
+    }
+
+    #[test]
+    fn random_negatives_follow_the_hard_ones_and_are_never_answers_nor_held_out() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wordnet");
+        let benchmark = Benchmark::new(&crate::data::wordnet::WordNet::read_dir(&dir).unwrap());
+        let pairs = benchmark.training_pairs();
+        let hard: Vec<Vec<usize>> = pairs.iter().map(|p| vec![(p.synset + 1) % benchmark.len()]).collect();
+        let with = |count, seed| {
+            let mut negatives = hard.clone();
+            add_random_negatives(&benchmark, &pairs, &mut negatives, count, seed);
+            negatives
+        };
+        assert_eq!(with(0, 0), hard);
+        let drawn = with(2, 0);
+        assert_eq!(drawn, with(2, 0), "seeded");
+        assert_ne!(drawn, with(2, 1), "another seed draws other glosses");
+        let mut added = 0;
+        for ((pair, hard), negatives) in pairs.iter().zip(&hard).zip(&drawn) {
+            assert_eq!(&negatives[..1], hard.as_slice(), "the hard negatives come first");
+            assert!(negatives.len() <= 3);
+            added += negatives.len() - 1;
+            for &d in &negatives[1..] {
+                assert!(benchmark.judgments(pair.synset).iter().all(|&(j, _)| j != d), "{pair:?} got an answer {d}");
+                assert_eq!(benchmark.split_of(d), Split::Train);
+                assert_ne!(benchmark.docs[d], pair.positive);
+                assert_eq!(negatives.iter().filter(|&&n| n == d).count(), 1, "{d} twice");
+            }
+        }
+        assert!(added > pairs.len(), "most pairs get both: {added} for {} pairs", pairs.len());
     }
 
     #[test]
