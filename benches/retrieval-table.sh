@@ -28,7 +28,8 @@
 # instead from the average of every branch of round k and later; default none),
 # STUDENT_FINAL_AVERAGE (a round number k: the student that goes on is then the average of every
 # branch of round k and later, in order; default none), RERANK_TOP (50),
-# CROSS_PAIRS (cross-encoder training pairs, default 2048), RANK_METHODS ("score-kl cprd"),
+# CROSS_PAIRS (cross-encoder training pairs, default 2048), CROSS_NEGATIVES (its mined hard
+# negatives per pair, 3), CROSS_RANDOM_NEGATIVES (its random ones, 4), CROSS_LR (5e-5), RANK_METHODS ("score-kl cprd"),
 # RANK_SEEDS ("0 1 2"), RANK_PAIRS (pairs per rank-distillation run, 2048), RANK_NEGATIVES (the
 # student's mined negatives the cross-encoder orders, 4). WordNet and MiniLM need `tandem data fetch
 # wordnet minilm` first.
@@ -109,8 +110,9 @@ measure "$TEACHER" "$OUT/$TEACHER"
 # The cross-encoder reranks the teacher's top candidates.
 if [ ! -f "$OUT/cross-encoder/manifest.json" ]; then
     echo "== cross-encoder" >&2
-    "$BIN" train-cross-encoder --init "$OUT/minilm" --miner "$OUT/$TEACHER" --negatives 7 \
-        --max-pairs "${CROSS_PAIRS:-2048}" --mine-corpus "${MINE_CORPUS:-30000}" --batch-size 16 --lr 2e-5 \
+    "$BIN" train-cross-encoder --init "$OUT/minilm" --miner "$OUT/$TEACHER" --negatives "${CROSS_NEGATIVES:-3}" \
+        --random-negatives "${CROSS_RANDOM_NEGATIVES:-4}" --max-pairs "${CROSS_PAIRS:-2048}" \
+        --mine-corpus "${MINE_CORPUS:-30000}" --batch-size 16 --lr "${CROSS_LR:-5e-5}" \
         --val-queries 200 --val-corpus 5000 --test-queries 200 --test-corpus 5000 \
         --out "$OUT/cross-encoder" --resume --quiet --json > /dev/null
 fi

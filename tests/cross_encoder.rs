@@ -34,6 +34,7 @@ fn a_trained_cross_encoder_exports_and_reranks_over_http() {
     assert_eq!(summary["history"].as_array().map(Vec::len), Some(2), "{summary}");
     assert_eq!(summary["test_n"], 5, "{summary}");
     assert_eq!(summary["hyperparameters"]["negatives"], 2, "{summary}");
+    assert_eq!(summary["hyperparameters"]["random_negatives"], 4, "the default mixes in random negatives: {summary}");
     assert_eq!(manifest(&bundle)["family"]["kind"], "cross_encoder");
 
     let eval = run_ok(

@@ -19,11 +19,11 @@ pub struct TrainCrossEncoderArgs {
     #[arg(long)]
     pub miner: PathBuf,
     /// Hard negatives per query: the loss ranks the positive against them.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 3)]
     pub negatives: usize,
     /// Negatives per query drawn at random from the training glosses, besides the hard ones: with
     /// hard negatives alone the model can learn to prefer the gloss least like the query.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 4)]
     pub random_negatives: usize,
     /// Candidates the miner searches per query for its negatives.
     #[arg(long, default_value_t = 30)]
@@ -38,7 +38,7 @@ pub struct TrainCrossEncoderArgs {
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Peak learning rate of AdamW.
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(long, default_value_t = 5e-5)]
     pub lr: f64,
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
