@@ -39,6 +39,25 @@ impl Default for MiningOptions {
     }
 }
 
+/// The documents a pair's negatives must never be: those judged relevant to its query, and any
+/// with its positive's text (WordNet repeats some definitions across synsets).
+pub struct Answers {
+    relevant: HashSet<usize>,
+    positive: String,
+}
+
+impl Answers {
+    pub fn of(benchmark: &Benchmark, pair: &TrainingPair) -> Answers {
+        let relevant = benchmark.judgments(pair.synset).into_iter().map(|(d, _)| d).collect();
+        Answers { relevant, positive: pair.positive.trim().to_lowercase() }
+    }
+
+    /// Whether document `doc` of `benchmark` answers the pair's query.
+    pub fn contains(&self, benchmark: &Benchmark, doc: usize) -> bool {
+        self.relevant.contains(&doc) || benchmark.docs[doc].trim().to_lowercase() == self.positive
+    }
+}
+
 /// Per pair, up to `per_query` hard negatives as indices into `benchmark.docs`, best first.
 ///
 /// `miner` is an embedder bundle; its rankings are exact (every query against every searched
@@ -69,12 +88,11 @@ pub fn mine_hard_negatives(
         .iter()
         .zip(found)
         .map(|(pair, ranked)| {
-            let relevant: HashSet<usize> = benchmark.judgments(pair.synset).into_iter().map(|(d, _)| d).collect();
-            let positive = pair.positive.trim().to_lowercase();
+            let answers = Answers::of(benchmark, pair);
             ranked
                 .into_iter()
                 .map(|(position, _)| corpus[position])
-                .filter(|d| !relevant.contains(d) && benchmark.docs[*d].trim().to_lowercase() != positive)
+                .filter(|&d| !answers.contains(benchmark, d))
                 .skip(options.skip_top)
                 .take(options.per_query)
                 .collect()

@@ -44,6 +44,7 @@ use crate::families::embedder::load_benchmark;
 use crate::losses::cross_entropy;
 use crate::optim::AdamW;
 use crate::report::{EpochRecord, TrainSummary};
+use crate::retrieval::mining::Answers;
 use crate::retrieval::{self, Benchmark, EvalOptions, FirstStage, Rerank, RetrievalReport, TrainingPair};
 use crate::trainer::{self, Export, Family, Plan, StepOutput, TestReport, Validation};
 use crate::{Error, Result};
@@ -240,7 +241,7 @@ fn add_random_negatives(
     let pool = benchmark.training_docs(&[], None);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x7a4d_0b5e);
     for (pair, negatives) in pairs.iter().zip(negatives.iter_mut()) {
-        let relevant: Vec<usize> = benchmark.judgments(pair.synset).iter().map(|&(doc, _)| doc).collect();
+        let answers = Answers::of(benchmark, pair);
         let mut added = 0;
         // A bounded number of draws: the pool is about 110,000 glosses and a query's answers a few.
         for _ in 0..count * 20 {
@@ -248,10 +249,7 @@ fn add_random_negatives(
                 break;
             }
             let Some(&doc) = pool.choose(&mut rng) else { return };
-            let unusable = relevant.contains(&doc)
-                || negatives.contains(&doc)
-                || benchmark.docs[doc].eq_ignore_ascii_case(&pair.positive);
-            if !unusable {
+            if !answers.contains(benchmark, doc) && !negatives.contains(&doc) {
                 negatives.push(doc);
                 added += 1;
             }
